@@ -1,0 +1,955 @@
+//! The cascade: a pure, persisted state machine that decides which projects to rebuild and when.
+//!
+//! It follows `make`, per project rather than per cascade (see CASCADE-MODEL.md): each project has a
+//! small state — `stale` (must be rebuilt, with causes), `running` (our pipeline, not yet seen
+//! finished), `failed` (our last pipeline failed). [`Cascade::apply`] folds one [`Input`] into the
+//! state; [`Cascade::dispatch`] then decides what to start and returns [`Action`]s. The caller persists
+//! the whole [`Cascade`] (serde) after every `apply` and every `dispatch`, *before* performing the
+//! actions, so a pipeline creation is always preceded by its recorded intent (attempt id).
+//!
+//! Semantics chosen where the model left room (each is also noted where it is implemented):
+//! - While a project runs, its `stale` holds only causes that arrived after the pipeline was created
+//!   (then `running.restale` is set); the causes the pipeline answers live in `running.causes` and are
+//!   put back into `stale` if it fails, so the failed project keeps blocking its descendants.
+//! - Blocking is transitive: a project waits while any acyclic ancestor is stale or running (not just
+//!   a direct upstream). With transitive marking both are the same, but the transitive check also
+//!   holds after an operator cancelled part of a chain.
+//! - Cancelling a running project keeps the running entry (the pipeline exists and its events must
+//!   still be recognised) but drops its pending causes; if that pipeline still succeeds, its success
+//!   is ours and propagates like any other, because a new build of the project now exists.
+//! - A manual rebuild behaves like a change at the project: the project and all its acyclic
+//!   descendants are marked stale with a new cascade (cause upstream = root = the project itself);
+//!   it respects blocking by stale or running upstreams like any stale project.
+//! - Excluded projects are never started and never waited for: `dispatch` clears their `stale` (their
+//!   descendants were already marked by the same event and proceed).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::DepGraph;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+/// CI variable: comma-separated upstream paths whose new builds caused this pipeline, sorted.
+pub const VAR_UPSTREAM: &str = "GITLAB_DEPS_UPSTREAM";
+/// CI variable: comma-separated root paths (where the changes happened), sorted.
+pub const VAR_ROOT: &str = "GITLAB_DEPS_ROOT";
+/// CI variable: the cascade id of the oldest cause.
+pub const VAR_CASCADE: &str = "GITLAB_DEPS_CASCADE";
+/// CI variable: the attempt id; used to adopt a pipeline after a crash and to recognise its events.
+pub const VAR_ATTEMPT: &str = "GITLAB_DEPS_ATTEMPT";
+
+/// How many finished pipeline ids each project remembers to make redeliveries no-ops.
+const SEEN_PIPELINES: usize = 16;
+/// How many per-project lines one transition logs before summarising, so a change at the base of a
+/// 100k graph does not produce a 100k-line log.
+const LOG_DETAIL: usize = 50;
+
+/// Why a project must be rebuilt: a new build of `upstream`, in the cascade started by a change at
+/// `root`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cause {
+    /// The project whose new build made this one out of date (the project itself for a manual rebuild).
+    pub upstream: String,
+    /// Where the cascade started.
+    pub root: String,
+    /// The cascade id (`c-<n>`); every cascade has exactly one root.
+    pub cascade: String,
+    /// When the cause was recorded.
+    pub at_ms: i64,
+}
+
+/// The project must be rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stale {
+    /// Causes, deduplicated by `(upstream, cascade)`, in arrival order.
+    pub causes: Vec<Cause>,
+    /// When the project became stale (dispatch starts the oldest first within a rank).
+    pub since_ms: i64,
+}
+
+/// Our pipeline for the project, created (or about to be) and not yet seen finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    /// Attempt id (`a-<n>`), passed as [`VAR_ATTEMPT`].
+    pub attempt: String,
+    /// `None` until [`Input::PipelineCreated`]: an intent to resolve after a crash.
+    pub pipeline_id: Option<u64>,
+    /// An upstream produced a new build after this pipeline was created: rebuild once more after it.
+    pub restale: bool,
+    /// When dispatch started it.
+    pub started_ms: i64,
+    /// Upstreams whose new builds it answers, sorted (the project itself excluded).
+    pub upstreams: Vec<String>,
+    /// Roots of those causes, sorted.
+    pub roots: Vec<String>,
+    /// Cascade id of the oldest cause.
+    pub cascade: String,
+    /// The causes this pipeline answers: propagated on success, restored into `stale` on failure.
+    #[serde(default)]
+    pub causes: Vec<Cause>,
+    /// `stale.since_ms` when it started, restored on failure so it keeps its place in the queue.
+    #[serde(default)]
+    pub stale_since_ms: i64,
+    /// The operator cancelled the project while this pipeline ran: a failure does not restore causes.
+    #[serde(default)]
+    pub cancelled: bool,
+}
+
+/// Our last pipeline for the project failed, was canceled, or could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Human-readable reason.
+    pub reason: String,
+    /// The failed pipeline; `None` when creating it failed.
+    pub pipeline_id: Option<u64>,
+    /// When the failure was recorded.
+    pub at_ms: i64,
+}
+
+/// Final status of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PipelineStatus {
+    /// Succeeded: a new build of the project exists.
+    Success,
+    /// Failed.
+    Failed,
+    /// Canceled (treated like a failure).
+    Canceled,
+}
+
+impl fmt::Display for PipelineStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PipelineStatus::Success => "succeeded",
+            PipelineStatus::Failed => "failed",
+            PipelineStatus::Canceled => "was canceled",
+        })
+    }
+}
+
+/// A pipeline whose final status was already applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenPipeline {
+    /// Pipeline id.
+    pub id: u64,
+    /// The status applied (a retried pipeline can finish again with another status).
+    pub status: PipelineStatus,
+}
+
+/// Per-project state; the default is idle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectState {
+    /// Must be rebuilt (while running: only causes that arrived after the pipeline was created).
+    pub stale: Option<Stale>,
+    /// Our pipeline in flight.
+    pub running: Option<Running>,
+    /// Our last pipeline failed.
+    pub failed: Option<Failure>,
+    /// The last [`SEEN_PIPELINES`] finished pipelines by id, ascending: redeliveries are no-ops.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<SeenPipeline>,
+}
+
+impl ProjectState {
+    /// Neither stale, running nor failed.
+    pub fn is_idle(&self) -> bool {
+        self.stale.is_none() && self.running.is_none() && self.failed.is_none()
+    }
+
+    fn blocks(&self) -> bool {
+        self.stale.is_some() || self.running.is_some()
+    }
+
+    fn already_seen(&self, id: u64, status: PipelineStatus) -> bool {
+        // Pipeline ids grow over time, so once the memory is full anything older than its oldest
+        // entry is an old redelivery, not news.
+        self.seen.iter().any(|s| s.id == id && s.status == status)
+            || (self.seen.len() >= SEEN_PIPELINES && self.seen.first().is_some_and(|s| id < s.id))
+    }
+
+    fn remember(&mut self, id: u64, status: PipelineStatus) {
+        match self.seen.binary_search_by_key(&id, |s| s.id) {
+            Ok(i) => self.seen[i].status = status,
+            Err(i) => self.seen.insert(i, SeenPipeline { id, status }),
+        }
+        if self.seen.len() > SEEN_PIPELINES {
+            self.seen.remove(0);
+        }
+    }
+
+    fn add_cause(&mut self, cause: Cause, now_ms: i64) {
+        let stale = self.stale.get_or_insert_with(|| Stale {
+            causes: Vec::new(),
+            since_ms: now_ms,
+        });
+        if !stale
+            .causes
+            .iter()
+            .any(|c| c.upstream == cause.upstream && c.cascade == cause.cascade)
+        {
+            stale.causes.push(cause);
+        }
+    }
+}
+
+/// An event for the state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// A pipeline on the project's default branch (not tag/MR/child — the caller filters) reached a
+    /// final status. `attempt` is the [`VAR_ATTEMPT`] variable if present.
+    PipelineFinished {
+        /// Project path.
+        project: String,
+        /// Pipeline id.
+        pipeline_id: u64,
+        /// Our attempt id, if the pipeline carries one.
+        attempt: Option<String>,
+        /// Final status.
+        status: PipelineStatus,
+        /// Failure reason for the log and status page.
+        reason: Option<String>,
+    },
+    /// The pipeline for an attempt was created (or adopted after a crash).
+    PipelineCreated {
+        /// Project path.
+        project: String,
+        /// Attempt id from the action.
+        attempt: String,
+        /// The new pipeline.
+        pipeline_id: u64,
+    },
+    /// Creating the pipeline failed permanently; transient errors are retried by the caller.
+    CreateFailed {
+        /// Project path.
+        project: String,
+        /// Attempt id from the action.
+        attempt: String,
+        /// Why (HTTP status and message).
+        reason: String,
+    },
+    /// Operator: rebuild `project` as if it had changed (new cascade rooted at it).
+    Rebuild {
+        /// Project path.
+        project: String,
+    },
+    /// Operator: drop pending work for these projects, optionally with all their descendants.
+    Cancel {
+        /// Project paths.
+        projects: Vec<String>,
+        /// Also every acyclic descendant.
+        with_descendants: bool,
+    },
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Create a pipeline on the project's default branch with these variables; the intent
+    /// (project, attempt) is already recorded as `running` with `pipeline_id: None`.
+    CreatePipeline {
+        /// Project path.
+        project: String,
+        /// Attempt id, also in `variables` as [`VAR_ATTEMPT`].
+        attempt: String,
+        /// CI variables, in the order [`VAR_UPSTREAM`], [`VAR_ROOT`], [`VAR_CASCADE`], [`VAR_ATTEMPT`].
+        variables: Vec<(String, String)>,
+    },
+}
+
+/// Limits for one dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    /// At most this many projects running at once (already running ones count).
+    pub max_running: usize,
+    /// How many creations the rate limiter allows right now (`usize::MAX` if unlimited).
+    pub can_create: usize,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            max_running: 10,
+            can_create: usize::MAX,
+        }
+    }
+}
+
+impl Throttle {
+    /// No limit at all.
+    pub fn unlimited() -> Self {
+        Throttle {
+            max_running: usize::MAX,
+            can_create: usize::MAX,
+        }
+    }
+}
+
+/// What one [`Cascade::apply`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Projects whose state changed, sorted. Empty: the input was a no-op (e.g. a redelivery).
+    pub touched: Vec<String>,
+    /// Human-readable transitions for logs and the status page.
+    pub log: Vec<String>,
+}
+
+impl Applied {
+    /// Whether nothing changed.
+    pub fn is_noop(&self) -> bool {
+        self.touched.is_empty()
+    }
+}
+
+/// Collects an [`Applied`] while applying.
+#[derive(Default)]
+struct Out {
+    touched: BTreeSet<String>,
+    log: Vec<String>,
+    marked: usize,
+}
+
+impl Out {
+    fn touch(&mut self, p: &str) {
+        if !self.touched.contains(p) {
+            self.touched.insert(p.to_owned());
+        }
+    }
+}
+
+/// The whole orchestration state: per-project states and the id counters. Persist it as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cascade {
+    /// Projects with a non-default state (or remembered pipelines), by path.
+    projects: BTreeMap<String, ProjectState>,
+    /// Next attempt number (`a-<n>`).
+    next_attempt: u64,
+    /// Next cascade number (`c-<n>`).
+    next_cascade: u64,
+}
+
+impl Cascade {
+    /// Empty state: nothing stale, nothing running.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The state of a project, if it has one (`None` means idle).
+    pub fn state(&self, project: &str) -> Option<&ProjectState> {
+        self.projects.get(project)
+    }
+
+    /// Projects that are stale, running or failed, sorted by path.
+    pub fn projects(&self) -> impl Iterator<Item = (&str, &ProjectState)> {
+        self.projects
+            .iter()
+            .filter(|(_, s)| !s.is_idle())
+            .map(|(p, s)| (p.as_str(), s))
+    }
+
+    /// `(project, attempt)` running with no pipeline id: intents to resolve after a crash (adopt the
+    /// pipeline carrying the attempt variable, or create it), sorted.
+    pub fn pending_attempts(&self) -> Vec<(String, String)> {
+        self.projects
+            .iter()
+            .filter_map(|(p, s)| {
+                let r = s.running.as_ref()?;
+                r.pipeline_id
+                    .is_none()
+                    .then(|| (p.clone(), r.attempt.clone()))
+            })
+            .collect()
+    }
+
+    /// `(project, pipeline id)` of our created pipelines not yet seen finished, for the reconciler.
+    pub fn running_pipelines(&self) -> Vec<(String, u64)> {
+        self.projects
+            .iter()
+            .filter_map(|(p, s)| Some((p.clone(), s.running.as_ref()?.pipeline_id?)))
+            .collect()
+    }
+
+    /// Whether a pipeline is the project's running one: same pipeline id, or — before the id is
+    /// recorded — same attempt id. A pipeline carrying our attempt id but another pipeline id than
+    /// the recorded one (a copy someone started) is not ours.
+    pub fn is_ours(&self, project: &str, pipeline_id: u64, attempt: Option<&str>) -> bool {
+        self.projects
+            .get(project)
+            .and_then(|s| s.running.as_ref())
+            .is_some_and(|r| match r.pipeline_id {
+                Some(id) => id == pipeline_id,
+                None => attempt == Some(r.attempt.as_str()),
+            })
+    }
+
+    /// Why a project waits: its nearest acyclic ancestors that are stale or running (on every
+    /// upstream path, the first such one), sorted. Direct upstreams first come to mind, but after a
+    /// partial cancel the blocker may be further up. Failed upstreams are stale, so they appear too;
+    /// look up their state to say "blocked by failed X".
+    pub fn blocked_by(&self, graph: &DepGraph, project: &str) -> Vec<String> {
+        let Some(start) = graph.index_of(project) else {
+            return Vec::new();
+        };
+        let mut seen = BTreeSet::new();
+        let mut out = BTreeSet::new();
+        let mut stack: Vec<u32> = graph.acyclic_up_ids(start).to_vec();
+        while let Some(u) = stack.pop() {
+            if !seen.insert(u) {
+                continue;
+            }
+            let name = graph.name(u);
+            if self.projects.get(name).is_some_and(ProjectState::blocks) {
+                out.insert(name.to_owned());
+            } else {
+                stack.extend_from_slice(graph.acyclic_up_ids(u));
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Drops the states of projects that are no longer in the graph (call after a rescan) and
+    /// returns their paths. Until then such states are ignored by dispatch and never cause a panic.
+    /// A dropped running pipeline is forgotten: its events become "not ours" and are ignored, since
+    /// the project is no longer in the graph.
+    pub fn prune(&mut self, graph: &DepGraph) -> Vec<String> {
+        let gone: Vec<String> = self
+            .projects
+            .keys()
+            .filter(|p| !graph.contains(p))
+            .cloned()
+            .collect();
+        for p in &gone {
+            self.projects.remove(p);
+        }
+        gone
+    }
+
+    fn new_cascade_id(&mut self) -> String {
+        self.next_cascade += 1;
+        format!("c-{}", self.next_cascade)
+    }
+
+    fn new_attempt_id(&mut self) -> String {
+        self.next_attempt += 1;
+        format!("a-{}", self.next_attempt)
+    }
+
+    fn is_blocking(&self, p: &str) -> bool {
+        self.projects.get(p).is_some_and(ProjectState::blocks)
+    }
+
+    /// Applies one input. Pure apart from `self`; replaying an event input (a redelivered
+    /// `PipelineFinished`, `PipelineCreated` or `CreateFailed`) changes nothing.
+    pub fn apply(&mut self, graph: &DepGraph, input: Input, now_ms: i64) -> Applied {
+        let mut out = Out::default();
+        match input {
+            Input::PipelineFinished {
+                project,
+                pipeline_id,
+                attempt,
+                status,
+                reason,
+            } => self.on_finished(
+                graph,
+                &project,
+                pipeline_id,
+                attempt.as_deref(),
+                status,
+                reason,
+                now_ms,
+                &mut out,
+            ),
+            Input::PipelineCreated {
+                project,
+                attempt,
+                pipeline_id,
+            } => self.on_created(&project, &attempt, pipeline_id, &mut out),
+            Input::CreateFailed {
+                project,
+                attempt,
+                reason,
+            } => self.on_create_failed(&project, &attempt, reason, now_ms, &mut out),
+            Input::Rebuild { project } => self.on_rebuild(graph, &project, now_ms, &mut out),
+            Input::Cancel {
+                projects,
+                with_descendants,
+            } => self.on_cancel(graph, &projects, with_descendants, &mut out),
+        }
+        if out.marked > LOG_DETAIL {
+            out.log.push(format!(
+                "... and {} more projects marked stale",
+                out.marked - LOG_DETAIL
+            ));
+        }
+        Applied {
+            touched: out.touched.into_iter().collect(),
+            log: out.log,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // the fields of one input, unpacked
+    fn on_finished(
+        &mut self,
+        graph: &DepGraph,
+        project: &str,
+        pipeline_id: u64,
+        attempt: Option<&str>,
+        status: PipelineStatus,
+        reason: Option<String>,
+        now_ms: i64,
+        out: &mut Out,
+    ) {
+        if self
+            .projects
+            .get(project)
+            .is_some_and(|s| s.already_seen(pipeline_id, status))
+        {
+            return;
+        }
+        let ours = self.is_ours(project, pipeline_id, attempt);
+        match (ours, status) {
+            (true, PipelineStatus::Success) => {
+                let Some(st) = self.projects.get_mut(project) else {
+                    return;
+                };
+                let Some(run) = st.running.take() else {
+                    return;
+                };
+                // `stale` holds only causes that arrived while running (restale): keep them.
+                st.failed = None;
+                st.remember(pipeline_id, status);
+                out.touch(project);
+                out.log.push(format!(
+                    "{project} succeeded (pipeline {pipeline_id}, {})",
+                    run.cascade
+                ));
+                if run.restale && st.stale.is_some() {
+                    out.log.push(format!(
+                        "{project} stays stale: an upstream changed while it ran"
+                    ));
+                }
+                // Each (root, cascade) the build answered travels on to the descendants.
+                let mut origins: Vec<(String, String)> = run
+                    .causes
+                    .iter()
+                    .map(|c| (c.root.clone(), c.cascade.clone()))
+                    .collect();
+                if origins.is_empty() {
+                    origins = run
+                        .roots
+                        .iter()
+                        .map(|r| (r.clone(), run.cascade.clone()))
+                        .collect();
+                }
+                origins.sort();
+                origins.dedup();
+                self.mark_descendants(graph, project, &origins, now_ms, out);
+            }
+            (true, _) => {
+                let Some(st) = self.projects.get_mut(project) else {
+                    return;
+                };
+                let Some(run) = st.running.take() else {
+                    return;
+                };
+                let reason = reason.unwrap_or_else(|| format!("pipeline {pipeline_id} {status}"));
+                out.log.push(format!("{project} failed: {reason}"));
+                if fail(st, run, reason, Some(pipeline_id), now_ms) {
+                    out.log.push(format!(
+                        "{project} will be retried: an upstream changed while it ran"
+                    ));
+                }
+                st.remember(pipeline_id, status);
+                out.touch(project);
+            }
+            (false, PipelineStatus::Success) => {
+                // A pipeline we did not create (push, schedule, web, retry): a change.
+                if !graph.contains(project) && !self.projects.contains_key(project) {
+                    return;
+                }
+                let cascade = self.new_cascade_id();
+                // Its build used fresh parents only if nothing above it is pending.
+                let fresh = graph.index_of(project).is_none_or(|i| {
+                    !graph
+                        .acyclic_up_ids(i)
+                        .iter()
+                        .any(|&u| self.is_blocking(graph.name(u)))
+                });
+                let st = self.projects.entry(project.to_owned()).or_default();
+                st.failed = None;
+                if fresh && st.stale.take().is_some() {
+                    out.log.push(format!(
+                        "{project} no longer stale: built with fresh upstreams"
+                    ));
+                }
+                if let Some(run) = st.running.as_mut() {
+                    run.restale = st.stale.is_some();
+                }
+                st.remember(pipeline_id, status);
+                out.touch(project);
+                out.log.push(format!(
+                    "{project} changed (pipeline {pipeline_id}): cascade {cascade}"
+                ));
+                let origins = [(project.to_owned(), cascade)];
+                self.mark_descendants(graph, project, &origins, now_ms, out);
+            }
+            (false, _) => {
+                // No new build exists: nothing to propagate, nothing to remember.
+            }
+        }
+    }
+
+    fn on_created(&mut self, project: &str, attempt: &str, pipeline_id: u64, out: &mut Out) {
+        let Some(run) = self
+            .projects
+            .get_mut(project)
+            .and_then(|s| s.running.as_mut())
+            .filter(|r| r.attempt == attempt)
+        else {
+            // Unknown attempt: already finished (its result arrived first) or redelivered late.
+            return;
+        };
+        match run.pipeline_id {
+            None => {
+                run.pipeline_id = Some(pipeline_id);
+                out.touch(project);
+                out.log.push(format!(
+                    "{project} pipeline {pipeline_id} created ({attempt})"
+                ));
+            }
+            Some(id) if id == pipeline_id => {}
+            Some(id) => {
+                // Keep the first: two pipelines for one attempt means a duplicate creation, and the
+                // recorded one is the one the reconciler already tracks.
+                out.log.push(format!(
+                    "{project}: attempt {attempt} already has pipeline {id}, ignoring pipeline {pipeline_id}"
+                ));
+            }
+        }
+    }
+
+    fn on_create_failed(
+        &mut self,
+        project: &str,
+        attempt: &str,
+        reason: String,
+        now_ms: i64,
+        out: &mut Out,
+    ) {
+        let Some(st) = self.projects.get_mut(project) else {
+            return;
+        };
+        if !st
+            .running
+            .as_ref()
+            .is_some_and(|r| r.attempt == attempt && r.pipeline_id.is_none())
+        {
+            return;
+        }
+        let Some(run) = st.running.take() else {
+            return;
+        };
+        out.log.push(format!(
+            "{project} failed: could not create pipeline: {reason}"
+        ));
+        if fail(st, run, reason, None, now_ms) {
+            out.log.push(format!(
+                "{project} will be retried: an upstream changed while it ran"
+            ));
+        }
+        out.touch(project);
+    }
+
+    fn on_rebuild(&mut self, graph: &DepGraph, project: &str, now_ms: i64, out: &mut Out) {
+        if !graph.contains(project) {
+            out.log
+                .push(format!("rebuild of unknown project {project} ignored"));
+            return;
+        }
+        // A manual rebuild that is still pending (and not failed) makes a repeat a no-op, so a
+        // double-click or a redelivered request does not start a second cascade.
+        let pending = self.projects.get(project).is_some_and(|s| {
+            s.failed.is_none()
+                && s.stale
+                    .as_ref()
+                    .is_some_and(|st| st.causes.iter().any(|c| c.upstream == project))
+        });
+        if pending {
+            return;
+        }
+        let cascade = self.new_cascade_id();
+        out.log
+            .push(format!("{project} rebuild requested: cascade {cascade}"));
+        let cause = Cause {
+            upstream: project.to_owned(),
+            root: project.to_owned(),
+            cascade: cascade.clone(),
+            at_ms: now_ms,
+        };
+        self.mark(project, cause, now_ms, out);
+        // Marking is transitive so that "no direct upstream pending" keeps meaning "no ancestor".
+        let origins = [(project.to_owned(), cascade)];
+        self.mark_descendants(graph, project, &origins, now_ms, out);
+    }
+
+    fn on_cancel(
+        &mut self,
+        graph: &DepGraph,
+        projects: &[String],
+        with_descendants: bool,
+        out: &mut Out,
+    ) {
+        let mut targets: BTreeSet<String> = projects.iter().cloned().collect();
+        if with_descendants {
+            let ids: Vec<u32> = projects.iter().filter_map(|p| graph.index_of(p)).collect();
+            for d in graph.reach_ids(&ids, true, true) {
+                targets.insert(graph.name(d).to_owned());
+            }
+        }
+        for p in &targets {
+            let Some(st) = self.projects.get_mut(p) else {
+                continue;
+            };
+            let mut changed = st.stale.take().is_some();
+            if let Some(run) = st.running.as_mut()
+                && (!run.cancelled || run.restale)
+            {
+                run.cancelled = true;
+                run.restale = false;
+                changed = true;
+                out.log.push(format!(
+                    "{p}: pipeline {} keeps running (cancel it in GitLab to stop it)",
+                    run.pipeline_id
+                        .map_or_else(|| run.attempt.clone(), |id| id.to_string())
+                ));
+            }
+            if changed {
+                out.touch(p);
+                out.log.push(format!("{p} cancelled"));
+            }
+        }
+    }
+
+    /// Adds a cause to one project: a running project gets `restale`, a failed one gets another try.
+    fn mark(&mut self, project: &str, cause: Cause, now_ms: i64, out: &mut Out) {
+        let st = match self.projects.get_mut(project) {
+            Some(st) => st,
+            None => self.projects.entry(project.to_owned()).or_default(),
+        };
+        if out.marked < LOG_DETAIL {
+            out.log.push(format!(
+                "{project} stale (cause {}, {})",
+                cause.upstream, cause.cascade
+            ));
+        }
+        out.marked += 1;
+        st.add_cause(cause, now_ms);
+        if let Some(run) = st.running.as_mut() {
+            run.restale = true;
+        }
+        st.failed = None;
+        out.touch(project);
+    }
+
+    fn mark_descendants(
+        &mut self,
+        graph: &DepGraph,
+        project: &str,
+        origins: &[(String, String)],
+        now_ms: i64,
+        out: &mut Out,
+    ) {
+        let Some(i) = graph.index_of(project) else {
+            return;
+        };
+        for d in graph.reach_ids(&[i], true, true) {
+            let name = graph.name(d);
+            for (root, cascade) in origins {
+                let cause = Cause {
+                    upstream: project.to_owned(),
+                    root: root.clone(),
+                    cascade: cascade.clone(),
+                    at_ms: now_ms,
+                };
+                self.mark(name, cause, now_ms, out);
+            }
+        }
+    }
+
+    /// Decides what to start now and records each start as `running` with a fresh attempt id and no
+    /// pipeline id; returns the pipelines to create. Persist the state before performing them.
+    ///
+    /// A project starts when it is stale, not running, not failed, not excluded, in the graph, and no
+    /// acyclic ancestor is stale or running; candidates go by topological rank, then oldest
+    /// `since_ms`, then path, within `max_running` (running ones count) and `can_create`.
+    /// Excluded projects that are stale (and not running) have their `stale` cleared here.
+    pub fn dispatch(
+        &mut self,
+        graph: &DepGraph,
+        throttle: Throttle,
+        excluded: &dyn Fn(&str) -> bool,
+        now_ms: i64,
+    ) -> Vec<Action> {
+        // Excluded: never triggered, never waited for.
+        for (p, st) in self.projects.iter_mut() {
+            if st.running.is_none() && st.stale.is_some() && excluded(p) {
+                st.stale = None;
+            }
+        }
+
+        let mut running = 0usize;
+        let mut pending: Vec<u32> = Vec::new();
+        for (p, st) in &self.projects {
+            if st.running.is_some() {
+                running += 1;
+            }
+            if st.blocks()
+                && let Some(i) = graph.index_of(p)
+            {
+                pending.push(i);
+            }
+        }
+        let slots = throttle
+            .max_running
+            .saturating_sub(running)
+            .min(throttle.can_create);
+        if slots == 0 {
+            return Vec::new();
+        }
+        // Everything strictly below a pending project waits.
+        let mut blocked = vec![false; graph.len()];
+        for d in graph.reach_ids(&pending, true, true) {
+            blocked[d as usize] = true;
+        }
+
+        let mut candidates: Vec<(u32, i64, u32)> = self
+            .projects
+            .iter()
+            .filter(|(p, st)| {
+                st.running.is_none() && st.failed.is_none() && st.stale.is_some() && !excluded(p)
+            })
+            .filter_map(|(p, st)| {
+                let i = graph.index_of(p)?;
+                let since = st.stale.as_ref().map_or(0, |s| s.since_ms);
+                (!blocked[i as usize]).then(|| (graph.rank_of(i), since, i))
+            })
+            .collect();
+        // Index order is path order, so the last key is the path.
+        candidates.sort_unstable();
+
+        let mut actions = Vec::new();
+        for (_, _, i) in candidates.into_iter().take(slots) {
+            let project = graph.name(i).to_owned();
+            let attempt = self.new_attempt_id();
+            let Some(st) = self.projects.get_mut(&project) else {
+                continue;
+            };
+            let Some(stale) = st.stale.take() else {
+                continue;
+            };
+            let mut upstreams: Vec<String> = stale
+                .causes
+                .iter()
+                .filter(|c| c.upstream != project)
+                .map(|c| c.upstream.clone())
+                .collect();
+            upstreams.sort();
+            upstreams.dedup();
+            let mut roots: Vec<String> = stale.causes.iter().map(|c| c.root.clone()).collect();
+            roots.sort();
+            roots.dedup();
+            // One id for GITLAB_DEPS_CASCADE: the oldest cause's, so a chain keeps the id it started
+            // with; the full set stays in `causes`.
+            let cascade = stale
+                .causes
+                .iter()
+                .min_by(|a, b| {
+                    (a.at_ms, cascade_number(&a.cascade), &a.cascade).cmp(&(
+                        b.at_ms,
+                        cascade_number(&b.cascade),
+                        &b.cascade,
+                    ))
+                })
+                .map(|c| c.cascade.clone())
+                .unwrap_or_default();
+            let variables = vec![
+                (VAR_UPSTREAM.to_owned(), upstreams.join(",")),
+                (VAR_ROOT.to_owned(), roots.join(",")),
+                (VAR_CASCADE.to_owned(), cascade.clone()),
+                (VAR_ATTEMPT.to_owned(), attempt.clone()),
+            ];
+            st.running = Some(Running {
+                attempt: attempt.clone(),
+                pipeline_id: None,
+                restale: false,
+                started_ms: now_ms,
+                upstreams,
+                roots,
+                cascade,
+                causes: stale.causes,
+                stale_since_ms: stale.since_ms,
+                cancelled: false,
+            });
+            actions.push(Action::CreatePipeline {
+                project,
+                attempt,
+                variables,
+            });
+        }
+        actions
+    }
+}
+
+/// `c-12` -> 12, so that `c-9` sorts before `c-10`.
+fn cascade_number(id: &str) -> u64 {
+    id.strip_prefix("c-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Our pipeline failed: the project keeps (or gets back) its causes, so everything below it waits.
+///
+/// If upstreams produced new builds while it ran (`stale` already holds newer causes), the failure
+/// is not recorded as blocking: like any new cause on a failed project, the newer upstream build
+/// deserves a try, which `dispatch` starts when nothing above is pending.
+fn fail(
+    st: &mut ProjectState,
+    run: Running,
+    reason: String,
+    pipeline_id: Option<u64>,
+    now_ms: i64,
+) -> bool {
+    let retry = st.stale.is_some();
+    if !run.cancelled && !run.causes.is_empty() {
+        let mut restored = Stale {
+            causes: run.causes,
+            since_ms: run.stale_since_ms,
+        };
+        if let Some(newer) = st.stale.take() {
+            restored.since_ms = restored.since_ms.min(newer.since_ms);
+            for c in newer.causes {
+                if !restored
+                    .causes
+                    .iter()
+                    .any(|r| r.upstream == c.upstream && r.cascade == c.cascade)
+                {
+                    restored.causes.push(c);
+                }
+            }
+        }
+        st.stale = Some(restored);
+    }
+    if !retry {
+        st.failed = Some(Failure {
+            reason,
+            pipeline_id,
+            at_ms: now_ms,
+        });
+    }
+    retry
+}

@@ -1,0 +1,159 @@
+//! The command line: argument definitions and one handler per command.
+
+mod context;
+mod output;
+mod query;
+mod scan_cmd;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use context::Context;
+
+/// Keeps chains of dependent GitLab projects rebuilt in the right order.
+#[derive(Debug, Parser)]
+#[command(name = "gitlab-deps", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command. Each can also be set by environment variable or in the config
+/// file; a flag wins over the environment, which wins over the file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Config file (TOML) [default: ~/.config/gitlab-deps/config.toml if it exists]
+    #[arg(long, global = true, env = "GITLAB_DEPS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Base URL of the GitLab instance
+    #[arg(long, global = true, env = "GITLAB_DEPS_URL", value_name = "URL")]
+    pub gitlab_url: Option<String>,
+    /// File holding the GitLab API token (or set GITLAB_DEPS_TOKEN; never pass a token as a flag)
+    #[arg(
+        long,
+        global = true,
+        env = "GITLAB_DEPS_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// SQLite database [default: ~/.local/share/gitlab-deps/gitlab-deps.db]
+    #[arg(long, global = true, env = "GITLAB_DEPS_DB", value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Container registry host (HOST[:PORT]) overriding what GitLab reports
+    #[arg(
+        long,
+        global = true,
+        env = "GITLAB_DEPS_REGISTRY",
+        value_name = "HOST[:PORT]"
+    )]
+    pub registry: Option<String>,
+    /// Parallel GitLab API requests [default: 8]
+    #[arg(long, global = true, env = "GITLAB_DEPS_CONCURRENCY", value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Discover projects and their dependencies and store the graph
+    Scan(ScanArgs),
+    /// List the known projects
+    ListProjects(ListArgs),
+    /// What a project is built on
+    Deps(DepsArgs),
+    /// What is built on a project (what must be rebuilt when it changes)
+    Rdeps(DepsArgs),
+    /// The rebuild after a change of the given projects, as ordered waves (a dry run)
+    Plan(PlanArgs),
+    /// Print the whole graph
+    Graph(GraphArgs),
+    /// Show the warnings of the last scan (unreadable files, unknown projects, unresolved ARGs)
+    Warnings(ListArgs),
+}
+
+/// `scan`.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Group to scan, subgroups included (repeatable) [default: the config's groups, else every visible project]
+    #[arg(long = "group", value_name = "PATH")]
+    pub groups: Vec<String>,
+    /// Re-read every project's files, even those whose head commit did not move
+    #[arg(long)]
+    pub full: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Commands that only list.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `deps` and `rdeps`.
+#[derive(Debug, Args)]
+pub struct DepsArgs {
+    /// Full project path (group/sub/name)
+    pub project: String,
+    /// Follow the graph transitively
+    #[arg(long, short)]
+    pub recursive: bool,
+    /// Print a JSON array of project paths
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Projects that changed
+    #[arg(required = true, value_name = "PROJECT")]
+    pub projects: Vec<String>,
+    /// Print {"waves": [[...], ...]}
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+}
+
+/// Graph output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz (`dot -Tsvg`)
+    Dot,
+    /// Mermaid flowchart
+    Mermaid,
+    /// JSON with projects, edges, external images and cycles
+    Json,
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Context::new(cli.global)?;
+    match cli.command {
+        Command::Scan(args) => scan_cmd::run(&ctx, args).await,
+        Command::ListProjects(args) => query::list_projects(&ctx, &args),
+        Command::Deps(args) => query::deps(&ctx, &args, query::Direction::Up),
+        Command::Rdeps(args) => query::deps(&ctx, &args, query::Direction::Down),
+        Command::Plan(args) => query::plan(&ctx, &args),
+        Command::Graph(args) => query::graph(&ctx, &args),
+        Command::Warnings(args) => query::warnings(&ctx, &args),
+    }
+}

@@ -1,0 +1,222 @@
+//! Commands that read the stored graph: `list-projects`, `deps`, `rdeps`, `plan`, `graph`, `warnings`.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use serde::Serialize;
+
+use super::output::{print_json, table};
+use super::{Context, DepsArgs, GraphArgs, GraphFormat, ListArgs, PlanArgs};
+use crate::graph::DepGraph;
+
+/// Which way `deps`/`rdeps` walk.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction {
+    /// Towards what a project is built on.
+    Up,
+    /// Towards what is built on it.
+    Down,
+}
+
+/// Fails with a suggestion when `project` is not in the graph.
+fn require<'g>(graph: &'g DepGraph, project: &str) -> anyhow::Result<&'g str> {
+    let wanted = project.trim().trim_matches('/');
+    if let Some(found) = graph
+        .projects()
+        .into_iter()
+        .find(|p| p.eq_ignore_ascii_case(wanted))
+    {
+        return Ok(found);
+    }
+    if graph.is_empty() {
+        bail!(
+            "unknown project {wanted:?}: the database holds no projects yet; run `gitlab-deps scan` first"
+        );
+    }
+    let suggestions = graph.suggest(wanted);
+    if suggestions.is_empty() {
+        bail!("unknown project {wanted:?} (see `gitlab-deps list-projects`)");
+    }
+    bail!(
+        "unknown project {wanted:?}; did you mean {}?",
+        suggestions.join(" or ")
+    )
+}
+
+pub fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let records = store.projects()?;
+    if args.json {
+        let paths: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
+        return print_json(&paths);
+    }
+    if records.is_empty() {
+        eprintln!("No projects stored yet: run `gitlab-deps scan`.");
+        return Ok(());
+    }
+    let graph = ctx.graph(store.as_ref())?;
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.path.clone(),
+                r.default_branch.clone().unwrap_or_default(),
+                graph.upstreams(&r.path).len().to_string(),
+                graph.downstreams(&r.path).len().to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["PROJECT", "BRANCH", "UPSTREAMS", "DOWNSTREAMS"], &rows)
+    );
+    Ok(())
+}
+
+pub fn deps(ctx: &Context, args: &DepsArgs, direction: Direction) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let graph = ctx.graph(store.as_ref())?;
+    let project = require(&graph, &args.project)?;
+    let found: Vec<&str> = match (direction, args.recursive) {
+        (Direction::Up, false) => graph.upstreams(project),
+        (Direction::Up, true) => graph.ancestors(project),
+        (Direction::Down, false) => graph.downstreams(project),
+        (Direction::Down, true) => graph.descendants(project),
+    };
+    if args.json {
+        return print_json(&found);
+    }
+    if found.is_empty() {
+        let what = match direction {
+            Direction::Up => "depends on no project",
+            Direction::Down => "has no downstream projects",
+        };
+        eprintln!("{project} {what}.");
+        return Ok(());
+    }
+    if args.recursive {
+        for p in found {
+            println!("{p}");
+        }
+        return Ok(());
+    }
+    // Direct neighbours: say where each edge comes from.
+    let edges = store.edges()?;
+    let rows: Vec<Vec<String>> = found
+        .iter()
+        .map(|other| {
+            let (up, down) = match direction {
+                Direction::Up => (*other, project),
+                Direction::Down => (project, *other),
+            };
+            let via = edges
+                .iter()
+                .find(|e| e.upstream == up && e.downstream == down)
+                .map(|e| format!("{down}: {}", e.via))
+                .unwrap_or_default();
+            vec![(*other).to_owned(), via]
+        })
+        .collect();
+    print!("{}", table(&["PROJECT", "VIA"], &rows));
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Plan {
+    waves: Vec<Vec<String>>,
+}
+
+pub fn plan(ctx: &Context, args: &PlanArgs) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let graph = ctx.graph(store.as_ref())?;
+    let roots = args
+        .projects
+        .iter()
+        .map(|p| require(&graph, p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let waves = graph.plan(&roots);
+    if args.json {
+        return print_json(&Plan { waves });
+    }
+    print_plan(&roots, &waves);
+    Ok(())
+}
+
+/// Prints waves readably.
+pub fn print_plan(roots: &[&str], waves: &[Vec<String>]) {
+    if waves.is_empty() {
+        println!("Nothing is built on {}.", roots.join(", "));
+        return;
+    }
+    let total: usize = waves.iter().map(Vec::len).sum();
+    println!(
+        "A change of {} rebuilds {total} project(s) in {} wave(s):",
+        roots.join(", "),
+        waves.len()
+    );
+    for (i, wave) in waves.iter().enumerate() {
+        println!("  wave {}: {}", i + 1, wave.join(", "));
+    }
+}
+
+#[derive(Serialize)]
+struct GraphJson<'a> {
+    projects: Vec<GraphProject<'a>>,
+    cycles: Vec<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct GraphProject<'a> {
+    path: &'a str,
+    id: u64,
+    default_branch: Option<&'a str>,
+    depends_on: Vec<&'a str>,
+    external: Vec<&'a str>,
+}
+
+pub fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let graph = ctx.graph(store.as_ref())?;
+    match args.format {
+        GraphFormat::Dot => print!("{}", graph.to_dot()),
+        GraphFormat::Mermaid => print!("{}", graph.to_mermaid()),
+        GraphFormat::Json => {
+            let records = store.projects()?;
+            let externals = store.externals()?;
+            let mut by_project: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for e in &externals {
+                by_project.entry(&e.project).or_default().push(&e.image);
+            }
+            let projects = records
+                .iter()
+                .map(|r| GraphProject {
+                    path: &r.path,
+                    id: r.id,
+                    default_branch: r.default_branch.as_deref(),
+                    depends_on: graph.upstreams(&r.path),
+                    external: by_project.get(r.path.as_str()).cloned().unwrap_or_default(),
+                })
+                .collect();
+            print_json(&GraphJson {
+                projects,
+                cycles: graph.cycles(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+pub fn warnings(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let warnings = store.warnings()?;
+    if args.json {
+        return print_json(&warnings);
+    }
+    if warnings.is_empty() {
+        eprintln!("No warnings.");
+    }
+    for w in warnings {
+        println!("{w}");
+    }
+    Ok(())
+}

@@ -1,0 +1,444 @@
+//! Configuration: a TOML file merged under command-line flags and environment variables.
+//!
+//! Precedence is flag > environment > config file > default. Clap resolves the first two (every global
+//! flag has an `env` fallback); [`Settings::resolve`] fills what is still unset from the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+use url::Url;
+
+/// Everything that can go wrong while reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// No GitLab URL was given anywhere.
+    #[error(
+        "no GitLab URL: pass --gitlab-url, set GITLAB_DEPS_URL, or put gitlab_url in the config file"
+    )]
+    MissingUrl,
+    /// The GitLab URL does not parse.
+    #[error("invalid GitLab URL {url:?}: {reason}")]
+    BadUrl {
+        /// What was given.
+        url: String,
+        /// Why it is wrong.
+        reason: String,
+    },
+    /// No token was given anywhere.
+    #[error(
+        "no GitLab token: pass --token-file FILE, set GITLAB_DEPS_TOKEN, or put token_file in the config file"
+    )]
+    MissingToken,
+    /// The token file could not be read or is empty.
+    #[error("cannot read token file {path}: {reason}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A path pattern is not a valid glob.
+    #[error("invalid path pattern {pattern:?} in {key}: {reason}")]
+    Pattern {
+        /// The config key holding it.
+        key: &'static str,
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// A duration setting does not parse.
+    #[error("invalid duration {value:?} for {key}: {reason} (use e.g. \"30s\", \"5m\", \"1h\")")]
+    Duration {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// No database location could be determined.
+    #[error("no data directory for the database: pass --db FILE or set GITLAB_DEPS_DB")]
+    NoDataDir,
+}
+
+/// The config file, as written by the user. Every key is optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Base URL of the GitLab instance.
+    pub gitlab_url: Option<String>,
+    /// File holding the API token.
+    pub token_file: Option<PathBuf>,
+    /// SQLite database file.
+    pub db: Option<PathBuf>,
+    /// Registry host override (`host[:port]`).
+    pub registry: Option<String>,
+    /// Parallel API requests (default 8).
+    pub concurrency: Option<usize>,
+    /// Timeout for one API request (default "30s").
+    pub request_timeout: Option<String>,
+    /// Discovery settings.
+    #[serde(default)]
+    pub scan: ScanFileConfig,
+    /// Orchestration settings.
+    #[serde(default)]
+    pub cascade: CascadeFileConfig,
+    /// Server settings.
+    #[serde(default)]
+    pub serve: ServeFileConfig,
+}
+
+/// `[scan]` in the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanFileConfig {
+    /// Groups scanned when `scan` is given none (empty: every visible project).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Only projects whose path matches one of these globs (empty: all).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Projects whose path matches one of these globs are skipped.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Dockerfile-like files read in each project (default `Dockerfile`, `Containerfile`).
+    pub dockerfiles: Option<Vec<String>>,
+    /// Per-project `ARG` overrides: keys are project path globs, values a table of ARG values.
+    #[serde(default)]
+    pub build_args: BTreeMap<String, BTreeMap<String, String>>,
+    /// How long after a project's `last_activity_at` the scanner still re-checks its head commit
+    /// (GitLab updates that field at most once an hour; default "75m").
+    pub activity_grace: Option<String>,
+}
+
+/// `[cascade]` in the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeFileConfig {
+    /// At most this many pipelines created by the tool run at once (default 10).
+    pub max_running: Option<usize>,
+    /// At most this many pipelines created per minute (default: unlimited).
+    pub max_per_minute: Option<u32>,
+    /// Projects matching these globs are never triggered.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Poll a created pipeline that has no final status after this long (default "10m").
+    pub reconcile_after: Option<String>,
+}
+
+/// `[serve]` in the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFileConfig {
+    /// Listen address (default 127.0.0.1:8080).
+    pub listen: Option<String>,
+    /// URL under which GitLab reaches this service.
+    pub public_url: Option<String>,
+    /// File holding the webhook secret.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Largest accepted webhook body in bytes (default 1 MiB... GitLab pipeline events with many
+    /// jobs can be large, so the default is 5 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// How often the whole graph is rescanned (default "6h"; "0s" disables).
+    pub rescan_every: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+
+    /// The default config file location (`$XDG_CONFIG_HOME/gitlab-deps/config.toml` on Linux), if any.
+    pub fn default_path() -> Option<PathBuf> {
+        directories::ProjectDirs::from("", "", "gitlab-deps")
+            .map(|d| d.config_dir().join("config.toml"))
+    }
+}
+
+/// Parses a human duration such as `30s` or `1h 15m`.
+pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value).map_err(|e| ConfigError::Duration {
+        key,
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Normalises a GitLab base URL: must be http(s); a trailing slash is added so joins keep a
+/// relative URL root (`https://example.org/gitlab/`).
+pub fn parse_gitlab_url(raw: &str) -> Result<Url, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadUrl {
+        url: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(bad("only http and https are supported"));
+    }
+    if url.host_str().is_none() {
+        return Err(bad("no host"));
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// Reads a secret (token, webhook secret) from a file: surrounding whitespace trimmed, must not be empty.
+pub fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::TokenFile {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(ConfigError::TokenFile {
+            path: path.to_owned(),
+            reason: "the file is empty".into(),
+        });
+    }
+    Ok(secret.to_owned())
+}
+
+/// A set of project path globs (`apps/*`, `legacy/**`). `*` does not cross `/`; `**` does.
+#[derive(Debug, Clone)]
+pub struct PathPatterns {
+    set: GlobSet,
+    empty: bool,
+}
+
+impl PathPatterns {
+    /// Compiles the patterns; `key` names the setting in errors.
+    pub fn new(key: &'static str, patterns: &[String]) -> Result<Self, ConfigError> {
+        let mut builder = GlobSetBuilder::new();
+        for pattern in patterns {
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| ConfigError::Pattern {
+                    key,
+                    pattern: pattern.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|e| ConfigError::Pattern {
+            key,
+            pattern: patterns.join(", "),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            set,
+            empty: patterns.is_empty(),
+        })
+    }
+
+    /// True when no pattern was given.
+    pub fn is_empty(&self) -> bool {
+        self.empty
+    }
+
+    /// True when `path` matches one of the patterns.
+    pub fn matches(&self, path: &str) -> bool {
+        !self.empty && self.set.is_match(path)
+    }
+}
+
+/// Per-project `ARG` overrides from `[scan.build_args]`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildArgs {
+    rules: Vec<(Glob, globset::GlobMatcher, BTreeMap<String, String>)>,
+}
+
+impl BuildArgs {
+    /// Compiles the `[scan.build_args]` table. Globs apply in order of the key text, so a more
+    /// specific exact path (applied last, see [`BuildArgs::for_project`]) wins.
+    pub fn new(table: &BTreeMap<String, BTreeMap<String, String>>) -> Result<Self, ConfigError> {
+        let mut rules = Vec::new();
+        for (pattern, args) in table {
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| ConfigError::Pattern {
+                    key: "scan.build_args",
+                    pattern: pattern.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+            let matcher = glob.compile_matcher();
+            rules.push((glob, matcher, args.clone()));
+        }
+        // Exact paths after globs, so they override them.
+        rules.sort_by_key(|(glob, _, _)| {
+            let g = glob.glob();
+            (g.contains(['*', '?', '[', '{']) as u8 ^ 1, g.to_owned())
+        });
+        Ok(Self { rules })
+    }
+
+    /// The ARG overrides for one project.
+    pub fn for_project(&self, path: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (_, matcher, args) in &self.rules {
+            if matcher.is_match(path) {
+                out.extend(args.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        out
+    }
+}
+
+/// Discovery settings after merging.
+#[derive(Debug, Clone)]
+pub struct ScanSettings {
+    /// Groups scanned when the command names none.
+    pub groups: Vec<String>,
+    /// Only these projects (empty: all).
+    pub include: PathPatterns,
+    /// Never these projects.
+    pub exclude: PathPatterns,
+    /// Dockerfile-like files to read.
+    pub dockerfiles: Vec<String>,
+    /// ARG overrides.
+    pub build_args: BuildArgs,
+    /// See [`ScanFileConfig::activity_grace`].
+    pub activity_grace: Duration,
+}
+
+impl ScanSettings {
+    /// Builds the settings from the file section.
+    pub fn from_file(file: &ScanFileConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            groups: file.groups.clone(),
+            include: PathPatterns::new("scan.include", &file.include)?,
+            exclude: PathPatterns::new("scan.exclude", &file.exclude)?,
+            dockerfiles: file
+                .dockerfiles
+                .clone()
+                .unwrap_or_else(|| vec!["Dockerfile".into(), "Containerfile".into()]),
+            build_args: BuildArgs::new(&file.build_args)?,
+            activity_grace: match &file.activity_grace {
+                Some(v) => parse_duration("scan.activity_grace", v)?,
+                None => Duration::from_secs(75 * 60),
+            },
+        })
+    }
+
+    /// True when the project is in scope by the include/exclude patterns.
+    pub fn wants(&self, path: &str) -> bool {
+        (self.include.is_empty() || self.include.matches(path)) && !self.exclude.matches(path)
+    }
+}
+
+/// The default database file: `$XDG_DATA_HOME/gitlab-deps/gitlab-deps.db` on Linux.
+pub fn default_db_path() -> Result<PathBuf, ConfigError> {
+    directories::ProjectDirs::from("", "", "gitlab-deps")
+        .map(|d| d.data_dir().join("gitlab-deps.db"))
+        .ok_or(ConfigError::NoDataDir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_config() {
+        let cfg = FileConfig::parse(
+            r#"
+gitlab_url = "https://git.example.org"
+token_file = "/etc/gitlab-deps/token"
+concurrency = 16
+[scan]
+groups = ["images", "apps"]
+exclude = ["apps/sandbox/**"]
+dockerfiles = ["Dockerfile", "docker/Dockerfile"]
+[scan.build_args."apps/*"]
+RUBY = "3.3"
+[scan.build_args."apps/web"]
+RUBY = "3.4"
+[cascade]
+max_running = 4
+max_per_minute = 30
+[serve]
+listen = "0.0.0.0:8080"
+"#,
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.concurrency, Some(16));
+        let scan = ScanSettings::from_file(&cfg.scan).unwrap();
+        assert!(scan.wants("apps/web"));
+        assert!(!scan.wants("apps/sandbox/deep/x"));
+        assert_eq!(scan.dockerfiles.len(), 2);
+        assert_eq!(scan.build_args.for_project("apps/web")["RUBY"], "3.4");
+        assert_eq!(scan.build_args.for_project("apps/api")["RUBY"], "3.3");
+        assert!(scan.build_args.for_project("images/base").is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = FileConfig::parse("gitlab_ur = \"x\"", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("c.toml"), "{err}");
+    }
+
+    #[test]
+    fn star_does_not_cross_slashes() {
+        let p = PathPatterns::new("x", &["apps/*".into()]).unwrap();
+        assert!(p.matches("apps/web"));
+        assert!(!p.matches("apps/sub/web"));
+    }
+
+    #[test]
+    fn gitlab_url_keeps_relative_root() {
+        let url = parse_gitlab_url("https://example.org/gitlab").unwrap();
+        assert_eq!(url.as_str(), "https://example.org/gitlab/");
+        assert!(parse_gitlab_url("ftp://x").is_err());
+        assert!(parse_gitlab_url("not a url").is_err());
+    }
+
+    #[test]
+    fn secret_files_are_trimmed_and_must_not_be_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        std::fs::write(&f, "  abc\n").unwrap();
+        assert_eq!(read_secret_file(&f).unwrap(), "abc");
+        std::fs::write(&f, "\n").unwrap();
+        assert!(read_secret_file(&f).is_err());
+        assert!(read_secret_file(&dir.path().join("missing")).is_err());
+    }
+}

@@ -1,0 +1,418 @@
+//! The client: connection settings, the retrying request path and one method per endpoint.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::{Method, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use url::Url;
+
+use super::error::{GitLabError, error_message};
+use super::retry::{RetryPolicy, is_retryable, requested_wait};
+use super::types::{Branch, Hook, HookSpec, Pipeline, Variable};
+
+/// How to reach GitLab.
+#[derive(Debug, Clone)]
+pub struct GitLabOptions {
+    /// Instance base URL (`https://git.example.org/`, may have a path).
+    pub base_url: Url,
+    /// API token sent as `PRIVATE-TOKEN`.
+    pub token: String,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Timeout for one request.
+    pub timeout: Duration,
+    /// Retry behaviour.
+    pub retry: RetryPolicy,
+}
+
+/// Which projects a listing covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectScope {
+    /// Every project the token can see.
+    All,
+    /// A group with its subgroups.
+    Group(String),
+}
+
+/// A cheaply cloneable GitLab API client.
+#[derive(Clone)]
+pub struct GitLab {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    http: reqwest::Client,
+    pub(super) api: Url,
+    token: String,
+    permits: Semaphore,
+    retry: RetryPolicy,
+    requests: AtomicU64,
+}
+
+/// URL-encodes one path segment (`group/sub` -> `group%2Fsub`).
+pub(crate) fn encode(segment: &str) -> String {
+    utf8_percent_encode(segment, NON_ALPHANUMERIC).to_string()
+}
+
+impl GitLab {
+    /// Builds a client. Fails only if the TLS backend cannot initialise.
+    pub fn new(options: GitLabOptions) -> Result<Self, GitLabError> {
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("gitlab-deps/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(options.concurrency.max(1) * 2)
+            .build()
+            .map_err(|e| GitLabError::Network {
+                what: "set up the HTTP client".into(),
+                attempts: 0,
+                reason: e.to_string(),
+            })?;
+        let api = options
+            .base_url
+            .join("api/v4/")
+            .map_err(|e| GitLabError::Decode {
+                what: "build the API URL".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                api,
+                token: options.token,
+                permits: Semaphore::new(options.concurrency.max(1)),
+                retry: options.retry,
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// HTTP requests sent so far (retries included).
+    pub fn request_count(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// The API root, `<base>/api/v4/`.
+    pub fn api_url(&self) -> &Url {
+        &self.inner.api
+    }
+
+    /// Builds an API URL from a path relative to `/api/v4/`.
+    pub(super) fn url(&self, path: &str) -> Result<Url, GitLabError> {
+        self.inner.api.join(path).map_err(|e| GitLabError::Decode {
+            what: format!("build URL for {path}"),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends a request with retries. `body` is JSON. Returns the successful response, or the typed
+    /// error for a permanent failure or exhausted retries.
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+        what: &str,
+    ) -> Result<Response, GitLabError> {
+        // Never send the token to another host, whatever a Link header says.
+        if url.origin() != self.inner.api.origin() {
+            return Err(GitLabError::Decode {
+                what: what.to_owned(),
+                reason: format!("refusing to follow a link to another host: {url}"),
+            });
+        }
+        let mut delays = self.inner.retry.delays();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let mut request = self
+                .inner
+                .http
+                .request(method.clone(), url.clone())
+                .header("PRIVATE-TOKEN", &self.inner.token);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let outcome = {
+                let _permit =
+                    self.inner
+                        .permits
+                        .acquire()
+                        .await
+                        .map_err(|_| GitLabError::Network {
+                            what: what.to_owned(),
+                            attempts,
+                            reason: "client shut down".into(),
+                        })?;
+                self.inner.requests.fetch_add(1, Ordering::Relaxed);
+                request.send().await
+            };
+            // The permit is released before any wait, so a backing-off request never holds a slot.
+            let wait = match outcome {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) => {
+                    let status = response.status();
+                    let asked = requested_wait(response.headers());
+                    let message = error_message(&response.text().await.unwrap_or_default());
+                    if !is_retryable(status) {
+                        return Err(permanent(status, what, message));
+                    }
+                    let Some(backoff) = delays.next() else {
+                        return Err(GitLabError::Status {
+                            what: what.to_owned(),
+                            status,
+                            attempts,
+                            message,
+                        });
+                    };
+                    let wait = asked
+                        .map(|w| w.min(self.inner.retry.max_retry_after))
+                        .unwrap_or(backoff);
+                    tracing::warn!(%status, attempt = attempts, wait_ms = wait.as_millis() as u64, "GitLab asked to retry: {what}");
+                    wait
+                }
+                Err(err) => {
+                    let Some(backoff) = delays.next() else {
+                        return Err(GitLabError::Network {
+                            what: what.to_owned(),
+                            attempts,
+                            reason: error_chain(&err),
+                        });
+                    };
+                    tracing::warn!(attempt = attempts, error = %error_chain(&err), "network error, retrying: {what}");
+                    backoff
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// GET and decode JSON.
+    pub(super) async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> Result<T, GitLabError> {
+        let url = self.url(path)?;
+        let response = self.send(Method::GET, url, None, what).await?;
+        decode(response, what).await
+    }
+
+    /// The head commit of a branch; `None` when the branch does not exist.
+    pub async fn branch_head(
+        &self,
+        project_id: u64,
+        branch: &str,
+    ) -> Result<Option<String>, GitLabError> {
+        let what = format!("read branch {branch} of project {project_id}");
+        let path = format!(
+            "projects/{project_id}/repository/branches/{}",
+            encode(branch)
+        );
+        match self.get_json::<Branch>(&path, &what).await {
+            Ok(branch) => Ok(Some(branch.commit.id)),
+            Err(GitLabError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A file's raw content at a ref; `None` when the file (or ref) does not exist.
+    pub async fn file_raw(
+        &self,
+        project_id: u64,
+        file_path: &str,
+        git_ref: &str,
+    ) -> Result<Option<String>, GitLabError> {
+        let what = format!("read {file_path} of project {project_id}");
+        let mut url = self.url(&format!(
+            "projects/{project_id}/repository/files/{}/raw",
+            encode(file_path)
+        ))?;
+        url.query_pairs_mut().append_pair("ref", git_ref);
+        match self.send(Method::GET, url, None, &what).await {
+            Ok(response) => {
+                let bytes = response.bytes().await.map_err(|e| GitLabError::Network {
+                    what: what.clone(),
+                    attempts: 1,
+                    reason: error_chain(&e),
+                })?;
+                Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+            }
+            Err(GitLabError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a pipeline on `git_ref` with CI variables.
+    pub async fn create_pipeline(
+        &self,
+        project_id: u64,
+        git_ref: &str,
+        variables: &[(String, String)],
+    ) -> Result<Pipeline, GitLabError> {
+        let what = format!("create a pipeline on {git_ref} of project {project_id}");
+        let body = serde_json::json!({
+            "ref": git_ref,
+            "variables": variables
+                .iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": v, "variable_type": "env_var"}))
+                .collect::<Vec<_>>(),
+        });
+        let url = self.url(&format!("projects/{project_id}/pipeline"))?;
+        let response = self.send(Method::POST, url, Some(&body), &what).await?;
+        decode(response, &what).await
+    }
+
+    /// One pipeline.
+    pub async fn pipeline(
+        &self,
+        project_id: u64,
+        pipeline_id: u64,
+    ) -> Result<Pipeline, GitLabError> {
+        let what = format!("read pipeline {pipeline_id} of project {project_id}");
+        self.get_json(
+            &format!("projects/{project_id}/pipelines/{pipeline_id}"),
+            &what,
+        )
+        .await
+    }
+
+    /// The newest pipelines of a project on a ref (one page, newest first).
+    pub async fn recent_pipelines(
+        &self,
+        project_id: u64,
+        git_ref: &str,
+        per_page: u32,
+    ) -> Result<Vec<Pipeline>, GitLabError> {
+        let what = format!("list pipelines of project {project_id}");
+        let mut url = self.url(&format!("projects/{project_id}/pipelines"))?;
+        url.query_pairs_mut()
+            .append_pair("ref", git_ref)
+            .append_pair("order_by", "id")
+            .append_pair("sort", "desc")
+            .append_pair("per_page", &per_page.to_string());
+        let response = self.send(Method::GET, url, None, &what).await?;
+        decode(response, &what).await
+    }
+
+    /// The variables a pipeline was created with.
+    pub async fn pipeline_variables(
+        &self,
+        project_id: u64,
+        pipeline_id: u64,
+    ) -> Result<Vec<Variable>, GitLabError> {
+        let what = format!("read variables of pipeline {pipeline_id}");
+        self.get_json(
+            &format!("projects/{project_id}/pipelines/{pipeline_id}/variables"),
+            &what,
+        )
+        .await
+    }
+
+    /// A project's webhooks.
+    pub async fn hooks(&self, project_id: u64) -> Result<Vec<Hook>, GitLabError> {
+        let what = format!("list webhooks of project {project_id}");
+        self.get_json(&format!("projects/{project_id}/hooks?per_page=100"), &what)
+            .await
+    }
+
+    /// Adds a webhook.
+    pub async fn create_hook(&self, project_id: u64, spec: &HookSpec) -> Result<Hook, GitLabError> {
+        let what = format!("add a webhook to project {project_id}");
+        let body = serde_json::to_value(spec).map_err(|e| GitLabError::Decode {
+            what: what.clone(),
+            reason: e.to_string(),
+        })?;
+        let url = self.url(&format!("projects/{project_id}/hooks"))?;
+        let response = self.send(Method::POST, url, Some(&body), &what).await?;
+        decode(response, &what).await
+    }
+
+    /// Replaces a webhook's settings (the secret included, since GitLab never shows it).
+    pub async fn update_hook(
+        &self,
+        project_id: u64,
+        hook_id: u64,
+        spec: &HookSpec,
+    ) -> Result<Hook, GitLabError> {
+        let what = format!("update webhook {hook_id} of project {project_id}");
+        let body = serde_json::to_value(spec).map_err(|e| GitLabError::Decode {
+            what: what.clone(),
+            reason: e.to_string(),
+        })?;
+        let url = self.url(&format!("projects/{project_id}/hooks/{hook_id}"))?;
+        let response = self.send(Method::PUT, url, Some(&body), &what).await?;
+        decode(response, &what).await
+    }
+
+    /// Removes a webhook.
+    pub async fn delete_hook(&self, project_id: u64, hook_id: u64) -> Result<(), GitLabError> {
+        let what = format!("delete webhook {hook_id} of project {project_id}");
+        let url = self.url(&format!("projects/{project_id}/hooks/{hook_id}"))?;
+        self.send(Method::DELETE, url, None, &what)
+            .await
+            .map(|_| ())
+    }
+
+    /// One project by id or full path.
+    pub async fn project(&self, id_or_path: &str) -> Result<super::Project, GitLabError> {
+        let what = format!("read project {id_or_path}");
+        self.get_json(&format!("projects/{}", encode(id_or_path)), &what)
+            .await
+    }
+}
+
+/// Decodes a JSON body.
+pub(super) async fn decode<T: DeserializeOwned>(
+    response: Response,
+    what: &str,
+) -> Result<T, GitLabError> {
+    let bytes = response.bytes().await.map_err(|e| GitLabError::Network {
+        what: what.to_owned(),
+        attempts: 1,
+        reason: error_chain(&e),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| GitLabError::Decode {
+        what: what.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn permanent(status: StatusCode, what: &str, message: String) -> GitLabError {
+    let what = what.to_owned();
+    match status {
+        StatusCode::UNAUTHORIZED => GitLabError::Unauthorized { what },
+        StatusCode::FORBIDDEN => GitLabError::Forbidden { what, message },
+        StatusCode::NOT_FOUND => GitLabError::NotFound { what, message },
+        s if s.is_client_error() => GitLabError::Rejected {
+            what,
+            status: s,
+            message,
+        },
+        s => GitLabError::Status {
+            what,
+            status: s,
+            attempts: 1,
+            message,
+        },
+    }
+}
+
+/// The error with its causes, so "connection refused" is not hidden behind "error sending request".
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,110 @@
+//! The GitLab API objects we read, with only the fields we use.
+
+use serde::{Deserialize, Serialize};
+
+/// A project as listed by `GET /projects` or `GET /groups/:id/projects`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Project {
+    /// Numeric id.
+    pub id: u64,
+    /// Full path, `group/sub/name`.
+    pub path_with_namespace: String,
+    /// Default branch; `None` for an empty repository.
+    #[serde(default)]
+    pub default_branch: Option<String>,
+    /// Archived projects are skipped by discovery.
+    #[serde(default)]
+    pub archived: bool,
+    /// True for a repository without commits (not sent by `simple=true` listings).
+    #[serde(default)]
+    pub empty_repo: Option<bool>,
+    /// Last activity; GitLab updates it at most once an hour.
+    #[serde(default)]
+    pub last_activity_at: Option<String>,
+    /// Web address of the project.
+    #[serde(default)]
+    pub web_url: String,
+    /// The project's image prefix on the container registry, e.g. `registry.example.org/group/proj`.
+    #[serde(default)]
+    pub container_registry_image_prefix: Option<String>,
+}
+
+/// A branch with its head commit.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Branch {
+    /// Branch name.
+    pub name: String,
+    /// Head commit.
+    pub commit: Commit,
+}
+
+/// A commit reference.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Commit {
+    /// Full SHA.
+    pub id: String,
+}
+
+/// A pipeline as returned by the pipelines API.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Pipeline {
+    /// Global pipeline id.
+    pub id: u64,
+    /// Project id.
+    #[serde(default)]
+    pub project_id: Option<u64>,
+    /// Status: created, pending, running, success, failed, canceled, skipped, manual, ...
+    pub status: String,
+    /// Git ref.
+    #[serde(rename = "ref", default)]
+    pub git_ref: Option<String>,
+    /// What started it (push, api, web, ...).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Web address.
+    #[serde(default)]
+    pub web_url: Option<String>,
+}
+
+/// A CI variable as returned by `GET /projects/:id/pipelines/:id/variables`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Variable {
+    /// Name.
+    pub key: String,
+    /// Value.
+    pub value: String,
+}
+
+/// A project webhook (`token` is write-only and never returned).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Hook {
+    /// Hook id.
+    pub id: u64,
+    /// Target URL.
+    pub url: String,
+    /// Push events enabled.
+    #[serde(default)]
+    pub push_events: bool,
+    /// Pipeline events enabled.
+    #[serde(default)]
+    pub pipeline_events: bool,
+}
+
+/// Settings for creating or updating a hook.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookSpec {
+    /// Target URL.
+    pub url: String,
+    /// Secret sent back as `X-Gitlab-Token`.
+    pub token: String,
+    /// Deliver push events.
+    pub push_events: bool,
+    /// Deliver pipeline events.
+    pub pipeline_events: bool,
+    /// Tag pushes are not used.
+    pub tag_push_events: bool,
+    /// Merge request events are not used.
+    pub merge_requests_events: bool,
+    /// Verify TLS when GitLab calls us.
+    pub enable_ssl_verification: bool,
+}

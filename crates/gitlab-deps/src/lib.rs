@@ -1,0 +1,16 @@
+//! gitlab-deps: discovers the dependencies between GitLab projects (Dockerfile `FROM` lines and
+//! `.gitlab-deps` files), stores the graph, and rebuilds downstream projects in dependency order.
+//!
+//! Layers, bottom up: [`discover`] (pure parsers), [`graph`] (queries over the dependency graph),
+//! [`gitlab`] (typed REST client), [`store`] (SQLite behind a trait), [`scan`] (discovery),
+//! [`cascade`] (the pure orchestration state machine), and [`cli`].
+
+pub mod cascade;
+pub mod cli;
+pub mod config;
+pub mod discover;
+pub mod gitlab;
+pub mod graph;
+pub mod scan;
+pub mod store;
+pub mod util;

@@ -1,0 +1,656 @@
+//! Discovery: list projects, read their Dockerfiles and `.gitlab-deps`, store references, and
+//! resolve them into the dependency graph.
+//!
+//! Incremental by default. A project's files are re-read only when its default-branch head moved
+//! since the last scan, and the head is only asked for when the listing hints at a change: a new
+//! `last_activity_at`, or one still inside GitLab's hourly throttle window for that field
+//! (`scan.activity_grace`). An unchanged instance therefore costs the listing requests alone.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream};
+use url::Url;
+
+use crate::config::ScanSettings;
+use crate::discover::deps_file::parse_deps_file;
+use crate::discover::dockerfile::parse_dockerfile;
+use crate::discover::image::{ImageName, RegistryIndex};
+use crate::gitlab::{GitLab, GitLabError, Project, ProjectScope};
+use crate::store::{
+    Edge, External, ProjectRecord, ProjectScan, RefKind, Reference, Resolution, Store, StoreError,
+    Warning,
+};
+use crate::util::{now_ms, parse_timestamp_ms};
+
+/// The file listing upstream projects by path or URL.
+pub const DEPS_FILE: &str = ".gitlab-deps";
+const SAVE_BATCH: usize = 200;
+const FINGERPRINT_KEY: &str = "scan.fingerprint";
+
+/// Scan failures. Problems with single projects are warnings, not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// GitLab failed in a way that stops the whole scan (bad token, unknown group, outage).
+    #[error(transparent)]
+    GitLab(#[from] GitLabError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What to scan.
+#[derive(Debug, Clone, Default)]
+pub struct ScanRequest {
+    /// Groups (with subgroups); empty means every visible project.
+    pub groups: Vec<String>,
+    /// Re-read every project's files, ignoring what the store knows.
+    pub full: bool,
+}
+
+/// Receives progress while a scan runs (the CLI draws a progress bar from it).
+pub trait ScanProgress: Send + Sync {
+    /// `n` more projects were listed.
+    fn listed(&self, _n: usize) {}
+    /// One project was handled.
+    fn project_done(&self, _path: &str) {}
+}
+
+/// Ignores progress.
+pub struct NoProgress;
+impl ScanProgress for NoProgress {}
+
+/// What a scan did and found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ScanSummary {
+    /// Projects listed in scope (after include/exclude, without archived and empty ones).
+    pub projects_seen: usize,
+    /// Projects whose files were read.
+    pub projects_read: usize,
+    /// Projects whose head commit was checked but had not moved.
+    pub heads_unchanged: usize,
+    /// Projects skipped on the listing alone.
+    pub skipped_unchanged: usize,
+    /// Projects removed from the store (gone, archived, emptied, excluded).
+    pub removed: usize,
+    /// Projects that could not be read this time (kept as they were).
+    pub failed: usize,
+    /// Projects in the store with at least one upstream project.
+    pub with_dependencies: usize,
+    /// Dependency edges.
+    pub edges: usize,
+    /// Distinct external images.
+    pub external_images: usize,
+    /// All current warnings (files, unknown projects, unreadable projects).
+    pub warnings: Vec<String>,
+    /// API requests sent.
+    pub requests: u64,
+    /// Wall time.
+    #[serde(with = "duration_ms")]
+    pub duration: Duration,
+}
+
+mod duration_ms {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+/// Runs scans against one GitLab instance into one store.
+pub struct Scanner {
+    gitlab: GitLab,
+    store: Arc<dyn Store>,
+    settings: ScanSettings,
+    instance: Url,
+    registry_override: Option<String>,
+}
+
+enum Outcome {
+    Read(ProjectScan),
+    Unchanged(ProjectRecord),
+    HeadUnchanged(ProjectRecord),
+    Gone(u64),
+    Failed(String),
+}
+
+impl Scanner {
+    /// A scanner. `instance` is the GitLab base URL (for `.gitlab-deps` URLs); `registry_override`
+    /// replaces the registry host of every project.
+    pub fn new(
+        gitlab: GitLab,
+        store: Arc<dyn Store>,
+        settings: ScanSettings,
+        instance: Url,
+        registry_override: Option<String>,
+    ) -> Self {
+        Self {
+            gitlab,
+            store,
+            settings,
+            instance,
+            registry_override,
+        }
+    }
+
+    /// Scans, stores and resolves. Single projects that fail become warnings; a failure of the
+    /// listing itself (bad token, unknown group, GitLab down) fails the scan after saving what was read.
+    pub async fn scan(
+        &self,
+        request: &ScanRequest,
+        progress: &dyn ScanProgress,
+    ) -> Result<ScanSummary, ScanError> {
+        let started = Instant::now();
+        let requests_before = self.gitlab.request_count();
+        let fingerprint = self.fingerprint();
+        let full = request.full
+            || self.store.meta(FINGERPRINT_KEY)?.as_deref() != Some(fingerprint.as_str());
+        let stored: HashMap<u64, ProjectRecord> = self
+            .store
+            .projects()?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
+        let groups = if request.groups.is_empty() {
+            self.settings.groups.clone()
+        } else {
+            request.groups.clone()
+        };
+        let scopes: Vec<ProjectScope> = if groups.is_empty() {
+            vec![ProjectScope::All]
+        } else {
+            groups
+                .iter()
+                .map(|g| ProjectScope::Group(g.trim_matches('/').to_owned()))
+                .collect()
+        };
+
+        let mut summary = ScanSummary::default();
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut out_of_scope: Vec<u64> = Vec::new();
+        let mut listing_error: Option<GitLabError> = None;
+        let mut pending: Vec<ProjectScan> = Vec::new();
+        let mut touched: Vec<ProjectRecord> = Vec::new();
+        let mut scan_warnings: Vec<String> = Vec::new();
+
+        for scope in &scopes {
+            let pages = self.gitlab.list_projects(scope.clone());
+            let projects = stream::unfold(pages, |mut rx| async move {
+                rx.recv().await.map(|page| (page, rx))
+            })
+            .flat_map(|page| match page {
+                Ok(projects) => {
+                    progress.listed(projects.len());
+                    stream::iter(projects.into_iter().map(Ok).collect::<Vec<_>>())
+                }
+                Err(e) => stream::iter(vec![Err(e)]),
+            });
+            let work = projects
+                .map(|item| {
+                    let stored = &stored;
+                    let seen_before = match &item {
+                        Ok(p) => !seen.insert(p.id),
+                        Err(_) => false,
+                    };
+                    async move {
+                        match item {
+                            Err(e) => Err(e),
+                            Ok(_) if seen_before => Ok(None),
+                            Ok(p) => {
+                                let previous = stored.get(&p.id);
+                                Ok(Some(self.handle(p, previous, full).await))
+                            }
+                        }
+                    }
+                })
+                .buffer_unordered(self.concurrency_hint());
+            let mut work = std::pin::pin!(work);
+            while let Some(result) = work.next().await {
+                match result {
+                    Err(e) => {
+                        listing_error = Some(e);
+                        break;
+                    }
+                    Ok(None) => {}
+                    Ok(Some((path, outcome))) => {
+                        progress.project_done(&path);
+                        match outcome {
+                            Outcome::Read(scan) => {
+                                summary.projects_seen += 1;
+                                summary.projects_read += 1;
+                                pending.push(scan);
+                            }
+                            Outcome::Unchanged(record) => {
+                                summary.projects_seen += 1;
+                                summary.skipped_unchanged += 1;
+                                if stored.get(&record.id) != Some(&record) {
+                                    touched.push(record);
+                                }
+                            }
+                            Outcome::HeadUnchanged(record) => {
+                                summary.projects_seen += 1;
+                                summary.heads_unchanged += 1;
+                                touched.push(record);
+                            }
+                            Outcome::Gone(id) => out_of_scope.push(id),
+                            Outcome::Failed(message) => {
+                                summary.projects_seen += 1;
+                                summary.failed += 1;
+                                tracing::warn!("{message}");
+                                scan_warnings.push(message);
+                            }
+                        }
+                        if pending.len() >= SAVE_BATCH {
+                            self.store.save_scans(&pending)?;
+                            pending.clear();
+                        }
+                        if touched.len() >= SAVE_BATCH {
+                            self.store.update_records(&touched)?;
+                            touched.clear();
+                        }
+                    }
+                }
+            }
+            if listing_error.is_some() {
+                break;
+            }
+        }
+        self.store.save_scans(&pending)?;
+        self.store.update_records(&touched)?;
+
+        // Forget what left the scope, but only when every listing completed: a partial listing
+        // says nothing about the projects it did not reach.
+        let mut removed: Vec<u64> = out_of_scope
+            .into_iter()
+            .filter(|id| stored.contains_key(id))
+            .collect();
+        if listing_error.is_none() {
+            removed.extend(
+                stored
+                    .values()
+                    .filter(|r| {
+                        !seen.contains(&r.id) && scopes.iter().any(|s| in_scope(s, &r.path))
+                    })
+                    .map(|r| r.id),
+            );
+            if !self.settings.include.is_empty() || !self.settings.exclude.is_empty() {
+                removed.extend(
+                    stored
+                        .values()
+                        .filter(|r| !self.settings.wants(&r.path))
+                        .map(|r| r.id),
+                );
+            }
+        }
+        removed.sort_unstable();
+        removed.dedup();
+        self.store.remove_projects(&removed)?;
+        summary.removed = removed.len();
+
+        let resolution = resolve(
+            self.store.as_ref(),
+            self.registry_override.as_deref(),
+            &self.instance,
+        )?;
+        if listing_error.is_none() {
+            self.store.set_meta(FINGERPRINT_KEY, &fingerprint)?;
+            self.store
+                .set_meta("scan.last_at_ms", &now_ms().to_string())?;
+        }
+        if let Some(e) = listing_error {
+            return Err(e.into());
+        }
+        summary.with_dependencies = resolution
+            .edges
+            .iter()
+            .map(|e| e.downstream.as_str())
+            .collect::<BTreeSet<_>>()
+            .len();
+        summary.edges = resolution.edges.len();
+        summary.external_images = resolution
+            .externals
+            .iter()
+            .map(|e| e.image.as_str())
+            .collect::<BTreeSet<_>>()
+            .len();
+        summary.warnings = self
+            .store
+            .warnings()?
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        summary.warnings.extend(scan_warnings);
+        summary.requests = self.gitlab.request_count() - requests_before;
+        summary.duration = started.elapsed();
+        Ok(summary)
+    }
+
+    /// Re-reads one project now (after a push changed its files), then re-resolves the graph.
+    pub async fn rescan_project(&self, path: &str) -> Result<(), ScanError> {
+        let project = self.gitlab.project(path).await?;
+        let stored = self
+            .store
+            .projects()?
+            .into_iter()
+            .find(|r| r.id == project.id);
+        let (_, outcome) = self.handle(project, stored.as_ref(), true).await;
+        match outcome {
+            Outcome::Read(scan) => self.store.save_scans(&[scan])?,
+            Outcome::Unchanged(r) | Outcome::HeadUnchanged(r) => self.store.update_records(&[r])?,
+            Outcome::Gone(id) => self.store.remove_projects(&[id])?,
+            Outcome::Failed(message) => tracing::warn!("{message}"),
+        }
+        resolve(
+            self.store.as_ref(),
+            self.registry_override.as_deref(),
+            &self.instance,
+        )?;
+        Ok(())
+    }
+
+    fn concurrency_hint(&self) -> usize {
+        // Enough projects in flight that the client's request slots never idle.
+        64
+    }
+
+    /// What the stored references depend on besides the files: a change forces a full re-read.
+    fn fingerprint(&self) -> String {
+        format!("v1|{}", self.settings.dockerfiles.join(","))
+            + &format!("|{:?}", self.settings.build_args)
+    }
+
+    async fn handle(
+        &self,
+        project: Project,
+        stored: Option<&ProjectRecord>,
+        full: bool,
+    ) -> (String, Outcome) {
+        let path = project.path_with_namespace.clone();
+        let outcome = self.handle_inner(project, stored, full).await;
+        (path, outcome)
+    }
+
+    async fn handle_inner(
+        &self,
+        project: Project,
+        stored: Option<&ProjectRecord>,
+        full: bool,
+    ) -> Outcome {
+        let path = project.path_with_namespace.clone();
+        let empty = project.empty_repo == Some(true) || project.default_branch.is_none();
+        if project.archived || empty || !self.settings.wants(&path) {
+            return Outcome::Gone(project.id);
+        }
+        let Some(branch) = project.default_branch.clone() else {
+            return Outcome::Gone(project.id);
+        };
+        let mut record = ProjectRecord {
+            id: project.id,
+            path: path.clone(),
+            default_branch: Some(branch.clone()),
+            web_url: project.web_url.clone(),
+            registry_prefix: project.container_registry_image_prefix.clone(),
+            last_activity_at: project.last_activity_at.clone(),
+            head_sha: stored.and_then(|s| s.head_sha.clone()),
+            checked_at_ms: stored.and_then(|s| s.checked_at_ms),
+        };
+        if !full && !self.needs_head_check(stored, &project) {
+            return Outcome::Unchanged(record);
+        }
+        let checked_at = now_ms();
+        let head = match self.gitlab.branch_head(project.id, &branch).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return Outcome::Gone(project.id),
+            Err(e) => return Outcome::Failed(format!("{path}: skipped this time: {e}")),
+        };
+        record.checked_at_ms = Some(checked_at);
+        if !full && stored.and_then(|s| s.head_sha.as_deref()) == Some(head.as_str()) {
+            return Outcome::HeadUnchanged(record);
+        }
+        record.head_sha = Some(head.clone());
+        match self.read_files(&project, &head).await {
+            Ok((refs, warnings)) => Outcome::Read(ProjectScan {
+                record,
+                refs,
+                warnings,
+            }),
+            Err(e) => Outcome::Failed(format!("{path}: skipped this time: {e}")),
+        }
+    }
+
+    fn needs_head_check(&self, stored: Option<&ProjectRecord>, project: &Project) -> bool {
+        let Some(stored) = stored else { return true };
+        if stored.head_sha.is_none()
+            || stored.default_branch != project.default_branch
+            || stored.last_activity_at != project.last_activity_at
+        {
+            return true;
+        }
+        // GitLab bumps last_activity_at at most once an hour, so activity soon after the recorded
+        // one may not show: keep checking until our last check is past that window.
+        let Some(activity) = project
+            .last_activity_at
+            .as_deref()
+            .and_then(parse_timestamp_ms)
+        else {
+            return true;
+        };
+        let grace = self.settings.activity_grace.as_millis() as i64;
+        stored
+            .checked_at_ms
+            .is_none_or(|checked| checked < activity + grace)
+    }
+
+    async fn read_files(
+        &self,
+        project: &Project,
+        head: &str,
+    ) -> Result<(Vec<Reference>, Vec<Warning>), GitLabError> {
+        let path = &project.path_with_namespace;
+        let mut names: Vec<&str> = self
+            .settings
+            .dockerfiles
+            .iter()
+            .map(String::as_str)
+            .collect();
+        names.push(DEPS_FILE);
+        let reads = futures::future::join_all(
+            names
+                .iter()
+                .map(|name| self.gitlab.file_raw(project.id, name, head)),
+        )
+        .await;
+        let mut refs = Vec::new();
+        let mut warnings = Vec::new();
+        let warn = |file: &str, line: Option<u32>, message: String| Warning {
+            project: path.clone(),
+            file: Some(file.to_owned()),
+            line,
+            message,
+        };
+        for (name, content) in names.iter().zip(reads) {
+            let Some(content) = content? else { continue };
+            if *name == DEPS_FILE {
+                let (entries, problems) = parse_deps_file(&content, &self.instance);
+                refs.extend(entries.into_iter().map(|e| Reference {
+                    kind: RefKind::Project,
+                    file: DEPS_FILE.into(),
+                    line: e.line as u32,
+                    value: e.path,
+                }));
+                warnings.extend(
+                    problems
+                        .into_iter()
+                        .map(|w| warn(DEPS_FILE, Some(w.line as u32), w.message)),
+                );
+                continue;
+            }
+            let args = self.settings.build_args.for_project(path);
+            match parse_dockerfile(&content, &args) {
+                Ok(parsed) => {
+                    for image in parsed.images {
+                        match ImageName::parse(&image.reference) {
+                            Ok(name_) => refs.push(Reference {
+                                kind: RefKind::Image,
+                                file: (*name).to_owned(),
+                                line: image.line as u32,
+                                value: name_.to_string(),
+                            }),
+                            Err(e) => {
+                                warnings.push(warn(name, Some(image.line as u32), e.to_string()))
+                            }
+                        }
+                    }
+                    warnings.extend(
+                        parsed
+                            .warnings
+                            .into_iter()
+                            .map(|w| warn(name, Some(w.line as u32), w.message)),
+                    );
+                }
+                Err(e) => warnings.push(warn(name, None, format!("cannot parse: {e}"))),
+            }
+        }
+        Ok((refs, warnings))
+    }
+}
+
+fn in_scope(scope: &ProjectScope, path: &str) -> bool {
+    match scope {
+        ProjectScope::All => true,
+        ProjectScope::Group(group) => {
+            let path = path.to_ascii_lowercase();
+            let group = group.to_ascii_lowercase();
+            path.strip_prefix(&group)
+                .is_some_and(|rest| rest.starts_with('/'))
+        }
+    }
+}
+
+/// The registry image prefix of a project: the override host if given, else what GitLab reports,
+/// else `registry.<gitlab host>`.
+pub fn registry_prefix(
+    record: &ProjectRecord,
+    registry_override: Option<&str>,
+    instance: &Url,
+) -> String {
+    let path = record.path.to_ascii_lowercase();
+    match (registry_override, &record.registry_prefix) {
+        (Some(host), _) => format!("{}/{path}", host.trim_end_matches('/').to_ascii_lowercase()),
+        (None, Some(prefix)) if !prefix.is_empty() => prefix.to_ascii_lowercase(),
+        _ => format!(
+            "registry.{}/{path}",
+            instance.host_str().unwrap_or_default().to_ascii_lowercase()
+        ),
+    }
+}
+
+/// Derives edges, external images and unknown-project warnings from every stored reference, and
+/// stores them in one transaction.
+pub fn resolve(
+    store: &dyn Store,
+    registry_override: Option<&str>,
+    instance: &Url,
+) -> Result<Resolution, StoreError> {
+    let projects = store.projects()?;
+    let by_lower: HashMap<String, &str> = projects
+        .iter()
+        .map(|p| (p.path.to_ascii_lowercase(), p.path.as_str()))
+        .collect();
+    let index = RegistryIndex::new(projects.iter().map(|p| {
+        (
+            p.path.clone(),
+            registry_prefix(p, registry_override, instance),
+        )
+    }));
+    let mut resolution = Resolution::default();
+    let mut edge_seen: HashSet<(String, String)> = HashSet::new();
+    for (project, reference) in store.references()? {
+        let via = format!("{}:{}", reference.file, reference.line);
+        let upstream = match reference.kind {
+            RefKind::Project => match by_lower.get(&reference.value.to_ascii_lowercase()) {
+                Some(p) => Some((*p).to_owned()),
+                None => {
+                    resolution.warnings.push(Warning {
+                        project: project.clone(),
+                        file: Some(reference.file.clone()),
+                        line: Some(reference.line),
+                        message: format!("unknown project {:?}", reference.value),
+                    });
+                    continue;
+                }
+            },
+            RefKind::Image => ImageName::parse(&reference.value)
+                .ok()
+                .and_then(|image| index.resolve(&image).map(str::to_owned)),
+        };
+        match upstream {
+            // A project building on its own image (a cache stage, say) is not a dependency.
+            Some(upstream) if upstream == project => {}
+            Some(upstream) => {
+                if edge_seen.insert((upstream.clone(), project.clone())) {
+                    resolution.edges.push(Edge {
+                        upstream,
+                        downstream: project.clone(),
+                        via,
+                    });
+                }
+            }
+            None => resolution.externals.push(External {
+                project: project.clone(),
+                image: reference.value.clone(),
+            }),
+        }
+    }
+    resolution
+        .externals
+        .sort_by(|a, b| (&a.project, &a.image).cmp(&(&b.project, &b.image)));
+    resolution.externals.dedup();
+    store.replace_resolution(&resolution)?;
+    Ok(resolution)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_matching_respects_segments() {
+        let g = ProjectScope::Group("images".into());
+        assert!(in_scope(&g, "images/base"));
+        assert!(in_scope(&g, "Images/sub/x"));
+        assert!(!in_scope(&g, "images-old/x"));
+        assert!(in_scope(&ProjectScope::All, "x/y"));
+    }
+
+    #[test]
+    fn registry_prefix_precedence() {
+        let url = Url::parse("https://git.example.org/").unwrap();
+        let mut r = ProjectRecord {
+            id: 1,
+            path: "Group/Proj".into(),
+            default_branch: None,
+            web_url: String::new(),
+            registry_prefix: None,
+            last_activity_at: None,
+            head_sha: None,
+            checked_at_ms: None,
+        };
+        assert_eq!(
+            registry_prefix(&r, None, &url),
+            "registry.git.example.org/group/proj"
+        );
+        r.registry_prefix = Some("reg.example.org:5050/group/proj".into());
+        assert_eq!(
+            registry_prefix(&r, None, &url),
+            "reg.example.org:5050/group/proj"
+        );
+        assert_eq!(
+            registry_prefix(&r, Some("other:443"), &url),
+            "other:443/group/proj"
+        );
+    }
+}

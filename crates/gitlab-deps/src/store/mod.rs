@@ -1,0 +1,232 @@
+//! Persistence behind a trait, so the embedded SQLite store can later be joined by a PostgreSQL one
+//! for highly available deployments.
+//!
+//! The discovery data model: per project, its listing metadata, the raw references found in its
+//! files (`refs`) and its warnings, replaced atomically per project. The edges are *derived* from all
+//! projects' references by [`crate::scan::resolve`] and replaced in one transaction at the end of a
+//! scan, so a reader never sees a half-written graph and an interrupted scan loses nothing.
+
+mod migrations;
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use serde::{Deserialize, Serialize};
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open database {path}: {reason}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database was written by a newer gitlab-deps.
+    #[error(
+        "database {path} has schema version {found}, newer than this gitlab-deps understands ({supported}): upgrade gitlab-deps"
+    )]
+    TooNew {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
+    /// A query failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Stored JSON did not decode.
+    #[error("corrupt stored value: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A project as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectRecord {
+    /// GitLab id (stable across renames).
+    pub id: u64,
+    /// Full path.
+    pub path: String,
+    /// Default branch.
+    pub default_branch: Option<String>,
+    /// Web address.
+    pub web_url: String,
+    /// Image prefix on the registry, as GitLab reports it (before any override).
+    pub registry_prefix: Option<String>,
+    /// `last_activity_at` from the listing.
+    pub last_activity_at: Option<String>,
+    /// Head commit of the default branch when files were last read.
+    pub head_sha: Option<String>,
+    /// When the head commit was last verified (Unix ms).
+    pub checked_at_ms: Option<i64>,
+}
+
+/// What kind of reference a project's file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefKind {
+    /// An image reference from a Dockerfile-like file (normalised).
+    Image,
+    /// A project path from `.gitlab-deps`.
+    Project,
+}
+
+impl RefKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RefKind::Image => "image",
+            RefKind::Project => "project",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        if s == "project" {
+            RefKind::Project
+        } else {
+            RefKind::Image
+        }
+    }
+}
+
+/// One upstream reference found in a project's files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    /// Image or project.
+    pub kind: RefKind,
+    /// The file it was found in.
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// The normalised image or the project path.
+    pub value: String,
+}
+
+/// A problem found while scanning, kept for the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    /// The project.
+    pub project: String,
+    /// The file, when the problem is in one.
+    pub file: Option<String>,
+    /// 1-based line, when known.
+    pub line: Option<u32>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => {
+                write!(f, "{}: {file}:{line}: {}", self.project, self.message)
+            }
+            (Some(file), None) => write!(f, "{}: {file}: {}", self.project, self.message),
+            _ => write!(f, "{}: {}", self.project, self.message),
+        }
+    }
+}
+
+/// The result of reading one project's files.
+#[derive(Debug, Clone)]
+pub struct ProjectScan {
+    /// The project's metadata, head commit included.
+    pub record: ProjectRecord,
+    /// References found.
+    pub refs: Vec<Reference>,
+    /// Problems found in its files.
+    pub warnings: Vec<Warning>,
+}
+
+/// A dependency edge: `downstream` is built on `upstream`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edge {
+    /// The project depended on.
+    pub upstream: String,
+    /// The dependent project.
+    pub downstream: String,
+    /// Where it comes from (`Dockerfile:3`, `.gitlab-deps:2`).
+    pub via: String,
+}
+
+/// An image a project uses that no project on the instance builds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct External {
+    /// The project.
+    pub project: String,
+    /// The normalised image.
+    pub image: String,
+}
+
+/// The derived graph data, replaced as a whole by each resolution.
+#[derive(Debug, Clone, Default)]
+pub struct Resolution {
+    /// Edges between projects.
+    pub edges: Vec<Edge>,
+    /// External images per project.
+    pub externals: Vec<External>,
+    /// Warnings found while resolving (unknown projects in `.gitlab-deps`).
+    pub warnings: Vec<Warning>,
+}
+
+/// A durable record of one webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Sequence number.
+    pub seq: i64,
+    /// The `X-Gitlab-Event` header.
+    pub kind: String,
+    /// The raw JSON body.
+    pub body: String,
+}
+
+/// The persistence operations gitlab-deps needs. Implementations must make each method atomic.
+pub trait Store: Send + Sync {
+    /// Every known project.
+    fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError>;
+    /// Replaces the data of each project (metadata, references, file warnings), each atomically.
+    fn save_scans(&self, scans: &[ProjectScan]) -> Result<(), StoreError>;
+    /// Updates listing metadata (path, branch, URLs, activity, checked time) without touching references.
+    fn update_records(&self, records: &[ProjectRecord]) -> Result<(), StoreError>;
+    /// Forgets projects (gone, archived, emptied, or excluded).
+    fn remove_projects(&self, ids: &[u64]) -> Result<(), StoreError>;
+    /// Every project's references, with the project's path.
+    fn references(&self) -> Result<Vec<(String, Reference)>, StoreError>;
+    /// Replaces the derived graph in one transaction.
+    fn replace_resolution(&self, resolution: &Resolution) -> Result<(), StoreError>;
+    /// The dependency edges.
+    fn edges(&self) -> Result<Vec<Edge>, StoreError>;
+    /// External images.
+    fn externals(&self) -> Result<Vec<External>, StoreError>;
+    /// Scan and resolution warnings.
+    fn warnings(&self) -> Result<Vec<Warning>, StoreError>;
+    /// A small key/value setting.
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a key/value setting.
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Records a webhook delivery durably unless `delivery_key` was seen before. Returns its sequence
+    /// number, or `None` for a redelivery.
+    fn insert_event(
+        &self,
+        delivery_key: &str,
+        kind: &str,
+        body: &str,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Events recorded but not yet processed, oldest first.
+    fn unprocessed_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Stores the orchestration state and marks events processed, in one transaction.
+    fn commit_cascade(
+        &self,
+        state_json: &str,
+        processed_up_to: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// The orchestration state, if any was stored.
+    fn cascade_state(&self) -> Result<Option<String>, StoreError>;
+    /// Appends lines to the activity log shown on the status page.
+    fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError>;
+    /// The newest activity lines, newest first.
+    fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError>;
+}

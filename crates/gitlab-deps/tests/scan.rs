@@ -1,0 +1,326 @@
+//! Discovery end to end: the real binary scans a simulated GitLab over HTTP.
+
+mod common;
+
+use common::{SimServer, Workdir, gitlab_deps, json};
+use gitlab_sim::{ProjectSpec, SimOptions};
+use predicates::prelude::*;
+
+const CI: &str = "build:\n  script: [make]\n";
+
+/// An instance with subgroups, >100 projects, archived and empty ones, `.gitlab-deps` files, ARG and
+/// multi-stage Dockerfiles, and a cycle.
+fn instance() -> SimServer {
+    let server = SimServer::start(SimOptions::default());
+    let sim = &server.sim;
+    let reg = sim.registry_host();
+    let host = server.url.trim_start_matches("http://").to_owned();
+    sim.add_project(ProjectSpec::new("images/base").file("Dockerfile", "FROM debian:bookworm\n"));
+    sim.add_project(
+        ProjectSpec::new("images/lang/ruby")
+            .file(
+                "Dockerfile",
+                format!("ARG REG={reg}\nFROM ${{REG}}/images/base:latest\n"),
+            )
+            .file(".gitlab-ci.yml", CI),
+    );
+    sim.add_project(ProjectSpec::new("images/tools").file(
+        "Containerfile",
+        format!(
+            "from --platform=linux/amd64 {reg}/images/base@sha256:{}\n",
+            "a".repeat(64)
+        ),
+    ));
+    sim.add_project(ProjectSpec::new("apps/web").file(
+        "Dockerfile",
+        format!(
+            "# syntax=docker/dockerfile:1\nFROM {reg}/images/lang/ruby:3.3 AS build\nRUN make \\\n  all\nFROM {reg}/images/tools/sub-image:1\nCOPY --from=build /app /app\nCOPY --from=alpine:3 /bin/sh /bin/sh\n"
+        ),
+    ));
+    // .gitlab-deps with a URL (with .git and a comment) and a path, plus an unknown project.
+    sim.add_project(ProjectSpec::new("apps/svc").file(
+        ".gitlab-deps",
+        format!("# upstreams\nhttp://{host}/images/lang/ruby.git\napps/web  # the web app\nnope/missing\n"),
+    ));
+    // A cycle.
+    sim.add_project(ProjectSpec::new("loop/a").file(".gitlab-deps", "loop/b\n"));
+    sim.add_project(ProjectSpec::new("loop/b").file("Dockerfile", format!("FROM {reg}/loop/a\n")));
+    // An unresolvable ARG and a project referring to its own image.
+    sim.add_project(ProjectSpec::new("apps/broken").file("Dockerfile", "ARG BASE\nFROM $BASE\n"));
+    sim.add_project(ProjectSpec::new("apps/self").file(
+        "Dockerfile",
+        format!("FROM {reg}/apps/self/cache AS c\nFROM {reg}/images/base\n"),
+    ));
+    sim.add_project(
+        ProjectSpec::new("old/archived")
+            .file("Dockerfile", "FROM x")
+            .archived(),
+    );
+    sim.add_project(ProjectSpec::new("old/empty").empty());
+    for i in 0..110 {
+        let spec = ProjectSpec::new(format!("fill/sub{}/p{i:03}", i % 3));
+        let spec = if i % 3 == 0 {
+            spec.file("Dockerfile", format!("FROM {reg}/images/base:{i}\n"))
+        } else {
+            spec.file("README.md", "no docker here")
+        };
+        sim.add_project(spec);
+    }
+    server
+}
+
+#[test]
+fn a_scan_builds_the_graph_and_the_queries_read_it() {
+    let server = instance();
+    let work = Workdir::new();
+    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
+    // Transient failures the scan must survive.
+    server
+        .sim
+        .faults()
+        .rate_limit_next("GET", "/projects", 2, 1);
+    server
+        .sim
+        .faults()
+        .fail_next("GET", "/repository/files", 3, 502);
+
+    let out = gitlab_deps(&work, &server.url, Some(&cfg))
+        .args(["scan", "--json"])
+        .output()
+        .unwrap();
+    let summary = json(&out);
+    assert_eq!(summary["projects_seen"], 119, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let warnings = summary["warnings"].to_string();
+    assert!(warnings.contains("nope/missing"), "{warnings}");
+    assert!(warnings.contains("apps/broken"), "{warnings}");
+    assert_eq!(summary["cycles"], serde_json::json!([["loop/a", "loop/b"]]));
+
+    let graph = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["graph", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    let project = |path: &str| {
+        graph["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["path"] == path)
+            .cloned()
+            .unwrap_or_else(|| panic!("{path} missing from {graph}"))
+    };
+    assert_eq!(
+        project("images/lang/ruby")["depends_on"],
+        serde_json::json!(["images/base"])
+    );
+    assert_eq!(
+        project("images/tools")["depends_on"],
+        serde_json::json!(["images/base"])
+    );
+    assert_eq!(
+        project("apps/web")["depends_on"],
+        serde_json::json!(["images/lang/ruby", "images/tools"])
+    );
+    assert_eq!(
+        project("apps/web")["external"],
+        serde_json::json!(["docker.io/library/alpine:3"])
+    );
+    assert_eq!(
+        project("apps/svc")["depends_on"],
+        serde_json::json!(["apps/web", "images/lang/ruby"])
+    );
+    assert_eq!(
+        project("apps/self")["depends_on"],
+        serde_json::json!(["images/base"])
+    );
+    assert_eq!(
+        project("images/base")["external"],
+        serde_json::json!(["docker.io/library/debian:bookworm"])
+    );
+    assert_eq!(project("images/base")["default_branch"], "main");
+    assert!(project("images/base")["id"].as_u64().is_some());
+    assert!(
+        graph["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["path"] != "old/archived" && p["path"] != "old/empty")
+    );
+
+    let deps = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["deps", "apps/svc", "--recursive", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        deps,
+        serde_json::json!([
+            "apps/web",
+            "images/base",
+            "images/lang/ruby",
+            "images/tools"
+        ])
+    );
+    let rdeps = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["rdeps", "images/lang/ruby", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(rdeps, serde_json::json!(["apps/svc", "apps/web"]));
+    let plan = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["plan", "images/lang/ruby", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        plan,
+        serde_json::json!({"waves": [["apps/web"], ["apps/svc"]]})
+    );
+    let list = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["list-projects", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(list.as_array().unwrap().len(), 119);
+
+    gitlab_deps(&work, &server.url, None)
+        .args(["deps", "apps/wbe"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("did you mean apps/web"));
+    gitlab_deps(&work, &server.url, None)
+        .args(["graph", "--format", "dot"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("digraph").and(predicate::str::contains(
+                "\"images/base\" -> \"images/lang/ruby\"",
+            )),
+        );
+    gitlab_deps(&work, &server.url, None)
+        .args(["graph", "--format", "mermaid"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("graph"));
+}
+
+#[test]
+fn a_rescan_of_an_unchanged_instance_costs_only_the_listing() {
+    let server = instance();
+    let work = Workdir::new();
+    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .arg("scan")
+        .assert()
+        .success();
+
+    server.sim.reset_request_log();
+    let summary = json(
+        &gitlab_deps(&work, &server.url, Some(&cfg))
+            .args(["scan", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(summary["projects_read"], 0, "{summary}");
+    let requests = server.sim.requests();
+    assert!(!requests.is_empty());
+    assert!(
+        requests.iter().all(|r| r.path == "/api/v4/projects"),
+        "unexpected requests: {:?}",
+        requests
+            .iter()
+            .filter(|r| r.path != "/api/v4/projects")
+            .collect::<Vec<_>>()
+    );
+
+    // A changed Dockerfile is noticed, and only that project is read again.
+    let reg = server.sim.registry_host();
+    server.sim.set_file(
+        "apps/broken",
+        "Dockerfile",
+        &format!("FROM {reg}/images/tools\n"),
+    );
+    let summary = json(
+        &gitlab_deps(&work, &server.url, Some(&cfg))
+            .args(["scan", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(summary["projects_read"], 1, "{summary}");
+    let deps = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["deps", "apps/broken", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(deps, serde_json::json!(["images/tools"]));
+
+    // An archived project disappears from the graph on the next scan.
+    server.sim.set_archived("apps/web", true);
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .arg("scan")
+        .assert()
+        .success();
+    let list = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["list-projects", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert!(!list.as_array().unwrap().iter().any(|p| p == "apps/web"));
+}
+
+#[test]
+fn a_group_scan_covers_subgroups_only() {
+    let server = instance();
+    let work = Workdir::new();
+    gitlab_deps(&work, &server.url, None)
+        .args(["scan", "--group", "images"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Scanned 3 projects"));
+    let list = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["list-projects", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        list,
+        serde_json::json!(["images/base", "images/lang/ruby", "images/tools"])
+    );
+}
+
+#[test]
+fn errors_are_one_clear_line() {
+    let server = instance();
+    let work = Workdir::new();
+    gitlab_deps(&work, &server.url, None)
+        .env("GITLAB_DEPS_TOKEN", "wrong")
+        .arg("scan")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("GitLab rejected the token"));
+    gitlab_deps(&work, &server.url, None)
+        .args(["scan", "--group", "no-such-group"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no-such-group"));
+    gitlab_deps(&work, &server.url, None)
+        .env_remove("GITLAB_DEPS_URL")
+        .arg("scan")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no GitLab URL"));
+    gitlab_deps(&work, &server.url, None)
+        .args(["deps", "images/base"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("run `gitlab-deps scan` first"));
+}
