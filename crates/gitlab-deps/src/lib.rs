@@ -8,9 +8,12 @@
 pub mod cascade;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod discover;
 pub mod gitlab;
 pub mod graph;
+pub mod hooks;
 pub mod scan;
+pub mod server;
 pub mod store;
 pub mod util;

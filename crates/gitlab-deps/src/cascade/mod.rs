@@ -877,13 +877,7 @@ impl Cascade {
                 })
                 .map(|c| c.cascade.clone())
                 .unwrap_or_default();
-            let variables = vec![
-                (VAR_UPSTREAM.to_owned(), upstreams.join(",")),
-                (VAR_ROOT.to_owned(), roots.join(",")),
-                (VAR_CASCADE.to_owned(), cascade.clone()),
-                (VAR_ATTEMPT.to_owned(), attempt.clone()),
-            ];
-            st.running = Some(Running {
+            let running = Running {
                 attempt: attempt.clone(),
                 pipeline_id: None,
                 restale: false,
@@ -894,7 +888,9 @@ impl Cascade {
                 causes: stale.causes,
                 stale_since_ms: stale.since_ms,
                 cancelled: false,
-            });
+            };
+            let variables = variables_for(&running);
+            st.running = Some(running);
             actions.push(Action::CreatePipeline {
                 project,
                 attempt,
@@ -903,6 +899,16 @@ impl Cascade {
         }
         actions
     }
+}
+
+/// The CI variables of a pipeline we create for `running` (also used to re-create it after a crash).
+pub fn variables_for(running: &Running) -> Vec<(String, String)> {
+    vec![
+        (VAR_UPSTREAM.to_owned(), running.upstreams.join(",")),
+        (VAR_ROOT.to_owned(), running.roots.join(",")),
+        (VAR_CASCADE.to_owned(), running.cascade.clone()),
+        (VAR_ATTEMPT.to_owned(), running.attempt.clone()),
+    ]
 }
 
 /// `c-12` -> 12, so that `c-9` sorts before `c-10`.

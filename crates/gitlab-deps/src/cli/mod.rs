@@ -4,6 +4,9 @@ mod context;
 mod output;
 mod query;
 mod scan_cmd;
+mod serve_cmd;
+
+pub use serve_cmd::{CancelArgs, HooksArgs, RebuildArgs, ServeArgs, StatusArgs, shutdown_signal};
 
 use std::path::PathBuf;
 
@@ -77,6 +80,35 @@ pub enum Command {
     Graph(GraphArgs),
     /// Show the warnings of the last scan (unreadable files, unknown projects, unresolved ARGs)
     Warnings(ListArgs),
+    /// Receive GitLab webhooks and rebuild downstream projects in dependency order
+    Serve(ServeArgs),
+    /// Start a pipeline for a project now (its success cascades through a running `serve`)
+    Rebuild(RebuildArgs),
+    /// Drop pending rebuilds (applied by the running service)
+    Cancel(CancelArgs),
+    /// Show pending, running, failed and blocked rebuilds
+    Status(StatusArgs),
+    /// Manage the webhooks gitlab-deps needs on every project
+    Hooks(HooksArgs),
+    /// Watch a live cascade on a simulated GitLab, all on this machine (no setup)
+    Demo(DemoArgs),
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address of the gitlab-deps server
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: String,
+    /// Address of the simulated GitLab
+    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
+    pub sim_listen: String,
+    /// How long each simulated pipeline runs, in milliseconds
+    #[arg(long, default_value_t = 1500, value_name = "MS")]
+    pub pipeline_ms: u64,
+    /// Exit after the summary instead of serving until Ctrl-C
+    #[arg(long)]
+    pub exit_when_done: bool,
 }
 
 /// `scan`.
@@ -155,5 +187,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => query::plan(&ctx, &args),
         Command::Graph(args) => query::graph(&ctx, &args),
         Command::Warnings(args) => query::warnings(&ctx, &args),
+        Command::Serve(args) => serve_cmd::serve(&ctx, args).await,
+        Command::Rebuild(args) => serve_cmd::rebuild(&ctx, args).await,
+        Command::Cancel(args) => serve_cmd::cancel(&ctx, args),
+        Command::Status(args) => serve_cmd::status(&ctx, args),
+        Command::Hooks(args) => serve_cmd::hooks(&ctx, args).await,
+        Command::Demo(args) => {
+            crate::demo::run(crate::demo::DemoOptions {
+                listen: args.listen,
+                sim_listen: args.sim_listen,
+                pipeline_duration: std::time::Duration::from_millis(args.pipeline_ms),
+                exit_when_done: args.exit_when_done,
+            })
+            .await?;
+            Ok(())
+        }
     }
 }

@@ -19,7 +19,7 @@ pub enum Direction {
 }
 
 /// Fails with a suggestion when `project` is not in the graph.
-fn require<'g>(graph: &'g DepGraph, project: &str) -> anyhow::Result<&'g str> {
+pub(crate) fn require<'g>(graph: &'g DepGraph, project: &str) -> anyhow::Result<&'g str> {
     let wanted = project.trim().trim_matches('/');
     if let Some(found) = graph
         .projects()

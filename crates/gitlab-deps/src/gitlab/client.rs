@@ -118,6 +118,20 @@ impl GitLab {
         body: Option<&serde_json::Value>,
         what: &str,
     ) -> Result<Response, GitLabError> {
+        self.send_with(method, url, body, what, true).await
+    }
+
+    /// Like [`GitLab::send`]. With `idempotent` false, only failures that certainly happened before
+    /// GitLab acted are retried (429, connection refused): after a 5xx or a lost response the request
+    /// may have taken effect, and repeating it could, say, create a second pipeline.
+    pub(super) async fn send_with(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+        what: &str,
+        idempotent: bool,
+    ) -> Result<Response, GitLabError> {
         // Never send the token to another host, whatever a Link header says.
         if url.origin() != self.inner.api.origin() {
             return Err(GitLabError::Decode {
@@ -161,7 +175,9 @@ impl GitLab {
                     if !is_retryable(status) {
                         return Err(permanent(status, what, message));
                     }
-                    let Some(backoff) = delays.next() else {
+                    let retry_safe = idempotent || status == StatusCode::TOO_MANY_REQUESTS;
+                    let next = if retry_safe { delays.next() } else { None };
+                    let Some(backoff) = next else {
                         return Err(GitLabError::Status {
                             what: what.to_owned(),
                             status,
@@ -176,7 +192,12 @@ impl GitLab {
                     wait
                 }
                 Err(err) => {
-                    let Some(backoff) = delays.next() else {
+                    let next = if idempotent || err.is_connect() {
+                        delays.next()
+                    } else {
+                        None
+                    };
+                    let Some(backoff) = next else {
                         return Err(GitLabError::Network {
                             what: what.to_owned(),
                             attempts,
@@ -247,7 +268,9 @@ impl GitLab {
         }
     }
 
-    /// Creates a pipeline on `git_ref` with CI variables.
+    /// Creates a pipeline on `git_ref` with CI variables. Retries only rate limits and refused
+    /// connections: after a 5xx or a lost answer the pipeline may exist, so the caller must look for
+    /// it (by a variable it set) before trying again.
     pub async fn create_pipeline(
         &self,
         project_id: u64,
@@ -263,7 +286,9 @@ impl GitLab {
                 .collect::<Vec<_>>(),
         });
         let url = self.url(&format!("projects/{project_id}/pipeline"))?;
-        let response = self.send(Method::POST, url, Some(&body), &what).await?;
+        let response = self
+            .send_with(Method::POST, url, Some(&body), &what, false)
+            .await?;
         decode(response, &what).await
     }
 

@@ -67,7 +67,8 @@ impl PipelineEvent {
 
     /// The final status, if the pipeline has one.
     pub fn final_status(&self) -> Option<&str> {
-        matches!(self.status.as_str(), "success" | "failed" | "canceled").then_some(self.status.as_str())
+        matches!(self.status.as_str(), "success" | "failed" | "canceled")
+            .then_some(self.status.as_str())
     }
 
     /// A CI variable's value.
@@ -167,10 +168,11 @@ struct RawPush {
 pub fn parse(kind: &str, body: &[u8]) -> Result<Option<HookEvent>, PayloadError> {
     match kind {
         "Pipeline Hook" => {
-            let raw: RawPipeline = serde_json::from_slice(body).map_err(|e| PayloadError::Malformed {
-                kind: "pipeline",
-                reason: e.to_string(),
-            })?;
+            let raw: RawPipeline =
+                serde_json::from_slice(body).map_err(|e| PayloadError::Malformed {
+                    kind: "pipeline",
+                    reason: e.to_string(),
+                })?;
             let a = raw.object_attributes;
             Ok(Some(HookEvent::Pipeline(PipelineEvent {
                 project_id: raw.project.id,
@@ -186,10 +188,11 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Option<HookEvent>, PayloadError>
             })))
         }
         "Push Hook" => {
-            let raw: RawPush = serde_json::from_slice(body).map_err(|e| PayloadError::Malformed {
-                kind: "push",
-                reason: e.to_string(),
-            })?;
+            let raw: RawPush =
+                serde_json::from_slice(body).map_err(|e| PayloadError::Malformed {
+                    kind: "push",
+                    reason: e.to_string(),
+                })?;
             let listed = raw.commits.len();
             let changed_files = raw
                 .commits
@@ -234,11 +237,35 @@ mod tests {
 
     #[test]
     fn only_default_branch_builds_count() {
-        assert!(event(&pipeline("push", "main", false, false, "success")).is_default_branch_build());
-        assert!(!event(&pipeline("push", "dev", false, false, "success")).is_default_branch_build());
-        assert!(!event(&pipeline("push", "main", true, false, "success")).is_default_branch_build());
-        assert!(!event(&pipeline("merge_request_event", "main", false, true, "success")).is_default_branch_build());
-        assert!(!event(&pipeline("parent_pipeline", "main", false, false, "success")).is_default_branch_build());
+        assert!(
+            event(&pipeline("push", "main", false, false, "success")).is_default_branch_build()
+        );
+        assert!(
+            !event(&pipeline("push", "dev", false, false, "success")).is_default_branch_build()
+        );
+        assert!(
+            !event(&pipeline("push", "main", true, false, "success")).is_default_branch_build()
+        );
+        assert!(
+            !event(&pipeline(
+                "merge_request_event",
+                "main",
+                false,
+                true,
+                "success"
+            ))
+            .is_default_branch_build()
+        );
+        assert!(
+            !event(&pipeline(
+                "parent_pipeline",
+                "main",
+                false,
+                false,
+                "success"
+            ))
+            .is_default_branch_build()
+        );
         let e = event(&pipeline("api", "main", false, false, "running"));
         assert_eq!(e.final_status(), None);
         assert_eq!(e.variable("GITLAB_DEPS_ATTEMPT"), Some("a-1"));
@@ -259,7 +286,8 @@ mod tests {
             "project": {"id": 3, "path_with_namespace": "g/p", "default_branch": "main"},
             "commits": [{"added": [], "modified": ["Dockerfile"], "removed": []}]
         });
-        let Some(HookEvent::Push(p)) = parse("Push Hook", body.to_string().as_bytes()).unwrap() else {
+        let Some(HookEvent::Push(p)) = parse("Push Hook", body.to_string().as_bytes()).unwrap()
+        else {
             panic!()
         };
         assert!(p.touches(&["Dockerfile", ".gitlab-deps"]));

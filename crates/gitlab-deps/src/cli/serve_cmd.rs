@@ -1,0 +1,404 @@
+//! `serve`, `rebuild`, `cancel`, `status` and `hooks`: the orchestration commands.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use super::output::{print_json, table};
+use crate::cascade::{Cascade, Input, VAR_CASCADE, VAR_ROOT, VAR_UPSTREAM};
+use crate::config::{self, PathPatterns};
+use crate::hooks::sync_hooks;
+use crate::scan::{DEPS_FILE, Scanner};
+use crate::server::{self, Engine, EngineOptions, HttpOptions, Snapshot, describe};
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "GITLAB_DEPS_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// URL under which GitLab reaches this service (used by --sync-hooks)
+    #[arg(long, env = "GITLAB_DEPS_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// File holding the webhook secret (or set GITLAB_DEPS_WEBHOOK_SECRET)
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Accept webhooks without a secret (only for trusted networks)
+    #[arg(long)]
+    pub insecure_no_webhook_secret: bool,
+    /// Largest accepted webhook body in bytes [default: 5242880]
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// At most this many pipelines created by gitlab-deps running at once [default: 10]
+    #[arg(long, value_name = "N")]
+    pub max_running: Option<usize>,
+    /// At most this many pipelines created per minute [default: unlimited]
+    #[arg(long, value_name = "N")]
+    pub max_per_minute: Option<u32>,
+    /// Poll a created pipeline whose final status has not arrived after this long [default: 10m]
+    #[arg(long, value_name = "DURATION")]
+    pub reconcile_after: Option<String>,
+    /// Rescan the whole instance this often; 0s disables [default: 6h]
+    #[arg(long, value_name = "DURATION")]
+    pub rescan_every: Option<String>,
+    /// Install or repair the webhook on every known project at start (needs --public-url)
+    #[arg(long)]
+    pub sync_hooks: bool,
+}
+
+/// `rebuild`.
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// Project to rebuild now
+    pub project: String,
+    /// Only print what would be rebuilt, in order
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Projects whose pending rebuild is dropped
+    #[arg(required = true, value_name = "PROJECT")]
+    pub projects: Vec<String>,
+    /// Also drop the pending rebuilds of everything below them
+    #[arg(long)]
+    pub descendants: bool,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hooks`.
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    /// What to do
+    #[command(subcommand)]
+    pub command: HooksCommand,
+}
+
+/// `hooks` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// Install or repair the webhook on every known project
+    Sync {
+        /// URL under which GitLab reaches the service
+        #[arg(long, env = "GITLAB_DEPS_PUBLIC_URL", value_name = "URL")]
+        public_url: Option<String>,
+        /// File holding the webhook secret (or set GITLAB_DEPS_WEBHOOK_SECRET)
+        #[arg(long, value_name = "FILE")]
+        webhook_secret_file: Option<PathBuf>,
+    },
+}
+
+fn webhook_secret(ctx: &Context, file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+    if let Some(path) = file {
+        return Ok(Some(config::read_secret_file(path)?));
+    }
+    if let Ok(secret) = std::env::var("GITLAB_DEPS_WEBHOOK_SECRET")
+        && !secret.trim().is_empty()
+    {
+        return Ok(Some(secret.trim().to_owned()));
+    }
+    if let Some(path) = &ctx.file.serve.webhook_secret_file {
+        return Ok(Some(config::read_secret_file(path)?));
+    }
+    Ok(None)
+}
+
+fn public_url(ctx: &Context, flag: Option<&String>) -> Option<String> {
+    flag.cloned()
+        .or_else(|| ctx.file.serve.public_url.clone())
+        .map(|u| u.trim_end_matches('/').to_owned())
+}
+
+fn duration(
+    key: &'static str,
+    flag: Option<&String>,
+    file: Option<&String>,
+    default: &str,
+) -> anyhow::Result<Duration> {
+    let value = flag.or(file).map(String::as_str).unwrap_or(default);
+    Ok(config::parse_duration(key, value)?)
+}
+
+/// Builds the engine options from flags and the config file.
+pub fn engine_options(ctx: &Context, args: &ServeArgs) -> anyhow::Result<EngineOptions> {
+    let cascade = &ctx.file.cascade;
+    let rescan = duration(
+        "rescan_every",
+        args.rescan_every.as_ref(),
+        ctx.file.serve.rescan_every.as_ref(),
+        "6h",
+    )?;
+    let settings = ctx.scan_settings()?;
+    let mut watched = settings.dockerfiles.clone();
+    watched.push(DEPS_FILE.to_owned());
+    Ok(EngineOptions {
+        max_running: args
+            .max_running
+            .or(cascade.max_running)
+            .unwrap_or(10)
+            .max(1),
+        max_per_minute: args.max_per_minute.or(cascade.max_per_minute),
+        exclude: PathPatterns::new("cascade.exclude", &cascade.exclude)?,
+        reconcile_after: duration(
+            "reconcile_after",
+            args.reconcile_after.as_ref(),
+            cascade.reconcile_after.as_ref(),
+            "10m",
+        )?,
+        rescan_every: (!rescan.is_zero()).then_some(rescan),
+        watched_files: watched,
+    })
+}
+
+pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
+    let secret = webhook_secret(ctx, args.webhook_secret_file.as_ref())?;
+    if secret.is_none() && !args.insecure_no_webhook_secret {
+        bail!(
+            "no webhook secret: pass --webhook-secret-file FILE or set GITLAB_DEPS_WEBHOOK_SECRET \
+             (or --insecure-no-webhook-secret to accept unauthenticated webhooks)"
+        );
+    }
+    let store = ctx.store()?;
+    let gitlab = ctx.gitlab()?;
+    let scanner = Arc::new(Scanner::new(
+        gitlab.clone(),
+        Arc::clone(&store),
+        ctx.scan_settings()?,
+        ctx.gitlab_url()?,
+        ctx.registry(),
+    ));
+    let options = engine_options(ctx, &args)?;
+    let engine = Arc::new(Engine::new(
+        Arc::clone(&store),
+        gitlab.clone(),
+        Some(scanner),
+        options,
+    )?);
+    let projects = store.projects()?;
+    if projects.is_empty() {
+        tracing::warn!(
+            "the database holds no projects: run `gitlab-deps scan` so that changes can cascade"
+        );
+    }
+    let listen = args
+        .listen
+        .clone()
+        .or_else(|| ctx.file.serve.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let (listener, addr) = server::bind(&listen).await?;
+    if args.sync_hooks {
+        let Some(url) = public_url(ctx, args.public_url.as_ref()) else {
+            bail!("--sync-hooks needs --public-url (how GitLab reaches this service)");
+        };
+        let secret = secret.clone().unwrap_or_default();
+        let summary = sync_hooks(&gitlab, &projects, &format!("{url}/hooks/gitlab"), &secret).await;
+        tracing::info!(
+            created = summary.created,
+            updated = summary.updated,
+            failed = summary.failed.len(),
+            "webhooks synced"
+        );
+        for f in &summary.failed {
+            tracing::warn!("webhook not installed: {f}");
+        }
+    }
+    println!("gitlab-deps serving on http://{addr} (webhooks: POST http://{addr}/hooks/gitlab)");
+    let _ = std::io::stdout().flush();
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    let http = HttpOptions {
+        webhook_secret: secret,
+        max_body_bytes: args
+            .max_body_bytes
+            .or(ctx.file.serve.max_body_bytes)
+            .unwrap_or(5 * 1024 * 1024),
+    };
+    server::run(engine, http, listener, shutdown).await?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM (systemd's stop).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let graph = ctx.graph(store.as_ref())?;
+    let project = super::query::require(&graph, &args.project)?.to_owned();
+    let waves = graph.plan(&[project.as_str()]);
+    if args.dry_run {
+        println!("Would start a pipeline for {project} now.");
+        super::query::print_plan(&[project.as_str()], &waves);
+        return Ok(());
+    }
+    let record = store
+        .projects()?
+        .into_iter()
+        .find(|r| r.path == project)
+        .context("the project vanished from the database")?;
+    let Some(branch) = record.default_branch.clone() else {
+        bail!("{project} has no default branch");
+    };
+    let gitlab = ctx.gitlab()?;
+    let cascade_id = format!("manual-{}", uuid::Uuid::new_v4().simple());
+    let variables = vec![
+        (VAR_UPSTREAM.to_owned(), String::new()),
+        (VAR_ROOT.to_owned(), project.clone()),
+        (VAR_CASCADE.to_owned(), cascade_id),
+    ];
+    let pipeline = gitlab
+        .create_pipeline(record.id, &branch, &variables)
+        .await?;
+    println!(
+        "Started pipeline #{} for {project} on {branch}: {}",
+        pipeline.id,
+        pipeline.web_url.as_deref().unwrap_or("")
+    );
+    if !waves.is_empty() {
+        let total: usize = waves.iter().map(Vec::len).sum();
+        println!(
+            "When it succeeds, a running `gitlab-deps serve` rebuilds {total} downstream project(s) in {} wave(s).",
+            waves.len()
+        );
+    }
+    Ok(())
+}
+
+pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let graph = ctx.graph(store.as_ref())?;
+    let projects = args
+        .projects
+        .iter()
+        .map(|p| super::query::require(&graph, p).map(str::to_owned))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    server::enqueue_operator_input(
+        store.as_ref(),
+        &Input::Cancel {
+            projects: projects.clone(),
+            with_descendants: args.descendants,
+        },
+    )?;
+    println!(
+        "Dropping the pending rebuilds of {}{}: the service applies it within a second.",
+        projects.join(", "),
+        if args.descendants {
+            " and everything below"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+pub fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let graph = Arc::new(ctx.graph(store.as_ref())?);
+    let cascade: Cascade = match store.cascade_state()? {
+        Some(json) => {
+            serde_json::from_str(&json).context("the stored orchestration state is unreadable")?
+        }
+        None => Cascade::new(),
+    };
+    let snapshot = Snapshot {
+        cascade,
+        graph,
+        web_urls: store
+            .projects()?
+            .into_iter()
+            .map(|p| (p.path, p.web_url))
+            .collect(),
+    };
+    let views = describe(&snapshot);
+    if args.json {
+        return print_json(&views);
+    }
+    if views.is_empty() {
+        println!("Nothing to rebuild: every project is up to date.");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| vec![v.project.clone(), v.state.to_owned(), v.detail.clone()])
+        .collect();
+    print!("{}", table(&["PROJECT", "STATE", "DETAIL"], &rows));
+    Ok(())
+}
+
+pub async fn hooks(ctx: &Context, args: HooksArgs) -> anyhow::Result<()> {
+    match args.command {
+        HooksCommand::Sync {
+            public_url: url,
+            webhook_secret_file,
+        } => {
+            let Some(url) = public_url(ctx, url.as_ref()) else {
+                bail!("no public URL: pass --public-url URL (how GitLab reaches the service)");
+            };
+            let Some(secret) = webhook_secret(ctx, webhook_secret_file.as_ref())? else {
+                bail!(
+                    "no webhook secret: pass --webhook-secret-file FILE or set GITLAB_DEPS_WEBHOOK_SECRET"
+                );
+            };
+            let store = ctx.store()?;
+            let projects = store.projects()?;
+            let gitlab = ctx.gitlab()?;
+            let summary =
+                sync_hooks(&gitlab, &projects, &format!("{url}/hooks/gitlab"), &secret).await;
+            println!(
+                "Webhooks: {} added, {} repaired, {} duplicates removed, {} failed.",
+                summary.created,
+                summary.updated,
+                summary.removed_duplicates,
+                summary.failed.len()
+            );
+            for f in &summary.failed {
+                println!("failed: {f}");
+            }
+            if !summary.failed.is_empty() {
+                bail!(
+                    "{} project(s) have no webhook (see above)",
+                    summary.failed.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}

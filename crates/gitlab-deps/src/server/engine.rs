@@ -1,0 +1,651 @@
+//! The engine: folds the durable event log into the cascade state, persists it, and performs the
+//! resulting actions (pipeline creations) against GitLab. Also runs the reconciler (polls pipelines
+//! whose webhooks may have been lost, resolves creations interrupted by a crash) and rescans.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::Metrics;
+use super::payload::{self, HookEvent};
+use crate::cascade::{Action, Cascade, Input, PipelineStatus, Throttle, VAR_ATTEMPT};
+use crate::config::PathPatterns;
+use crate::gitlab::{GitLab, GitLabError};
+use crate::graph::DepGraph;
+use crate::scan::{ScanRequest, Scanner};
+use crate::store::{ProjectRecord, Store, StoreError, StoredEvent};
+use crate::util::now_ms;
+
+/// Event-log kind of an internal or operator input: the body is a serialized [`Input`].
+pub const INPUT_EVENT: &str = "gitlab-deps/input";
+const BATCH: usize = 512;
+/// Attempts to create one pipeline before leaving it to the reconciler.
+const CREATE_TRIES: u32 = 6;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// At most this many pipelines of ours run at once.
+    pub max_running: usize,
+    /// At most this many pipelines created per minute.
+    pub max_per_minute: Option<u32>,
+    /// Projects never triggered.
+    pub exclude: PathPatterns,
+    /// Poll a created pipeline with no final status after this long.
+    pub reconcile_after: Duration,
+    /// Rescan the whole instance this often (`None`: never).
+    pub rescan_every: Option<Duration>,
+    /// Files whose change in a push triggers a rescan of the project.
+    pub watched_files: Vec<String>,
+}
+
+/// A pipeline creation to resolve: project, attempt, variables.
+type Intent = (String, String, Vec<(String, String)>);
+
+struct Records {
+    by_path: HashMap<String, ProjectRecord>,
+    path_by_id: HashMap<u64, String>,
+}
+
+/// A consistent view for the status page and the demo.
+pub struct Snapshot {
+    /// The cascade state.
+    pub cascade: Cascade,
+    /// The graph it runs on.
+    pub graph: Arc<DepGraph>,
+    /// Web URLs of projects, by path.
+    pub web_urls: HashMap<String, String>,
+}
+
+/// The orchestration engine. Create with [`Engine::new`], run with [`Engine::spawn`].
+pub struct Engine {
+    store: Arc<dyn Store>,
+    gitlab: GitLab,
+    scanner: Option<Arc<Scanner>>,
+    opts: EngineOptions,
+    graph: RwLock<Arc<DepGraph>>,
+    records: RwLock<Arc<Records>>,
+    cascade: tokio::sync::Mutex<Cascade>,
+    persisted: Mutex<String>,
+    wake: Notify,
+    in_flight: Mutex<HashSet<String>>,
+    rescanning: Mutex<HashSet<String>>,
+    created_at: Mutex<VecDeque<Instant>>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// Loads the graph and the persisted cascade state.
+    pub fn new(
+        store: Arc<dyn Store>,
+        gitlab: GitLab,
+        scanner: Option<Arc<Scanner>>,
+        opts: EngineOptions,
+    ) -> Result<Self, StoreError> {
+        let persisted = store.cascade_state()?.unwrap_or_default();
+        let cascade: Cascade = if persisted.is_empty() {
+            Cascade::new()
+        } else {
+            serde_json::from_str(&persisted)?
+        };
+        let engine = Self {
+            store,
+            gitlab,
+            scanner,
+            opts,
+            graph: RwLock::new(Arc::new(DepGraph::new())),
+            records: RwLock::new(Arc::new(Records {
+                by_path: HashMap::new(),
+                path_by_id: HashMap::new(),
+            })),
+            cascade: tokio::sync::Mutex::new(cascade),
+            persisted: Mutex::new(persisted),
+            wake: Notify::new(),
+            in_flight: Mutex::new(HashSet::new()),
+            rescanning: Mutex::new(HashSet::new()),
+            created_at: Mutex::new(VecDeque::new()),
+            metrics: Metrics::new(),
+        };
+        engine.reload()?;
+        Ok(engine)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Re-reads the graph and project records from the store (after a scan).
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let projects = self.store.projects()?;
+        let edges = self.store.edges()?;
+        let graph = DepGraph::from_parts(
+            projects.iter().map(|p| p.path.clone()),
+            edges.into_iter().map(|e| (e.upstream, e.downstream)),
+        );
+        let records = Records {
+            path_by_id: projects.iter().map(|p| (p.id, p.path.clone())).collect(),
+            by_path: projects.into_iter().map(|p| (p.path.clone(), p)).collect(),
+        };
+        *self.graph.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(graph);
+        *self.records.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(records);
+        Ok(())
+    }
+
+    fn graph(&self) -> Arc<DepGraph> {
+        self.graph.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn records(&self) -> Arc<Records> {
+        self.records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Wakes the engine loop (after an event was logged).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A copy of the current state.
+    pub async fn snapshot(&self) -> Snapshot {
+        let cascade = self.cascade.lock().await.clone();
+        let records = self.records();
+        Snapshot {
+            cascade,
+            graph: self.graph(),
+            web_urls: records
+                .by_path
+                .iter()
+                .map(|(p, r)| (p.clone(), r.web_url.clone()))
+                .collect(),
+        }
+    }
+
+    /// Starts the engine loop, the reconciler and the periodic rescan.
+    pub fn spawn(self: Arc<Self>, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        let mut tasks = vec![
+            tokio::spawn(self.clone().run_loop(shutdown.clone())),
+            tokio::spawn(self.clone().reconcile_loop(shutdown.clone())),
+        ];
+        if let Some(every) = self.opts.rescan_every {
+            tasks.push(tokio::spawn(self.clone().rescan_loop(every, shutdown)));
+        }
+        tasks
+    }
+
+    async fn run_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.process().await {
+                tracing::error!("cannot process events: {e}");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                // Operator commands arrive through the database, and throttled work becomes
+                // startable as time passes: look again every second.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Drains the event log: applies every logged event, dispatches, persists, then acts.
+    pub async fn process(self: &Arc<Self>) -> Result<(), StoreError> {
+        loop {
+            let events = self.store.unprocessed_events(BATCH)?;
+            let graph = self.graph();
+            let records = self.records();
+            let mut cascade = self.cascade.lock().await;
+            let now = now_ms();
+            let mut log = Vec::new();
+            let mut rescans = Vec::new();
+            let mut last = None;
+            for event in &events {
+                last = Some(event.seq);
+                for input in self.inputs(event, &records, &mut rescans) {
+                    let applied = cascade.apply(&graph, input, now);
+                    log.extend(applied.log);
+                }
+            }
+            let throttle = self.throttle();
+            let exclude = &self.opts.exclude;
+            let actions = cascade.dispatch(&graph, throttle, &|p| exclude.matches(p), now);
+            {
+                let mut times = lock(&self.created_at);
+                times.extend(actions.iter().map(|_| Instant::now()));
+            }
+            for Action::CreatePipeline {
+                project, attempt, ..
+            } in &actions
+            {
+                log.push(format!(
+                    "{project}: starting a pipeline (attempt {attempt})"
+                ));
+            }
+            let json = serde_json::to_string(&*cascade)?;
+            let changed = *lock(&self.persisted) != json;
+            if changed || last.is_some() {
+                // The intent to create each pipeline is durable before any is created.
+                self.store.commit_cascade(&json, last)?;
+                *lock(&self.persisted) = json;
+            }
+            self.metrics.observe(&cascade);
+            drop(cascade);
+            for line in &log {
+                tracing::info!("{line}");
+            }
+            self.store.log_activity(now, &log)?;
+            self.metrics.events_processed.inc_by(events.len() as u64);
+            for action in actions {
+                let Action::CreatePipeline {
+                    project,
+                    attempt,
+                    variables,
+                } = action;
+                tokio::spawn(self.clone().create(project, attempt, variables, false));
+            }
+            for project in rescans {
+                self.clone().spawn_rescan(project);
+            }
+            if events.len() < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Translates one logged event into cascade inputs.
+    fn inputs(
+        &self,
+        event: &StoredEvent,
+        records: &Records,
+        rescans: &mut Vec<String>,
+    ) -> Vec<Input> {
+        if event.kind == INPUT_EVENT {
+            return match serde_json::from_str::<Input>(&event.body) {
+                Ok(input) => vec![input],
+                Err(e) => {
+                    tracing::error!(
+                        seq = event.seq,
+                        "skipping an unreadable internal event: {e}"
+                    );
+                    Vec::new()
+                }
+            };
+        }
+        let parsed = match payload::parse(&event.kind, event.body.as_bytes()) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(seq = event.seq, "skipping event: {e}");
+                return Vec::new();
+            }
+        };
+        match parsed {
+            HookEvent::Pipeline(p) => {
+                let Some(status) = p.final_status().and_then(status_of) else {
+                    return Vec::new();
+                };
+                if !p.is_default_branch_build() {
+                    return Vec::new();
+                }
+                // Renames keep the id; the stored path is the one the graph knows.
+                let project = records
+                    .path_by_id
+                    .get(&p.project_id)
+                    .cloned()
+                    .unwrap_or_else(|| p.project.clone());
+                vec![Input::PipelineFinished {
+                    project,
+                    pipeline_id: p.pipeline_id,
+                    attempt: p.variable(VAR_ATTEMPT).map(str::to_owned),
+                    status,
+                    reason: Some(format!("pipeline #{} {}", p.pipeline_id, p.status)),
+                }]
+            }
+            HookEvent::Push(push) => {
+                let watched: Vec<&str> =
+                    self.opts.watched_files.iter().map(String::as_str).collect();
+                if push.touches(&watched) {
+                    let project = records
+                        .path_by_id
+                        .get(&push.project_id)
+                        .cloned()
+                        .unwrap_or(push.project);
+                    rescans.push(project);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn throttle(&self) -> Throttle {
+        let can_create = match self.opts.max_per_minute {
+            None => usize::MAX,
+            Some(limit) => {
+                let mut times = lock(&self.created_at);
+                while times
+                    .front()
+                    .is_some_and(|t| t.elapsed() >= Duration::from_secs(60))
+                {
+                    times.pop_front();
+                }
+                (limit as usize).saturating_sub(times.len())
+            }
+        };
+        Throttle {
+            max_running: self.opts.max_running,
+            can_create,
+        }
+    }
+
+    /// Logs an internal input durably and wakes the loop.
+    fn enqueue(&self, key: &str, input: &Input) {
+        let body = match serde_json::to_string(input) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot encode {input:?}: {e}");
+                return;
+            }
+        };
+        match self.store.insert_event(key, INPUT_EVENT, &body) {
+            Ok(_) => self.notify(),
+            Err(e) => tracing::error!("cannot record {key}: {e}"),
+        }
+    }
+
+    /// Creates the pipeline of an attempt exactly once: before every retry (and always when
+    /// `adopt_first`, after a crash) it looks for a pipeline that already carries the attempt id.
+    async fn create(
+        self: Arc<Self>,
+        project: String,
+        attempt: String,
+        variables: Vec<(String, String)>,
+        adopt_first: bool,
+    ) {
+        if !lock(&self.in_flight).insert(attempt.clone()) {
+            return;
+        }
+        let outcome = self
+            .create_or_adopt(&project, &attempt, &variables, adopt_first)
+            .await;
+        lock(&self.in_flight).remove(&attempt);
+        match outcome {
+            Ok(Some(pipeline_id)) => self.enqueue(
+                &format!("created:{attempt}"),
+                &Input::PipelineCreated {
+                    project,
+                    attempt,
+                    pipeline_id,
+                },
+            ),
+            Ok(None) => {}
+            Err(reason) => {
+                self.metrics.create_failures.inc();
+                tracing::warn!("{project}: cannot create a pipeline: {reason}");
+                self.enqueue(
+                    &format!("create-failed:{attempt}"),
+                    &Input::CreateFailed {
+                        project,
+                        attempt,
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+
+    /// `Ok(Some(id))`: created or adopted. `Ok(None)`: still unknown (GitLab unreachable); the
+    /// reconciler tries again later. `Err(reason)`: a permanent refusal.
+    async fn create_or_adopt(
+        &self,
+        project: &str,
+        attempt: &str,
+        variables: &[(String, String)],
+        adopt_first: bool,
+    ) -> Result<Option<u64>, String> {
+        let record = self.records().by_path.get(project).cloned();
+        let Some(record) = record else {
+            return Err("the project is no longer known (rescan?)".into());
+        };
+        let Some(branch) = record.default_branch.clone() else {
+            return Err("the project has no default branch".into());
+        };
+        let mut backoff = Duration::from_millis(250);
+        for try_no in 0..CREATE_TRIES {
+            if adopt_first || try_no > 0 {
+                match self.find_attempt(record.id, &branch, attempt).await {
+                    Ok(Some(id)) => {
+                        tracing::info!("{project}: adopted pipeline #{id} of attempt {attempt}");
+                        return Ok(Some(id));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!("{project}: cannot look for attempt {attempt}: {e}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                }
+            }
+            match self
+                .gitlab
+                .create_pipeline(record.id, &branch, variables)
+                .await
+            {
+                Ok(p) => {
+                    self.metrics.pipelines_created.inc();
+                    return Ok(Some(p.id));
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(
+                        "{project}: creating a pipeline failed, will check and retry: {e}"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Finds our pipeline for an attempt among the project's newest API pipelines.
+    async fn find_attempt(
+        &self,
+        project_id: u64,
+        branch: &str,
+        attempt: &str,
+    ) -> Result<Option<u64>, GitLabError> {
+        let recent = self.gitlab.recent_pipelines(project_id, branch, 20).await?;
+        for p in recent
+            .iter()
+            .filter(|p| p.source.as_deref().is_none_or(|s| s == "api"))
+        {
+            let variables = self.gitlab.pipeline_variables(project_id, p.id).await?;
+            if variables
+                .iter()
+                .any(|v| v.key == VAR_ATTEMPT && v.value == attempt)
+            {
+                return Ok(Some(p.id));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn reconcile_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        // On start-up every open pipeline and every unresolved intent is checked at once: events
+        // may have been missed while the service was down.
+        let mut startup = true;
+        let every = (self.opts.reconcile_after / 2)
+            .clamp(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            self.reconcile(startup).await;
+            startup = false;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Polls our pipelines that stayed open too long, and resolves creations that never completed.
+    pub async fn reconcile(self: &Arc<Self>, all: bool) {
+        let now = now_ms();
+        let after = self.opts.reconcile_after.as_millis() as i64;
+        let (open, intents) = {
+            let cascade = self.cascade.lock().await;
+            let old = |p: &str| {
+                all || cascade
+                    .state(p)
+                    .and_then(|s| s.running.as_ref())
+                    .is_some_and(|r| now - r.started_ms >= after)
+            };
+            let open: Vec<(String, u64, String)> = cascade
+                .running_pipelines()
+                .into_iter()
+                .filter(|(p, _)| old(p))
+                .filter_map(|(p, id)| {
+                    let attempt = cascade.state(&p)?.running.as_ref()?.attempt.clone();
+                    Some((p, id, attempt))
+                })
+                .collect();
+            let intents: Vec<Intent> = cascade
+                .pending_attempts()
+                .into_iter()
+                .filter(|(p, _)| old(p))
+                .filter_map(|(p, attempt)| {
+                    let r = cascade.state(&p)?.running.as_ref()?;
+                    let variables = crate::cascade::variables_for(r);
+                    Some((p, attempt, variables))
+                })
+                .collect();
+            (open, intents)
+        };
+        let records = self.records();
+        for (project, pipeline_id, attempt) in open {
+            let Some(record) = records.by_path.get(&project) else {
+                continue;
+            };
+            match self.gitlab.pipeline(record.id, pipeline_id).await {
+                Ok(p) => {
+                    if let Some(status) = status_of(&p.status) {
+                        tracing::info!(
+                            "{project}: reconciler found pipeline #{pipeline_id} {}",
+                            p.status
+                        );
+                        self.metrics.reconciled.inc();
+                        self.enqueue(
+                            &format!("poll:{pipeline_id}:{}", p.status),
+                            &Input::PipelineFinished {
+                                project,
+                                pipeline_id,
+                                attempt: Some(attempt),
+                                status,
+                                reason: Some(format!(
+                                    "pipeline #{pipeline_id} {} (polled)",
+                                    p.status
+                                )),
+                            },
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!("{project}: cannot poll pipeline #{pipeline_id}: {e}"),
+            }
+        }
+        for (project, attempt, variables) in intents {
+            if lock(&self.in_flight).contains(&attempt) {
+                continue;
+            }
+            tokio::spawn(self.clone().create(project, attempt, variables, true));
+        }
+    }
+
+    fn spawn_rescan(self: Arc<Self>, project: String) {
+        let Some(scanner) = self.scanner.clone() else {
+            return;
+        };
+        if !lock(&self.rescanning).insert(project.clone()) {
+            return;
+        }
+        tokio::spawn(async move {
+            tracing::info!("{project}: its dependency files changed, rescanning it");
+            let result = scanner.rescan_project(&project).await;
+            lock(&self.rescanning).remove(&project);
+            match result {
+                Ok(()) => self.after_scan().await,
+                Err(e) => tracing::warn!("{project}: rescan failed: {e}"),
+            }
+        });
+    }
+
+    async fn after_scan(&self) {
+        if let Err(e) = self.reload() {
+            tracing::error!("cannot reload the graph: {e}");
+            return;
+        }
+        let graph = self.graph();
+        let gone = self.cascade.lock().await.prune(&graph);
+        if !gone.is_empty() {
+            tracing::info!(
+                "dropped pending work of projects that left the graph: {}",
+                gone.join(", ")
+            );
+        }
+        self.notify();
+    }
+
+    async fn rescan_loop(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let Some(scanner) = self.scanner.clone() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            match scanner
+                .scan(&ScanRequest::default(), &crate::scan::NoProgress)
+                .await
+            {
+                Ok(summary) => {
+                    tracing::info!(
+                        projects = summary.projects_seen,
+                        read = summary.projects_read,
+                        edges = summary.edges,
+                        "scheduled rescan done"
+                    );
+                    self.after_scan().await;
+                }
+                Err(e) => tracing::warn!("scheduled rescan failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Maps a GitLab status to a final cascade status; `skipped` did not build, like a cancel.
+fn status_of(status: &str) -> Option<PipelineStatus> {
+    match status {
+        "success" => Some(PipelineStatus::Success),
+        "failed" => Some(PipelineStatus::Failed),
+        "canceled" | "skipped" => Some(PipelineStatus::Canceled),
+        _ => None,
+    }
+}
+
+/// Records an operator input (cancel, rebuild) for the service to apply, from the CLI.
+pub fn enqueue_operator_input(store: &dyn Store, input: &Input) -> Result<(), StoreError> {
+    let body = serde_json::to_string(input)?;
+    let key = format!("operator:{}", uuid::Uuid::new_v4());
+    store.insert_event(&key, INPUT_EVENT, &body)?;
+    Ok(())
+}

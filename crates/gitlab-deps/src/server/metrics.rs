@@ -1,0 +1,144 @@
+//! Prometheus metrics (`GET /metrics`).
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::AppState;
+use crate::cascade::Cascade;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    event: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+/// The service's metrics.
+pub struct Metrics {
+    registry: Registry,
+    webhooks: Family<WebhookLabels, Counter>,
+    projects: Family<StateLabels, Gauge>,
+    /// Pipelines created.
+    pub pipelines_created: Counter,
+    /// Pipeline creations refused by GitLab.
+    pub create_failures: Counter,
+    /// Events folded into the cascade.
+    pub events_processed: Counter,
+    /// Final statuses found by polling (lost webhooks).
+    pub reconciled: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gitlab_deps");
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook deliveries by event and result",
+            webhooks.clone(),
+        );
+        let projects = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "projects",
+            "Projects by orchestration state",
+            projects.clone(),
+        );
+        let pipelines_created = Counter::default();
+        registry.register(
+            "pipelines_created",
+            "Pipelines created",
+            pipelines_created.clone(),
+        );
+        let create_failures = Counter::default();
+        registry.register(
+            "pipeline_create_failures",
+            "Pipeline creations GitLab refused",
+            create_failures.clone(),
+        );
+        let events_processed = Counter::default();
+        registry.register(
+            "events_processed",
+            "Events applied to the cascade",
+            events_processed.clone(),
+        );
+        let reconciled = Counter::default();
+        registry.register(
+            "reconciled_pipelines",
+            "Final pipeline statuses found by polling instead of a webhook",
+            reconciled.clone(),
+        );
+        Self {
+            registry,
+            webhooks,
+            projects,
+            pipelines_created,
+            create_failures,
+            events_processed,
+            reconciled,
+        }
+    }
+
+    /// Counts a webhook delivery.
+    pub fn webhook(&self, event: &str, result: &str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                event: event.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Updates the per-state gauges.
+    pub fn observe(&self, cascade: &Cascade) {
+        let (mut stale, mut running, mut failed) = (0, 0, 0);
+        for (_, s) in cascade.projects() {
+            stale += i64::from(s.stale.is_some());
+            running += i64::from(s.running.is_some());
+            failed += i64::from(s.failed.is_some());
+        }
+        for (state, n) in [("stale", stale), ("running", running), ("failed", failed)] {
+            self.projects
+                .get_or_create(&StateLabels {
+                    state: state.to_owned(),
+                })
+                .set(n);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// `GET /metrics`.
+pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.engine.metrics.encode(),
+    )
+}

@@ -1,0 +1,120 @@
+//! The service: the webhook receiver, the orchestration engine around the pure [`crate::cascade`]
+//! state machine, the status page, the JSON API and metrics.
+//!
+//! Flow: a webhook is checked (secret, size, shape), committed to the store's event log and
+//! acknowledged. The engine task folds logged events into the cascade state, persists the state
+//! (which records every pipeline it is about to create) and only then calls GitLab. Results of those
+//! calls, reconciler findings and operator commands go through the same event log, so one ordered,
+//! durable path decides everything and a restart resumes exactly where the log stops.
+
+mod engine;
+mod metrics;
+pub mod payload;
+pub mod status;
+mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use engine::{Engine, EngineOptions, INPUT_EVENT, Snapshot, enqueue_operator_input};
+pub use metrics::Metrics;
+pub use status::{ProjectView, describe};
+
+use crate::store::StoreError;
+
+/// Server failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address is taken or invalid.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(String),
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The webhook secret (`X-Gitlab-Token`); `None` only with `--insecure-no-webhook-secret`.
+    pub webhook_secret: Option<String>,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub engine: Arc<Engine>,
+    pub http: Arc<HttpOptions>,
+}
+
+/// Builds the router: `POST /hooks/gitlab`, `GET /healthz`, `GET /` (status page),
+/// `GET /api/status`, `GET /metrics`.
+pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Router {
+    let max = http.max_body_bytes;
+    let state = AppState {
+        engine,
+        http: Arc::new(http),
+    };
+    Router::new()
+        .route("/hooks/gitlab", post(webhook::receive))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(status::page))
+        .route("/api/status", get(status::json))
+        .route("/metrics", get(metrics::render))
+        .layer(DefaultBodyLimit::max(max))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Binds the listener (so the caller learns the port before serving).
+pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Bind {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let local = listener.local_addr().map_err(|e| ServerError::Bind {
+        addr: addr.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok((listener, local))
+}
+
+/// Runs the engine and the HTTP server until `shutdown` is cancelled.
+pub async fn run(
+    engine: Arc<Engine>,
+    http: HttpOptions,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let tasks = engine.clone().spawn(shutdown.clone());
+    let app = router(engine, http);
+    let stop = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .map_err(|e| ServerError::Serve(e.to_string()));
+    shutdown.cancel();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    served
+}

@@ -1,0 +1,119 @@
+//! `POST /hooks/gitlab`: check, persist, acknowledge. The work happens in the engine afterwards.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::payload;
+
+const KINDS: [&str; 2] = ["Pipeline Hook", "Push Hook"];
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// True when the request carries the configured secret (compared in constant time).
+fn authorised(headers: &HeaderMap, secret: Option<&str>) -> bool {
+    let Some(secret) = secret else { return true };
+    let given = headers
+        .get("x-gitlab-token")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    bool::from(given.ct_eq(secret.as_bytes()))
+}
+
+/// The webhook handler.
+pub(crate) async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let metrics = &state.engine.metrics;
+    if !authorised(&headers, state.http.webhook_secret.as_deref()) {
+        metrics.webhook("unknown", "unauthorized");
+        tracing::warn!("rejected a webhook with a missing or wrong X-Gitlab-Token");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-Gitlab-Token\n".into(),
+        );
+    }
+    let Some(kind) = header(&headers, "x-gitlab-event") else {
+        metrics.webhook("unknown", "malformed");
+        return (
+            StatusCode::BAD_REQUEST,
+            "missing X-Gitlab-Event header\n".into(),
+        );
+    };
+    let Some(kind) = KINDS.into_iter().find(|k| *k == kind) else {
+        // GitLab disables hooks that keep failing: accept what we do not use.
+        metrics.webhook("other", "ignored");
+        return (StatusCode::OK, format!("ignored: {kind}\n"));
+    };
+    if let Err(e) = payload::parse(kind, &body) {
+        metrics.webhook(kind, "malformed");
+        tracing::warn!("rejected a webhook: {e}");
+        return (StatusCode::BAD_REQUEST, format!("{e}\n"));
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        metrics.webhook(kind, "malformed");
+        return (StatusCode::BAD_REQUEST, "body is not UTF-8\n".into());
+    };
+    // Redeliveries of one event share the Idempotency-Key (GitLab 17.4+); older versions only send
+    // a per-delivery UUID.
+    let key = header(&headers, "idempotency-key")
+        .map(|k| format!("idem:{k}"))
+        .or_else(|| header(&headers, "x-gitlab-event-uuid").map(|k| format!("uuid:{k}")))
+        .unwrap_or_else(|| format!("anon:{}", uuid::Uuid::new_v4()));
+    let store = state.engine.store().clone();
+    let kind_owned = kind.to_owned();
+    let text = text.to_owned();
+    let inserted =
+        tokio::task::spawn_blocking(move || store.insert_event(&key, &kind_owned, &text)).await;
+    match inserted {
+        Ok(Ok(Some(_))) => {
+            metrics.webhook(kind, "accepted");
+            state.engine.notify();
+            (StatusCode::OK, "accepted\n".into())
+        }
+        Ok(Ok(None)) => {
+            metrics.webhook(kind, "duplicate");
+            (StatusCode::OK, "duplicate delivery\n".into())
+        }
+        Ok(Err(e)) => {
+            tracing::error!("cannot record a webhook: {e}");
+            metrics.webhook(kind, "error");
+            // 5xx: GitLab retries the delivery later.
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot record the event\n".into(),
+            )
+        }
+        Err(e) => {
+            tracing::error!("webhook task failed: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn secrets_must_match_exactly() {
+        let mut h = HeaderMap::new();
+        assert!(!authorised(&h, Some("s3cret")));
+        assert!(authorised(&h, None));
+        h.insert("x-gitlab-token", HeaderValue::from_static("s3cre"));
+        assert!(!authorised(&h, Some("s3cret")));
+        h.insert("x-gitlab-token", HeaderValue::from_static("s3cret"));
+        assert!(authorised(&h, Some("s3cret")));
+    }
+}
