@@ -11,7 +11,7 @@ use gitlab_sim::{Sim, SimOptions};
 pub struct SimServer {
     pub sim: Sim,
     pub url: String,
-    _runtime: tokio::runtime::Runtime,
+    pub runtime: tokio::runtime::Runtime,
 }
 
 impl SimServer {
@@ -23,11 +23,7 @@ impl SimServer {
             .unwrap();
         let sim = Sim::new(opts);
         let url = runtime.block_on(sim.start()).unwrap();
-        Self {
-            sim,
-            url,
-            _runtime: runtime,
-        }
+        Self { sim, url, runtime }
     }
 }
 
@@ -84,4 +80,80 @@ pub fn json(output: &std::process::Output) -> serde_json::Value {
             String::from_utf8_lossy(&output.stdout)
         )
     })
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after `secs` seconds.
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The webhook secret the tests use.
+pub const SECRET: &str = "test-webhook-secret";
+
+/// A running `gitlab-deps serve` child process, killed (SIGKILL) on drop.
+pub struct Service {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// `127.0.0.1:PORT`, to restart on the same address.
+    pub addr: String,
+}
+
+impl Service {
+    /// Starts `serve` and waits for its "serving on" line.
+    pub fn start(work: &Workdir, gitlab_url: &str, listen: &str, extra: &[&str]) -> Self {
+        use std::io::BufRead;
+        let bin = env!("CARGO_BIN_EXE_gitlab-deps");
+        let mut child = std::process::Command::new(bin)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", work.dir.path())
+            .env("GITLAB_DEPS_URL", gitlab_url)
+            .env("GITLAB_DEPS_TOKEN", "sim-token")
+            .env("GITLAB_DEPS_DB", work.db())
+            .env("GITLAB_DEPS_WEBHOOK_SECRET", SECRET)
+            .env("RUST_LOG", "gitlab_deps=info")
+            .args(["serve", "--listen", listen])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(work.path("serve.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "serve did not start: {line:?}\n{}",
+                    std::fs::read_to_string(work.path("serve.log")).unwrap_or_default()
+                )
+            })
+            .to_owned();
+        let addr = url.trim_start_matches("http://").to_owned();
+        Self { child, url, addr }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
