@@ -156,8 +156,8 @@ pub struct ServeFileConfig {
     pub public_url: Option<String>,
     /// File holding the webhook secret.
     pub webhook_secret_file: Option<PathBuf>,
-    /// Largest accepted webhook body in bytes (default 1 MiB... GitLab pipeline events with many
-    /// jobs can be large, so the default is 5 MiB).
+    /// Largest accepted webhook body in bytes (default 5 MiB: pipeline events of pipelines with many
+    /// jobs are large).
     pub max_body_bytes: Option<usize>,
     /// How often the whole graph is rescanned (default "6h"; "0s" disables).
     pub rescan_every: Option<String>,

@@ -28,6 +28,9 @@ use crate::util::{now_ms, parse_timestamp_ms};
 pub const DEPS_FILE: &str = ".gitlab-deps";
 const SAVE_BATCH: usize = 200;
 const FINGERPRINT_KEY: &str = "scan.fingerprint";
+/// Store key holding when the last complete scan ended (Unix ms); the service reloads its graph
+/// when it changes.
+pub const LAST_SCAN_KEY: &str = "scan.last_at_ms";
 
 /// Scan failures. Problems with single projects are warnings, not errors.
 #[derive(Debug, thiserror::Error)]

@@ -543,3 +543,31 @@ fn the_demo_runs_a_cascade_end_to_end() {
     );
     assert!(stdout.contains("would have run 10"), "{stdout}");
 }
+
+#[test]
+fn a_scan_by_another_process_reaches_the_running_service() {
+    let s = setup(SimOptions::default(), &[]);
+    let sim = s.sim();
+    let reg = sim.registry_host();
+    // apps/z moves onto other/solo without a push webhook; a CLI scan records it.
+    sim.set_file("apps/z", "Dockerfile", &format!("FROM {reg}/other/solo\n"));
+    gitlab_deps(&s.work, &s.server.url, None)
+        .arg("scan")
+        .assert()
+        .success();
+    let before = ours(sim, "apps/z").len();
+    wait_until(60, "the service cascades over the new edge", || {
+        // Each try is a new change of solo; the service picks the new graph up within a second.
+        if ours(sim, "apps/z").len() > before {
+            return true;
+        }
+        if sim
+            .pipelines("other/solo")
+            .iter()
+            .all(|p| p.status.is_finished())
+        {
+            sim.run_pipeline("other/solo", "push");
+        }
+        false
+    });
+}

@@ -23,6 +23,8 @@ use crate::util::now_ms;
 /// Event-log kind of an internal or operator input: the body is a serialized [`Input`].
 pub const INPUT_EVENT: &str = "gitlab-deps/input";
 const BATCH: usize = 512;
+/// Store key holding the time of the last complete scan (written by [`crate::scan`]).
+const SCAN_STAMP: &str = crate::scan::LAST_SCAN_KEY;
 /// Attempts to create one pipeline before leaving it to the reconciler.
 const CREATE_TRIES: u32 = 6;
 
@@ -185,7 +187,19 @@ impl Engine {
     }
 
     async fn run_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut scan_stamp = self.store.meta(SCAN_STAMP).ok().flatten();
+        let mut checked = Instant::now();
         loop {
+            // A scan by another process (`gitlab-deps scan`, a timer) changes the graph under us.
+            if checked.elapsed() >= Duration::from_secs(1) {
+                checked = Instant::now();
+                let stamp = self.store.meta(SCAN_STAMP).ok().flatten();
+                if stamp != scan_stamp {
+                    scan_stamp = stamp;
+                    tracing::info!("the dependency graph was rescanned, reloading it");
+                    self.after_scan().await;
+                }
+            }
             if let Err(e) = self.process().await {
                 tracing::error!("cannot process events: {e}");
             }
