@@ -23,6 +23,7 @@ use crate::util::now_ms;
 /// Event-log kind of an internal or operator input: the body is a serialized [`Input`].
 pub const INPUT_EVENT: &str = "gitlab-deps/input";
 const BATCH: usize = 512;
+const EVENT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Store key holding the time of the last complete scan (written by [`crate::scan`]).
 const SCAN_STAMP: &str = crate::scan::LAST_SCAN_KEY;
 /// Attempts to create one pipeline before leaving it to the reconciler.
@@ -500,10 +501,20 @@ impl Engine {
         // On start-up every open pipeline and every unresolved intent is checked at once: events
         // may have been missed while the service was down.
         let mut startup = true;
+        let mut pruned = Instant::now();
         let every = (self.opts.reconcile_after / 2)
             .clamp(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             self.reconcile(startup).await;
+            if startup || pruned.elapsed() > Duration::from_secs(3600) {
+                pruned = Instant::now();
+                // Delivery keys are kept a week: GitLab redelivers within hours, not weeks.
+                match self.store.prune_events(now_ms() - EVENT_RETENTION_MS) {
+                    Ok(n) if n > 0 => tracing::info!("pruned {n} old webhook events"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot prune old events: {e}"),
+                }
+            }
             startup = false;
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}

@@ -223,6 +223,8 @@ pub trait Store: Send + Sync {
         state_json: &str,
         processed_up_to: Option<i64>,
     ) -> Result<(), StoreError>;
+    /// Forgets processed events received before the given time (their delivery keys too).
+    fn prune_events(&self, received_before_ms: i64) -> Result<usize, StoreError>;
     /// The orchestration state, if any was stored.
     fn cascade_state(&self) -> Result<Option<String>, StoreError>;
     /// Appends lines to the activity log shown on the status page.

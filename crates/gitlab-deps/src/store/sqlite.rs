@@ -328,15 +328,17 @@ impl Store for SqliteStore {
                 "UPDATE events SET processed = 1 WHERE processed = 0 AND seq <= ?1",
                 [seq],
             )?;
-            // Keep delivery keys a week for deduplication; drop the bodies of processed events.
-            let week_ago = crate::util::now_ms() - 7 * 24 * 3600 * 1000;
-            tx.execute(
-                "DELETE FROM events WHERE processed = 1 AND received_ms < ?1",
-                [week_ago],
-            )?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn prune_events(&self, received_before_ms: i64) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        Ok(conn.execute(
+            "DELETE FROM events WHERE processed = 1 AND received_ms < ?1",
+            [received_before_ms],
+        )?)
     }
 
     fn cascade_state(&self) -> Result<Option<String>, StoreError> {
@@ -454,6 +456,13 @@ mod tests {
         assert_eq!(s.unprocessed_events(10).unwrap().len(), 2);
         s.commit_cascade("{}", seq).unwrap();
         assert!(s.unprocessed_events(10).unwrap().is_empty());
+        assert_eq!(s.prune_events(crate::util::now_ms() + 1).unwrap(), 2);
+        // A pruned delivery key is forgotten: only keys younger than the retention deduplicate.
+        assert!(
+            s.insert_event("k1", "Pipeline Hook", "{}")
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(s.cascade_state().unwrap().as_deref(), Some("{}"));
     }
 
