@@ -5,10 +5,10 @@
 //! then continues with keyset pagination (required past 50,000 rows), a group listing follows
 //! `X-Next-Page` one page after another.
 
-use futures::StreamExt;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use url::Url;
 
 use super::client::{GitLab, decode, encode};
@@ -16,6 +16,9 @@ use super::error::GitLabError;
 use super::types::Project;
 
 const PER_PAGE: u32 = 100;
+/// Listing pages fetched at once when the page count is known (the client's semaphore still bounds
+/// the requests actually in flight).
+const PAGES_IN_FLIGHT: usize = 16;
 
 impl GitLab {
     /// Streams the non-archived projects of a scope, one page at a time, in no particular order.
@@ -66,14 +69,33 @@ impl GitLab {
         }
         if let Some(total_pages) = header_u32(&headers, "x-total-pages") {
             // Totals known: fetch the rest concurrently; the client's semaphore bounds the load.
-            let mut pages = futures::stream::iter(2..=total_pages)
-                .map(|page| {
-                    let base = base.clone();
-                    let what = what.clone();
-                    async move { self.page(base, page, &what).await.map(|(p, _)| p) }
-                })
-                .buffer_unordered(16);
-            while let Some(page) = pages.next().await {
+            //
+            // Each page is its own task. A page future that has been granted a request permit
+            // must keep being polled until it gives the permit back, and this task is parked in
+            // `tx.send` whenever the consumer is busy: with the fetches polled from here (as in a
+            // `buffer_unordered`), a full channel froze every permit they held, the consumer's
+            // own requests then never got one, and the scan deadlocked (any instance with more
+            // pages than the channel holds). The `JoinSet` aborts what is left on an early return.
+            let mut remaining = 2..=total_pages;
+            let mut fetches = JoinSet::new();
+            let spawn = |fetches: &mut JoinSet<_>, page: u32| {
+                let (client, base, what) = (self.clone(), base.clone(), what.clone());
+                fetches.spawn(async move { client.page(base, page, &what).await.map(|(p, _)| p) });
+            };
+            for page in remaining.by_ref().take(PAGES_IN_FLIGHT) {
+                spawn(&mut fetches, page);
+            }
+            while let Some(joined) = fetches.join_next().await {
+                if let Some(page) = remaining.next() {
+                    spawn(&mut fetches, page);
+                }
+                let page = joined.unwrap_or_else(|e| {
+                    Err(GitLabError::Network {
+                        what: what.clone(),
+                        attempts: 1,
+                        reason: format!("the page fetch stopped: {e}"),
+                    })
+                });
                 let failed = page.is_err();
                 if tx.send(page).await.is_err() || failed {
                     return Ok(());
@@ -182,6 +204,43 @@ mod tests {
             "https://g.example/api/v4/projects?id_after=42&pagination=keyset"
         );
         assert!(link_next(&HeaderMap::new()).is_none());
+    }
+
+    /// Regression: with page fetches polled by the listing task, a full channel froze the request
+    /// permits they held and every other request of the client waited forever.
+    #[tokio::test]
+    async fn a_full_listing_channel_does_not_starve_other_requests() {
+        use crate::gitlab::{GitLabOptions, ProjectScope, RetryPolicy};
+        use std::time::Duration;
+
+        let sim = gitlab_sim::Sim::new(gitlab_sim::SimOptions::default());
+        for i in 0..3_000 {
+            sim.add_project(gitlab_sim::ProjectSpec::new(format!("g/p{i:04}")).file("README", "x"));
+        }
+        let url = sim.start().await.unwrap();
+        let gitlab = GitLab::new(GitLabOptions {
+            base_url: Url::parse(&url).unwrap(),
+            token: sim.token(),
+            concurrency: 2,
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap();
+        let mut pages = gitlab.list_projects(ProjectScope::All);
+        let first = pages.recv().await.unwrap().unwrap();
+        // Nobody reads: the 30 pages overflow the channel and the listing task waits in `send`.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let head = tokio::time::timeout(
+            Duration::from_secs(10),
+            gitlab.branch_head(first[0].id, "main"),
+        )
+        .await;
+        assert!(matches!(head, Ok(Ok(Some(_)))), "{head:?}");
+        let mut listed = first.len();
+        while let Some(page) = pages.recv().await {
+            listed += page.unwrap().len();
+        }
+        assert_eq!(listed, 3_000);
     }
 
     #[test]
