@@ -1,0 +1,588 @@
+//! Discovery benchmarks (see `BENCHMARKS.md`).
+//!
+//! * `bench scan`: a full scan, then a re-scan of the unchanged instance, of an in-process
+//!   `gitlab-sim` with per-request latency, through the library (`Scanner`, `GitLab`, `SqliteStore`).
+//!   The baseline is the ideal bound `requests × latency / concurrency`: what a client that keeps
+//!   every request slot busy all the time would need.
+//! * `bench plan`: builds a large random layered dependency graph and times `DepGraph::plan`.
+//!
+//! Each subcommand is meant to run in its own process, so that the peak RSS it reports (`VmHWM`)
+//! belongs to that measurement alone. Performance is reported, never asserted.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use futures::StreamExt as _;
+use gitlab_deps::config::{ScanFileConfig, ScanSettings};
+use gitlab_deps::gitlab::{GitLab, GitLabOptions, ProjectScope, RetryPolicy};
+use gitlab_deps::graph::DepGraph;
+use gitlab_deps::scan::{NoProgress, ScanRequest, ScanSummary, Scanner, resolve};
+use gitlab_deps::store::{SqliteStore, Store};
+use gitlab_sim::{ProjectSpec, Sim, SimOptions};
+use serde_json::json;
+use url::Url;
+
+/// Projects per listing page (the client asks for the maximum GitLab allows).
+const PER_PAGE: u64 = 100;
+
+/// Command line of the benchmark binary.
+#[derive(Parser)]
+#[command(about = "gitlab-deps discovery benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The benchmarks.
+#[derive(Subcommand)]
+enum Command {
+    /// Full scan and unchanged re-scan of a simulated instance.
+    Scan {
+        /// Projects on the simulated instance.
+        #[arg(long, default_value_t = 10_000)]
+        projects: usize,
+        /// Latency the simulator adds to every API request, in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Requests in flight at once (the client's `concurrency`).
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Branch-head requests sent straight through the client first, to measure what the
+        /// client and simulator alone achieve (0 skips this).
+        #[arg(long, default_value_t = 2_000)]
+        floor_requests: usize,
+    },
+    /// Graph build and `plan()` on a random layered DAG.
+    Plan {
+        /// Projects in the graph.
+        #[arg(long, default_value_t = 100_000)]
+        projects: usize,
+        /// Timed `plan()` runs (the median is reported).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Seed of the graph generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    // Retries and warnings of the client go to stderr; the results go to stdout.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Scan {
+            projects,
+            latency_ms,
+            concurrency,
+            floor_requests,
+        } => {
+            anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+            anyhow::ensure!(projects > 0, "--projects must be at least 1");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(bench_scan(
+                projects,
+                Duration::from_millis(latency_ms),
+                concurrency,
+                floor_requests,
+            ))
+        }
+        Command::Plan {
+            projects,
+            runs,
+            seed,
+        } => bench_plan(projects, runs.max(1), seed),
+    }
+}
+
+/// A small deterministic PRNG (SplitMix64): the generated instance and graph are the same on every
+/// run and machine, so figures from different runs are comparable.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`); the modulo bias is irrelevant here.
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// `(peak, current)` resident set size in bytes, from `/proc/self/status` (`VmHWM`, `VmRSS`).
+fn rss() -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .context("cannot read /proc/self/status (Linux only)")?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name} in /proc/self/status"))?;
+        let kb: u64 = line
+            .trim_start_matches(name)
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .with_context(|| format!("cannot parse {line:?}"))?;
+        Ok(kb * 1024)
+    };
+    Ok((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `requests × latency / concurrency`: the wall time if every request slot were busy all the time.
+fn ideal(requests: u64, latency: Duration, concurrency: usize) -> Duration {
+    latency.mul_f64(requests as f64 / concurrency as f64)
+}
+
+fn ratio(measured: Duration, ideal: Duration) -> f64 {
+    if ideal.is_zero() {
+        f64::NAN
+    } else {
+        measured.as_secs_f64() / ideal.as_secs_f64()
+    }
+}
+
+/// The namespace of project `i`: 10 top-level groups with 4 subgroups each, 50 namespaces in all.
+fn namespace(i: usize) -> String {
+    let ns = i % 50;
+    let (group, sub) = (ns / 5, ns % 5);
+    if sub == 0 {
+        format!("group{group:02}")
+    } else {
+        format!("group{group:02}/sub{sub}")
+    }
+}
+
+fn project_path(i: usize) -> String {
+    format!("{}/project-{i:05}", namespace(i))
+}
+
+/// What the generator put on the instance, to check the scan found it.
+#[derive(Default)]
+struct Generated {
+    dockerfiles: usize,
+    external_only: usize,
+    deps_files: usize,
+}
+
+/// Populates the simulator: every third project has a Dockerfile (one in five of those on an
+/// external image only, the others on an earlier project's image), every 97th a `.gitlab-deps`.
+fn populate(sim: &Sim, n: usize, rng: &mut SplitMix) -> Generated {
+    let registry = sim.registry_host();
+    let mut generated = Generated::default();
+    for i in 0..n {
+        let mut spec = ProjectSpec::new(project_path(i)).file("README.md", "benchmark project\n");
+        if i % 3 == 0 {
+            generated.dockerfiles += 1;
+            let dockerfile = if i == 0 || rng.below(5) == 0 {
+                generated.external_only += 1;
+                "FROM debian:bookworm\nRUN true\n".to_owned()
+            } else {
+                let upstream = project_path(rng.below(i));
+                format!("FROM {registry}/{upstream}:v{}\nRUN make\n", rng.below(10))
+            };
+            spec = spec.file("Dockerfile", dockerfile);
+        }
+        if i % 97 == 1 {
+            generated.deps_files += 1;
+            let a = project_path(rng.below(i));
+            let b = project_path(rng.below(i));
+            spec = spec.file(".gitlab-deps", format!("# upstreams\n{a}\n{b}\n"));
+        }
+        sim.add_project(spec);
+    }
+    generated
+}
+
+/// A fresh directory for the benchmark database, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("gitlab-deps-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One timed pass: what it cost against its ideal bound.
+struct Pass {
+    wall: Duration,
+    client_requests: u64,
+    sim_requests: u64,
+    ideal: Duration,
+    summary: Option<ScanSummary>,
+}
+
+impl Pass {
+    fn ratio(&self) -> f64 {
+        ratio(self.wall, self.ideal)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "wall_ms": ms(self.wall).round(),
+            "requests": self.client_requests,
+            "sim_requests": self.sim_requests,
+            "ideal_ms": ms(self.ideal).round(),
+            "ratio": (self.ratio() * 1000.0).round() / 1000.0,
+        })
+    }
+}
+
+async fn bench_scan(
+    n: usize,
+    latency: Duration,
+    concurrency: usize,
+    floor_requests: usize,
+) -> anyhow::Result<()> {
+    let mut rng = SplitMix(42);
+    let sim = Sim::new(SimOptions {
+        latency,
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let generated = populate(&sim, n, &mut rng);
+    let populate_time = started.elapsed();
+    let url = sim.start().await.context("cannot start gitlab-sim")?;
+    eprintln!("populated {n} projects in {populate_time:.1?}; simulator at {url}");
+    let instance = Url::parse(&url).context("gitlab-sim returned a bad URL")?;
+    let gitlab = GitLab::new(GitLabOptions {
+        base_url: instance.clone(),
+        token: sim.token(),
+        concurrency,
+        timeout: Duration::from_secs(30),
+        retry: RetryPolicy::default(),
+    })?;
+
+    // Progress on stderr every 10 s, so a long run shows it is alive.
+    let watchdog = {
+        let (gitlab, sim) = (gitlab.clone(), sim.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                eprintln!(
+                    "  {:>4.0} s: client {} requests, simulator {} since the last reset",
+                    started.elapsed().as_secs_f64(),
+                    gitlab.request_count(),
+                    sim.request_count()
+                );
+            }
+        })
+    };
+
+    // The floor: single requests pushed through the client as fast as its slots allow, without
+    // the scanner. If this is already far above 1.0 the simulator or the machine is the limit.
+    let floor = if floor_requests > 0 {
+        eprintln!("client floor: {floor_requests} requests...");
+        let project_ids: Vec<u64> = (0..n.min(floor_requests))
+            .filter_map(|i| sim.project_id(&project_path(i)))
+            .collect();
+        let before = gitlab.request_count();
+        let started = Instant::now();
+        let results: Vec<_> = futures::stream::iter((0..floor_requests).map(|k| {
+            let gitlab = gitlab.clone();
+            let id = project_ids[k % project_ids.len()];
+            async move { gitlab.branch_head(id, "main").await }
+        }))
+        .buffer_unordered(concurrency * 4)
+        .collect()
+        .await;
+        let wall = started.elapsed();
+        let failures = results.iter().filter(|r| !matches!(r, Ok(Some(_)))).count();
+        anyhow::ensure!(failures == 0, "{failures} floor requests failed");
+        let requests = gitlab.request_count() - before;
+        Some(Pass {
+            wall,
+            client_requests: requests,
+            sim_requests: requests,
+            ideal: ideal(requests, latency, concurrency),
+            summary: None,
+        })
+    } else {
+        None
+    };
+
+    let dir = TempDir::new()?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("bench.db"))?);
+    let mut settings = ScanSettings::from_file(&ScanFileConfig::default())?;
+    // No grace: the re-scan then trusts an unchanged `last_activity_at` and skips the head check,
+    // which is the listing-only path being measured.
+    settings.activity_grace = Duration::ZERO;
+    let files_per_project = settings.dockerfiles.len() as u64 + 1;
+    let scanner = Scanner::new(
+        gitlab.clone(),
+        store.clone(),
+        settings,
+        instance.clone(),
+        None,
+    );
+    let (_, rss_before) = rss()?;
+
+    let run = async |label: &str| -> anyhow::Result<Pass> {
+        sim.reset_request_log();
+        let before = gitlab.request_count();
+        let started = Instant::now();
+        let summary = scanner
+            .scan(&ScanRequest::default(), &NoProgress)
+            .await
+            .with_context(|| format!("{label} failed"))?;
+        let wall = started.elapsed();
+        let client_requests = gitlab.request_count() - before;
+        Ok(Pass {
+            wall,
+            client_requests,
+            sim_requests: sim.request_count(),
+            ideal: ideal(client_requests, latency, concurrency),
+            summary: Some(summary),
+        })
+    };
+    eprintln!("full scan...");
+    let full = run("the full scan").await?;
+    let (peak_after_scan, _) = rss()?;
+    eprintln!("re-scan...");
+    let rescan = run("the re-scan").await?;
+    watchdog.abort();
+
+    // Where the re-scan's time goes: the listing alone (its first page is necessarily fetched
+    // before the page count is known), and the re-resolution of the stored references, which
+    // costs the same whatever the latency.
+    let started = Instant::now();
+    let mut pages_rx = gitlab.list_projects(ProjectScope::All);
+    let mut listed = 0usize;
+    while let Some(page) = pages_rx.recv().await {
+        listed += page?.len();
+    }
+    let listing_alone = started.elapsed();
+    let started = Instant::now();
+    resolve(store.as_ref(), None, &instance)?;
+    let resolve_alone = started.elapsed();
+    let (peak, _) = rss()?;
+
+    let pages = (n as u64).div_ceil(PER_PAGE);
+    let expected_full = pages + n as u64 * (1 + files_per_project);
+    let full_summary = full.summary.clone().unwrap_or_default();
+    let rescan_summary = rescan.summary.clone().unwrap_or_default();
+
+    println!("== bench scan: {n} projects, {latency:?} latency, concurrency {concurrency} ==");
+    println!(
+        "instance       {} Dockerfiles ({} external only), {} .gitlab-deps; generated in {:.1} s",
+        generated.dockerfiles,
+        generated.external_only,
+        generated.deps_files,
+        populate_time.as_secs_f64()
+    );
+    if let Some(floor) = &floor {
+        println!(
+            "client floor   {} requests in {:.2} s, ideal {:.2} s, ratio {:.3}",
+            floor.client_requests,
+            floor.wall.as_secs_f64(),
+            floor.ideal.as_secs_f64(),
+            floor.ratio()
+        );
+    }
+    println!(
+        "full scan      {:.2} s for {} requests (sim saw {}, expected {expected_full}); ideal {:.2} s; ratio {:.3} (goal <= 1.2)",
+        full.wall.as_secs_f64(),
+        full.client_requests,
+        full.sim_requests,
+        full.ideal.as_secs_f64(),
+        full.ratio()
+    );
+    println!(
+        "               seen {}, read {}, failed {}, edges {}, with dependencies {}, external images {}, warnings {}",
+        full_summary.projects_seen,
+        full_summary.projects_read,
+        full_summary.failed,
+        full_summary.edges,
+        full_summary.with_dependencies,
+        full_summary.external_images,
+        full_summary.warnings.len()
+    );
+    println!(
+        "re-scan        {:.3} s for {} requests (sim saw {}, goal {pages} listing pages); ideal {:.3} s; ratio {:.3}",
+        rescan.wall.as_secs_f64(),
+        rescan.client_requests,
+        rescan.sim_requests,
+        rescan.ideal.as_secs_f64(),
+        rescan.ratio()
+    );
+    println!(
+        "               read {}, heads checked {}, skipped {}; listing alone {:.0} ms ({listed} projects), resolve alone {:.0} ms",
+        rescan_summary.projects_read,
+        rescan_summary.heads_unchanged,
+        rescan_summary.skipped_unchanged,
+        ms(listing_alone),
+        ms(resolve_alone)
+    );
+    println!(
+        "memory         RSS {:.1} MiB before the scan (simulator populated), peak {:.1} MiB after the scan, {:.1} MiB after the re-scan",
+        mib(rss_before),
+        mib(peak_after_scan),
+        mib(peak)
+    );
+    let summary = json!({
+        "bench": "scan",
+        "projects": n,
+        "latency_ms": ms(latency),
+        "concurrency": concurrency,
+        "floor": floor.as_ref().map(Pass::json),
+        "full_scan": full.json(),
+        "full_scan_expected_requests": expected_full,
+        "rescan": rescan.json(),
+        "rescan_goal_requests": pages,
+        "listing_alone_ms": ms(listing_alone).round(),
+        "resolve_alone_ms": ms(resolve_alone).round(),
+        "rss_before_scan_mib": mib(rss_before).round(),
+        "peak_rss_after_scan_mib": mib(peak_after_scan).round(),
+        "peak_rss_mib": mib(peak).round(),
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+/// A random layered DAG: `layers` layers of growing size; every project below the top layer has
+/// 1 to 5 upstreams (3 on average), mostly in the layer just above and otherwise in any higher
+/// one, so paths from a top project meet again and again (diamonds).
+fn layered_dag(n: usize, rng: &mut SplitMix) -> (Vec<String>, Vec<(u32, u32)>, Vec<usize>) {
+    let layers = 12usize.min(n);
+    // Layer k holds a share proportional to k + 1: few base images, many applications.
+    let weight_sum: usize = (1..=layers).sum();
+    let mut starts = Vec::with_capacity(layers + 1);
+    let mut at = 0usize;
+    for k in 0..layers {
+        starts.push(at);
+        at += (n * (k + 1) / weight_sum).max(1);
+    }
+    starts.push(n.max(at));
+    let names: Vec<String> = (0..n)
+        .map(|i| format!("{}/service-{i:06}", namespace(i)))
+        .collect();
+    let mut edges = Vec::with_capacity(n * 3);
+    for k in 1..layers {
+        for v in starts[k]..starts[k + 1].min(n) {
+            let upstreams = 1 + rng.below(5);
+            for _ in 0..upstreams {
+                let layer = if rng.below(4) < 3 {
+                    k - 1
+                } else {
+                    rng.below(k)
+                };
+                let (lo, hi) = (starts[layer], starts[layer + 1].min(n));
+                if hi > lo {
+                    edges.push(((lo + rng.below(hi - lo)) as u32, v as u32));
+                }
+            }
+        }
+    }
+    (names, edges, starts)
+}
+
+fn bench_plan(n: usize, runs: usize, seed: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(n >= 2, "--projects must be at least 2");
+    let mut rng = SplitMix(seed);
+    let (names, edges, starts) = layered_dag(n, &mut rng);
+    let (_, rss_inputs) = rss()?;
+
+    // Like `load_graph`: owned strings go in, the graph keeps what it needs.
+    let started = Instant::now();
+    let graph = DepGraph::from_parts(
+        names.iter().cloned(),
+        edges
+            .iter()
+            .map(|&(u, d)| (names[u as usize].clone(), names[d as usize].clone())),
+    );
+    let build = started.elapsed();
+    let (peak_after_build, _) = rss()?;
+
+    // The root: the top-layer project with the most descendants, i.e. the largest plan a change
+    // to a base image can cause in this graph.
+    let top = starts.get(1).copied().unwrap_or(1).min(n);
+    let root = names[..top]
+        .iter()
+        .take(64)
+        .max_by_key(|p| graph.acyclic_descendants(p).len())
+        .context("empty top layer")?;
+    let mut times = Vec::with_capacity(runs);
+    let mut waves = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        waves = std::hint::black_box(graph.plan(&[root.as_str()]));
+        times.push(started.elapsed());
+    }
+    times.sort_unstable();
+    let median = times[times.len() / 2];
+    let planned: usize = waves.iter().map(Vec::len).sum();
+    let (peak, _) = rss()?;
+
+    println!("== bench plan: {n} projects ==");
+    println!(
+        "graph          {} projects, {} edges ({:.2} upstreams per project), {} layers",
+        graph.len(),
+        graph.edge_count(),
+        graph.edge_count() as f64 / graph.len() as f64,
+        starts.len() - 1
+    );
+    println!("build          {:.1} ms (from_parts)", ms(build));
+    println!(
+        "plan           median {:.2} ms over {runs} runs (min {:.2}, max {:.2}); goal < 50 ms; root {root}: {planned} projects in {} waves",
+        ms(median),
+        ms(times[0]),
+        ms(times[times.len() - 1]),
+        waves.len()
+    );
+    println!(
+        "memory         RSS {:.1} MiB with the generated inputs, peak {:.1} MiB after the build, {:.1} MiB at the end; goal < 150 MB",
+        mib(rss_inputs),
+        mib(peak_after_build),
+        mib(peak)
+    );
+    let summary = json!({
+        "bench": "plan",
+        "projects": graph.len(),
+        "edges": graph.edge_count(),
+        "build_ms": (ms(build) * 10.0).round() / 10.0,
+        "plan_median_ms": (ms(median) * 100.0).round() / 100.0,
+        "plan_min_ms": (ms(times[0]) * 100.0).round() / 100.0,
+        "plan_max_ms": (ms(times[times.len() - 1]) * 100.0).round() / 100.0,
+        "runs": runs,
+        "planned_projects": planned,
+        "waves": waves.len(),
+        "rss_inputs_mib": mib(rss_inputs).round(),
+        "peak_rss_mib": mib(peak).round(),
+    });
+    println!("{summary}");
+    Ok(())
+}
