@@ -318,6 +318,8 @@ pub struct RequestLog {
     pub status: u16,
     /// Whether the response came from fault injection.
     pub injected: bool,
+    /// When the request arrived (before any simulated latency).
+    pub received: Instant,
 }
 
 /// One webhook delivery attempt (or a dropped delivery).
@@ -351,6 +353,10 @@ pub struct DeliveryLog {
     pub idempotency_key: String,
     /// `X-Gitlab-Event-UUID` (new for every delivery).
     pub event_uuid: String,
+    /// When the attempt was sent.
+    pub sent: Instant,
+    /// When its answer (or error) came back.
+    pub answered: Instant,
 }
 
 impl DeliveryLog {

@@ -87,7 +87,11 @@ async fn worker(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
 }
 
 async fn deliver(sim: &Sim, job: &Job) {
-    let log = |attempt: u32, event_uuid: String, status: Option<u16>, error: Option<String>| {
+    let log = |attempt: u32,
+               event_uuid: String,
+               status: Option<u16>,
+               error: Option<String>,
+               sent: std::time::Instant| {
         let dropped = status.is_none() && error.as_deref() == Some(DROPPED);
         lock(&sim.inner.deliveries).push(DeliveryLog {
             project_id: job.project_id,
@@ -104,16 +108,25 @@ async fn deliver(sim: &Sim, job: &Job) {
             redelivery: job.redelivery,
             idempotency_key: job.idempotency_key.clone(),
             event_uuid,
+            sent,
+            answered: std::time::Instant::now(),
         });
     };
     if sim.inner.faults.take_webhook_drop() {
-        log(1, String::new(), None, Some(DROPPED.to_owned()));
+        log(
+            1,
+            String::new(),
+            None,
+            Some(DROPPED.to_owned()),
+            std::time::Instant::now(),
+        );
         return;
     }
     let instance = sim.url();
     let mut backoff = BACKOFF;
     for attempt in 1..=ATTEMPTS {
         let event_uuid = uuid::Uuid::new_v4().to_string();
+        let sent = std::time::Instant::now();
         let res = sim
             .inner
             .http
@@ -132,11 +145,11 @@ async fn deliver(sim: &Sim, job: &Job) {
         let ok = match res {
             Ok(r) => {
                 let status = r.status().as_u16();
-                log(attempt, event_uuid, Some(status), None);
+                log(attempt, event_uuid, Some(status), None, sent);
                 r.status().is_success()
             }
             Err(e) => {
-                log(attempt, event_uuid, None, Some(e.to_string()));
+                log(attempt, event_uuid, None, Some(e.to_string()), sent);
                 false
             }
         };

@@ -67,6 +67,35 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// One change cascading through a generated graph: the real engine and server, with gitlab-sim
+    /// running every pipeline at once (unlimited runners) and delivering webhooks over HTTP.
+    Cascade {
+        /// Projects in the graph (all downstream of one root).
+        #[arg(long, default_value_t = 1_000)]
+        projects: usize,
+        /// Layers of the graph (the critical path is this many pipelines).
+        #[arg(long, default_value_t = 8)]
+        layers: usize,
+        /// How long each simulated pipeline runs, in milliseconds.
+        #[arg(long, default_value_t = 1_000)]
+        pipeline_ms: u64,
+        /// Seed of the graph generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Webhook intake: events per second and time to acknowledge under concurrent load.
+    Intake {
+        /// Events to send.
+        #[arg(long, default_value_t = 50_000)]
+        requests: usize,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Steady load for the latency figures, in events per second (a saturation run as fast as
+        /// the clients can send follows).
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,6 +131,32 @@ fn main() -> anyhow::Result<()> {
             runs,
             seed,
         } => bench_plan(projects, runs.max(1), seed),
+        Command::Cascade {
+            projects,
+            layers,
+            pipeline_ms,
+            seed,
+        } => {
+            anyhow::ensure!(projects >= 2, "--projects must be at least 2");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(bench_cascade(projects, layers, pipeline_ms, seed))
+        }
+        Command::Intake {
+            requests,
+            clients,
+            rate,
+        } => {
+            anyhow::ensure!(
+                requests > 0 && clients > 0,
+                "--requests and --clients must be positive"
+            );
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(bench_intake(requests, clients, rate))
+        }
     }
 }
 
@@ -584,5 +639,413 @@ fn bench_plan(n: usize, runs: usize, seed: u64) -> anyhow::Result<()> {
         "peak_rss_mib": mib(peak).round(),
     });
     println!("{summary}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestration benchmarks.
+
+/// A cascade through the real engine and server: sim pipelines deliver webhooks over HTTP.
+async fn bench_cascade(
+    projects: usize,
+    layers: usize,
+    pipeline_ms: u64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use gitlab_deps::server::{self, Engine, EngineOptions, HttpOptions};
+    let pipeline = Duration::from_millis(pipeline_ms);
+    let sim = Sim::new(SimOptions {
+        pipeline_duration: pipeline,
+        ..SimOptions::default()
+    });
+    let url = sim.start().await?;
+    let reg = sim.registry_host();
+    let mut rng = SplitMix(seed);
+    // Layer 0 is the root alone; every other project builds on 1-3 projects of earlier layers, at
+    // least one in the layer just above, so one change of the root affects everything and the graph
+    // is full of diamonds.
+    let layers = layers.max(2);
+    let per_layer = ((projects - 1) / (layers - 1)).max(1);
+    let mut layer_of: Vec<usize> = vec![0];
+    let mut paths: Vec<String> = vec!["base/root".into()];
+    for i in 1..projects {
+        let layer = (1 + (i - 1) / per_layer).min(layers - 1);
+        layer_of.push(layer);
+        paths.push(format!("l{layer}/p{i:05}"));
+    }
+    let mut by_layer: Vec<Vec<usize>> = vec![Vec::new(); layers];
+    for (i, l) in layer_of.iter().enumerate() {
+        by_layer[*l].push(i);
+    }
+    let ci = "build:\n  script: [make]\n";
+    let mut edges = 0usize;
+    for i in 0..projects {
+        let layer = layer_of[i];
+        let mut ups: Vec<usize> = Vec::new();
+        if layer > 0 {
+            let above = &by_layer[layer - 1];
+            ups.push(above[rng.below(above.len())]);
+            for _ in 0..rng.below(3) {
+                let l = rng.below(layer);
+                let pool = &by_layer[l];
+                ups.push(pool[rng.below(pool.len())]);
+            }
+            ups.sort_unstable();
+            ups.dedup();
+        }
+        edges += ups.len();
+        let mut dockerfile = String::new();
+        for (k, u) in ups.iter().enumerate() {
+            dockerfile.push_str(&format!("FROM {reg}/{} AS s{k}\n", paths[*u]));
+        }
+        if ups.is_empty() {
+            dockerfile.push_str("FROM debian:bookworm\n");
+        }
+        sim.add_project(
+            ProjectSpec::new(paths[i].clone())
+                .file("Dockerfile", dockerfile)
+                .file(".gitlab-ci.yml", ci),
+        );
+    }
+    let dir = TempDir::new()?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("deps.db"))?);
+    let base = Url::parse(&format!("{url}/"))?;
+    let gitlab = GitLab::new(GitLabOptions {
+        base_url: base.clone(),
+        token: sim.token(),
+        concurrency: 8,
+        timeout: Duration::from_secs(30),
+        retry: RetryPolicy::default(),
+    })?;
+    let scanner = Scanner::new(
+        gitlab.clone(),
+        Arc::clone(&store),
+        ScanSettings::from_file(&ScanFileConfig::default())?,
+        base,
+        None,
+    );
+    let summary = scanner.scan(&ScanRequest::default(), &NoProgress).await?;
+    anyhow::ensure!(
+        summary.edges == edges,
+        "scan found {} edges, generated {edges}",
+        summary.edges
+    );
+    let engine = Arc::new(Engine::new(
+        Arc::clone(&store),
+        gitlab,
+        None,
+        EngineOptions {
+            max_running: usize::MAX,
+            max_per_minute: None,
+            exclude: gitlab_deps::config::PathPatterns::new("exclude", &[])?,
+            reconcile_after: Duration::from_secs(600),
+            rescan_every: None,
+            watched_files: Vec::new(),
+        },
+    )?);
+    let snapshot = engine.snapshot().await;
+    let graph = snapshot.graph.clone();
+    let root = paths[0].as_str();
+    let waves = graph.plan(&[root]);
+    let affected: usize = waves.iter().map(Vec::len).sum();
+    let old_tool = gitlab_deps::demo::direct_trigger_builds(&graph, &[root]);
+    let (listener, addr) = server::bind("127.0.0.1:0").await?;
+    let secret = "bench-secret";
+    for p in &paths {
+        sim.add_hook(p, &format!("http://{addr}/hooks/gitlab"), secret);
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let http = HttpOptions {
+        webhook_secret: Some(secret.to_owned()),
+        max_body_bytes: 5 << 20,
+    };
+    let server_task = tokio::spawn(server::run(
+        engine.clone(),
+        http,
+        listener,
+        shutdown.clone(),
+    ));
+
+    let started = Instant::now();
+    sim.run_pipeline(root, "push");
+    let deadline = started + pipeline * (waves.len() as u32 + 2) * 4 + Duration::from_secs(60);
+    loop {
+        let ours: usize = sim
+            .all_pipelines()
+            .iter()
+            .filter(|(_, p)| p.source == "api" && p.status.is_finished())
+            .count();
+        // Only look at the engine once everything was built: a snapshot clones its state, and
+        // polling that would slow down what is measured.
+        if ours >= affected && engine.snapshot().await.cascade.projects().next().is_none() {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the cascade did not finish ({ours}/{affected} built)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all = sim.all_pipelines();
+    let root_pipeline = all
+        .iter()
+        .find(|(p, _)| p == root)
+        .map(|(_, p)| p.clone())
+        .context("root pipeline")?;
+    let created: Vec<_> = all.iter().filter(|(_, p)| p.source == "api").collect();
+    let first = root_pipeline.created_at;
+    let last = created
+        .iter()
+        .filter_map(|(_, p)| p.finished_at)
+        .max()
+        .context("no finished pipeline")?;
+    let elapsed = (last - first).unsigned_abs();
+    let critical = pipeline * (waves.len() as u32 + 1);
+
+    // Reaction time: from sending the success webhook of a project's last upstream to the arrival
+    // of the request creating the project's pipeline.
+    let requests = sim.requests();
+    let deliveries = sim.deliveries();
+    let ids: std::collections::HashMap<String, u64> = paths
+        .iter()
+        .filter_map(|p| Some((p.clone(), sim.project_id(p)?)))
+        .collect();
+    let mut reactions: Vec<Duration> = Vec::new();
+    for (project, _) in &created {
+        let Some(id) = ids.get(project.as_str()) else {
+            continue;
+        };
+        let create_path = format!("/api/v4/projects/{id}/pipeline");
+        let Some(request) = requests
+            .iter()
+            .find(|r| r.method == "POST" && r.path == create_path)
+        else {
+            continue;
+        };
+        let trigger = graph
+            .acyclic_upstreams(project)
+            .iter()
+            .filter_map(|u| {
+                deliveries
+                    .iter()
+                    .filter(|d| {
+                        d.project == *u
+                            && d.pipeline_status.as_deref() == Some("success")
+                            && d.sent <= request.received
+                    })
+                    .map(|d| d.sent)
+                    .max()
+            })
+            .max();
+        if let Some(sent) = trigger {
+            reactions.push(request.received - sent);
+        }
+    }
+    reactions.sort();
+    let pct = |q: f64| {
+        reactions
+            .get(((reactions.len() as f64 * q) as usize).min(reactions.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    shutdown.cancel();
+    let _ = server_task.await;
+
+    println!(
+        "cascade: {projects} projects, {edges} edges, {} waves, {affected} affected by one change of {root}",
+        waves.len()
+    );
+    println!(
+        "  pipelines created            {}  ({:.2} per affected project)",
+        created.len(),
+        created.len() as f64 / affected as f64
+    );
+    println!(
+        "  old tool (direct dependents) {old_tool}  ({:.2} per affected project)",
+        old_tool as f64 / affected as f64
+    );
+    println!("  time to finish               {:.0} ms", ms(elapsed));
+    println!(
+        "  critical path                {:.0} ms ({} waves + root, {} ms each)",
+        ms(critical),
+        waves.len(),
+        pipeline_ms
+    );
+    println!(
+        "  time / critical path         {:.3}",
+        ms(elapsed) / ms(critical)
+    );
+    println!(
+        "  success event -> creation    p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(reactions.last().copied().unwrap_or_default()),
+        reactions.len()
+    );
+    println!(
+        "{}",
+        json!({
+            "bench": "cascade", "projects": projects, "edges": edges, "waves": waves.len(), "affected": affected,
+            "pipelines_created": created.len(), "created_per_affected": created.len() as f64 / affected as f64,
+            "old_tool_pipelines": old_tool, "old_tool_per_affected": old_tool as f64 / affected as f64,
+            "elapsed_ms": ms(elapsed), "critical_path_ms": ms(critical), "ratio": ms(elapsed) / ms(critical),
+            "reaction_p50_ms": ms(pct(0.5)), "reaction_p99_ms": ms(pct(0.99)),
+        })
+    );
+    Ok(())
+}
+
+/// Webhook intake: concurrent clients posting pipeline events; `/healthz` under the same load is
+/// the baseline (what the HTTP stack alone does on this machine).
+async fn bench_intake(requests: usize, clients: usize, rate: u64) -> anyhow::Result<()> {
+    use gitlab_deps::server::{self, Engine, EngineOptions, HttpOptions};
+    let sim = Sim::new(SimOptions::default());
+    let url = sim.start().await?;
+    sim.add_project(ProjectSpec::new("g/base").file("Dockerfile", "FROM debian\n"));
+    let dir = TempDir::new()?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("deps.db"))?);
+    let base = Url::parse(&format!("{url}/"))?;
+    let gitlab = GitLab::new(GitLabOptions {
+        base_url: base.clone(),
+        token: sim.token(),
+        concurrency: 8,
+        timeout: Duration::from_secs(30),
+        retry: RetryPolicy::default(),
+    })?;
+    Scanner::new(
+        gitlab.clone(),
+        Arc::clone(&store),
+        ScanSettings::from_file(&ScanFileConfig::default())?,
+        base,
+        None,
+    )
+    .scan(&ScanRequest::default(), &NoProgress)
+    .await?;
+    let engine = Arc::new(Engine::new(
+        Arc::clone(&store),
+        gitlab,
+        None,
+        EngineOptions {
+            max_running: 10,
+            max_per_minute: None,
+            exclude: gitlab_deps::config::PathPatterns::new("exclude", &[])?,
+            reconcile_after: Duration::from_secs(600),
+            rescan_every: None,
+            watched_files: Vec::new(),
+        },
+    )?);
+    let (listener, addr) = server::bind("127.0.0.1:0").await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let http = HttpOptions {
+        webhook_secret: Some("s".into()),
+        max_body_bytes: 5 << 20,
+    };
+    let server_task = tokio::spawn(server::run(engine, http, listener, shutdown.clone()));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    // A realistic pipeline event (a status GitLab sends but that changes nothing: `running`).
+    let body = |i: usize| {
+        json!({
+            "object_kind": "pipeline",
+            "object_attributes": {"id": 1_000_000 + i, "iid": i, "ref": "main", "tag": false, "sha": "0".repeat(40),
+                "source": "push", "status": "running", "detailed_status": "running", "stages": ["build"],
+                "created_at": "2026-01-02 15:04:05 UTC", "finished_at": null, "duration": null, "variables": []},
+            "merge_request": null,
+            "user": {"id": 1, "name": "Administrator", "username": "root"},
+            "project": {"id": 1, "name": "base", "path_with_namespace": "g/base", "default_branch": "main",
+                "web_url": "http://gitlab.test/g/base"},
+            "commit": {"id": "0".repeat(40), "message": "fix openssl", "title": "fix openssl"},
+            "builds": [{"id": i, "stage": "build", "name": "build", "status": "running"}]
+        })
+        .to_string()
+    };
+    // `pace`: send request i at i / pace seconds (open loop, steady load); 0 sends as fast as the
+    // clients can.
+    let run = async |label: &str,
+                     healthz: bool,
+                     pace: u64|
+           -> anyhow::Result<(f64, Duration, Duration)> {
+        let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(requests)));
+        let started = Instant::now();
+        let slots = if pace > 0 { clients.max(256) } else { clients };
+        futures::stream::iter(0..requests)
+            .map(|i| {
+                let client = client.clone();
+                let latencies = latencies.clone();
+                let payload = body(i);
+                async move {
+                    if pace > 0 {
+                        let at = started + Duration::from_secs_f64(i as f64 / pace as f64);
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    let t = Instant::now();
+                    let response = if healthz {
+                        client.get(format!("http://{addr}/healthz")).send().await
+                    } else {
+                        client
+                            .post(format!("http://{addr}/hooks/gitlab"))
+                            .header("X-Gitlab-Event", "Pipeline Hook")
+                            .header("X-Gitlab-Token", "s")
+                            .header("Idempotency-Key", format!("{label}-{i}"))
+                            .header("Content-Type", "application/json")
+                            .body(payload)
+                            .send()
+                            .await
+                    };
+                    let ok = response.map(|r| r.status().is_success()).unwrap_or(false);
+                    if ok {
+                        latencies
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(t.elapsed());
+                    }
+                }
+            })
+            .buffer_unordered(slots)
+            .collect::<()>()
+            .await;
+        let elapsed = started.elapsed();
+        let mut l = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+        anyhow::ensure!(
+            l.len() == requests,
+            "{} of {requests} requests failed",
+            requests - l.len()
+        );
+        l.sort();
+        let p = |q: f64| l[((l.len() as f64 * q) as usize).min(l.len() - 1)];
+        Ok((requests as f64 / elapsed.as_secs_f64(), p(0.5), p(0.99)))
+    };
+    let (base_rate, base_p50, base_p99) = run("healthz", true, 0).await?;
+    let (steady_rate, steady_p50, steady_p99) = run("steady", false, rate).await?;
+    let (max_rate, p50, p99) = run("hook", false, 0).await?;
+    shutdown.cancel();
+    let _ = server_task.await;
+    println!("webhook intake: {requests} events per run, clients in the same process");
+    println!(
+        "  steady load of {rate}/s        {steady_rate:.0} events/s, p50 {:.2} ms, p99 {:.2} ms",
+        ms(steady_p50),
+        ms(steady_p99)
+    );
+    println!(
+        "  saturation, {clients} clients      {max_rate:.0} events/s, p50 {:.2} ms, p99 {:.2} ms",
+        ms(p50),
+        ms(p99)
+    );
+    println!(
+        "  baseline GET /healthz        {base_rate:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+        ms(base_p50),
+        ms(base_p99)
+    );
+    println!("  intake / baseline throughput {:.2}", max_rate / base_rate);
+    println!(
+        "{}",
+        json!({"bench": "intake", "requests": requests, "clients": clients,
+            "steady_rate": rate, "steady_events_per_s": steady_rate,
+            "steady_p50_ms": ms(steady_p50), "steady_p99_ms": ms(steady_p99),
+            "max_events_per_s": max_rate, "max_p50_ms": ms(p50), "max_p99_ms": ms(p99),
+            "baseline_per_s": base_rate, "baseline_p99_ms": ms(base_p99),
+            "ratio_to_baseline": max_rate / base_rate})
+    );
     Ok(())
 }

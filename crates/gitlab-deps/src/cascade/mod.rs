@@ -322,8 +322,10 @@ impl Out {
     }
 }
 
-/// The whole orchestration state: per-project states and the id counters. Persist it as a whole.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The whole orchestration state: per-project states and the id counters. Persist it as a whole,
+/// or incrementally: [`Cascade::take_dirty`] names the projects whose state changed since the last
+/// call, and [`Cascade::counters`] the id counters, which [`Cascade::from_parts`] reassembles.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Cascade {
     /// Projects with a non-default state (or remembered pipelines), by path.
     projects: BTreeMap<String, ProjectState>,
@@ -331,12 +333,68 @@ pub struct Cascade {
     next_attempt: u64,
     /// Next cascade number (`c-<n>`).
     next_cascade: u64,
+    /// Projects changed since the last [`Cascade::take_dirty`]: not state, bookkeeping for storage.
+    #[serde(skip)]
+    dirty: BTreeSet<String>,
+}
+
+impl PartialEq for Cascade {
+    fn eq(&self, other: &Self) -> bool {
+        self.projects == other.projects
+            && self.next_attempt == other.next_attempt
+            && self.next_cascade == other.next_cascade
+    }
+}
+
+impl Eq for Cascade {}
+
+/// The id counters of a [`Cascade`], stored beside the per-project states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Next attempt number.
+    pub next_attempt: u64,
+    /// Next cascade number.
+    pub next_cascade: u64,
 }
 
 impl Cascade {
     /// Empty state: nothing stale, nothing running.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reassembles a cascade from stored per-project states and counters.
+    pub fn from_parts(
+        projects: impl IntoIterator<Item = (String, ProjectState)>,
+        counters: Counters,
+    ) -> Self {
+        Self {
+            projects: projects.into_iter().collect(),
+            next_attempt: counters.next_attempt,
+            next_cascade: counters.next_cascade,
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    /// The id counters.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            next_attempt: self.next_attempt,
+            next_cascade: self.next_cascade,
+        }
+    }
+
+    /// The projects whose state changed since the last call, each with its state now (`None`: it has
+    /// none any more). Storing these and [`Cascade::counters`] keeps a stored copy equal to `self`.
+    pub fn take_dirty(&mut self) -> Vec<(String, Option<&ProjectState>)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .map(|p| {
+                let state = self.projects.get(&p);
+                (p, state)
+            })
+            .collect()
     }
 
     /// The state of a project, if it has one (`None` means idle).
@@ -425,6 +483,7 @@ impl Cascade {
             .collect();
         for p in &gone {
             self.projects.remove(p);
+            self.dirty.insert(p.clone());
         }
         gone
     }
@@ -486,6 +545,7 @@ impl Cascade {
                 out.marked - LOG_DETAIL
             ));
         }
+        self.dirty.extend(out.touched.iter().cloned());
         Applied {
             touched: out.touched.into_iter().collect(),
             log: out.log,
@@ -799,6 +859,7 @@ impl Cascade {
         for (p, st) in self.projects.iter_mut() {
             if st.running.is_none() && st.stale.is_some() && excluded(p) {
                 st.stale = None;
+                self.dirty.insert(p.clone());
             }
         }
 
@@ -891,6 +952,7 @@ impl Cascade {
             };
             let variables = variables_for(&running);
             st.running = Some(running);
+            self.dirty.insert(project.clone());
             actions.push(Action::CreatePipeline {
                 project,
                 attempt,

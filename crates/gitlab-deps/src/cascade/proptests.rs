@@ -58,6 +58,8 @@ struct Sim {
     /// Projects whose last result from us was a failure and that have not succeeded since.
     failed_since_success: BTreeSet<String>,
     creations: BTreeMap<String, usize>,
+    /// What incremental storage holds: the dirty projects applied after every step.
+    stored: BTreeMap<String, ProjectState>,
 }
 
 impl Sim {
@@ -71,7 +73,25 @@ impl Sim {
             history: Vec::new(),
             failed_since_success: BTreeSet::new(),
             creations: BTreeMap::new(),
+            stored: BTreeMap::new(),
         }
+    }
+
+    /// Incremental storage (dirty projects only) keeps an exact copy of the state.
+    fn store(&mut self) {
+        let dirty: Vec<(String, Option<ProjectState>)> = self
+            .c
+            .take_dirty()
+            .into_iter()
+            .map(|(p, s)| (p, s.cloned()))
+            .collect();
+        for (p, state) in dirty {
+            match state {
+                Some(state) => self.stored.insert(p, state),
+                None => self.stored.remove(&p),
+            };
+        }
+        assert_eq!(self.stored, self.c.projects, "stored copy diverged");
     }
 
     fn deliver(&mut self, input: Input) -> Applied {
@@ -84,7 +104,9 @@ impl Sim {
         ) {
             self.history.push(input.clone());
         }
-        self.c.apply(&self.g, input, self.now)
+        let applied = self.c.apply(&self.g, input, self.now);
+        self.store();
+        applied
     }
 
     fn pid(&mut self) -> u64 {
@@ -115,6 +137,7 @@ impl Sim {
         let applied = self.c.apply(&self.g, input.clone(), self.now);
         assert!(applied.is_noop(), "replay of {input:?} touched {applied:?}");
         assert_eq!(self.c, before, "replay of {input:?} changed the state");
+        self.store();
     }
 
     fn finish(&mut self, k: usize, status: PipelineStatus, with_attempt: bool) {
@@ -210,6 +233,7 @@ impl Sim {
         self.now += 1;
         let running_before = self.c.running_pipelines().len() + self.c.pending_attempts().len();
         let actions = self.c.dispatch(&self.g, t, &|_| false, self.now);
+        self.store();
         assert!(actions.len() <= t.can_create);
         assert!(
             actions.is_empty() || running_before + actions.len() <= t.max_running,

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::output::{print_json, table};
-use crate::cascade::{Cascade, Input, VAR_CASCADE, VAR_ROOT, VAR_UPSTREAM};
+use crate::cascade::{Input, VAR_CASCADE, VAR_ROOT, VAR_UPSTREAM};
 use crate::config::{self, PathPatterns};
 use crate::hooks::sync_hooks;
 use crate::scan::{DEPS_FILE, Scanner};
@@ -332,12 +332,8 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
 pub fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let graph = Arc::new(ctx.graph(store.as_ref())?);
-    let cascade: Cascade = match store.cascade_state()? {
-        Some(json) => {
-            serde_json::from_str(&json).context("the stored orchestration state is unreadable")?
-        }
-        None => Cascade::new(),
-    };
+    let cascade = server::load_cascade(store.as_ref())
+        .context("the stored orchestration state is unreadable")?;
     let snapshot = Snapshot {
         cascade,
         graph,

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
 use super::payload::{self, HookEvent};
-use crate::cascade::{Action, Cascade, Input, PipelineStatus, Throttle, VAR_ATTEMPT};
+use crate::cascade::{
+    Action, Cascade, Counters, Input, PipelineStatus, ProjectState, Throttle, VAR_ATTEMPT,
+};
 use crate::config::PathPatterns;
 use crate::gitlab::{GitLab, GitLabError};
 use crate::graph::DepGraph;
@@ -73,7 +75,6 @@ pub struct Engine {
     graph: RwLock<Arc<DepGraph>>,
     records: RwLock<Arc<Records>>,
     cascade: tokio::sync::Mutex<Cascade>,
-    persisted: Mutex<String>,
     wake: Notify,
     in_flight: Mutex<HashSet<String>>,
     rescanning: Mutex<HashSet<String>>,
@@ -94,12 +95,7 @@ impl Engine {
         scanner: Option<Arc<Scanner>>,
         opts: EngineOptions,
     ) -> Result<Self, StoreError> {
-        let persisted = store.cascade_state()?.unwrap_or_default();
-        let cascade: Cascade = if persisted.is_empty() {
-            Cascade::new()
-        } else {
-            serde_json::from_str(&persisted)?
-        };
+        let cascade = load_cascade(store.as_ref())?;
         let engine = Self {
             store,
             gitlab,
@@ -111,7 +107,6 @@ impl Engine {
                 path_by_id: HashMap::new(),
             })),
             cascade: tokio::sync::Mutex::new(cascade),
-            persisted: Mutex::new(persisted),
             wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
             rescanning: Mutex::new(HashSet::new()),
@@ -247,12 +242,15 @@ impl Engine {
                     "{project}: starting a pipeline (attempt {attempt})"
                 ));
             }
-            let json = serde_json::to_string(&*cascade)?;
-            let changed = *lock(&self.persisted) != json;
-            if changed || last.is_some() {
+            let changes = cascade
+                .take_dirty()
+                .into_iter()
+                .map(|(p, state)| Ok((p, state.map(serde_json::to_string).transpose()?)))
+                .collect::<Result<Vec<_>, serde_json::Error>>()?;
+            if !changes.is_empty() || last.is_some() {
                 // The intent to create each pipeline is durable before any is created.
-                self.store.commit_cascade(&json, last)?;
-                *lock(&self.persisted) = json;
+                let counters = serde_json::to_string(&cascade.counters())?;
+                self.store.commit_cascade(&changes, &counters, last)?;
             }
             self.metrics.observe(&cascade);
             drop(cascade);
@@ -665,6 +663,20 @@ fn status_of(status: &str) -> Option<PipelineStatus> {
         "canceled" | "skipped" => Some(PipelineStatus::Canceled),
         _ => None,
     }
+}
+
+/// Loads the orchestration state from the store (empty when none was stored).
+pub fn load_cascade(store: &dyn Store) -> Result<Cascade, StoreError> {
+    let Some(stored) = store.cascade_state()? else {
+        return Ok(Cascade::new());
+    };
+    let counters: Counters = serde_json::from_str(&stored.counters)?;
+    let projects = stored
+        .projects
+        .into_iter()
+        .map(|(p, state)| Ok((p, serde_json::from_str::<ProjectState>(&state)?)))
+        .collect::<Result<Vec<_>, serde_json::Error>>()?;
+    Ok(Cascade::from_parts(projects, counters))
 }
 
 /// Records an operator input (cancel, rebuild) for the service to apply, from the CLI.

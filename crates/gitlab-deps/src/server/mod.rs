@@ -23,7 +23,9 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use engine::{Engine, EngineOptions, INPUT_EVENT, Snapshot, enqueue_operator_input};
+pub use engine::{
+    Engine, EngineOptions, INPUT_EVENT, Snapshot, enqueue_operator_input, load_cascade,
+};
 pub use metrics::Metrics;
 pub use status::{ProjectView, describe};
 

@@ -66,4 +66,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         line TEXT NOT NULL
     );
     "#,
+    // 3: the orchestration state per project, so each step writes only what changed. The
+    // single JSON document of version 2 is split: projects into rows, counters stay.
+    r#"
+    CREATE TABLE cascade_projects (project TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO cascade_projects (project, state)
+        SELECT j.key, j.value FROM cascade_state, json_each(cascade_state.state, '$.projects') AS j;
+    UPDATE cascade_state SET state = json_remove(state, '$.projects');
+    "#,
 ];

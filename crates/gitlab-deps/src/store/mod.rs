@@ -171,6 +171,15 @@ pub struct Resolution {
     pub warnings: Vec<Warning>,
 }
 
+/// The stored orchestration state: the counters and each project's state, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredCascade {
+    /// The id counters.
+    pub counters: String,
+    /// `(project, state)` pairs.
+    pub projects: Vec<(String, String)>,
+}
+
 /// A durable record of one webhook delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -217,16 +226,18 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<i64>, StoreError>;
     /// Events recorded but not yet processed, oldest first.
     fn unprocessed_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Stores the orchestration state and marks events processed, in one transaction.
+    /// Stores what changed in the orchestration state (per project: its JSON state, or `None` to
+    /// delete it) and the counters, and marks events processed, in one transaction.
     fn commit_cascade(
         &self,
-        state_json: &str,
+        changes: &[(String, Option<String>)],
+        counters_json: &str,
         processed_up_to: Option<i64>,
     ) -> Result<(), StoreError>;
     /// Forgets processed events received before the given time (their delivery keys too).
     fn prune_events(&self, received_before_ms: i64) -> Result<usize, StoreError>;
     /// The orchestration state, if any was stored.
-    fn cascade_state(&self) -> Result<Option<String>, StoreError>;
+    fn cascade_state(&self) -> Result<Option<StoredCascade>, StoreError>;
     /// Appends lines to the activity log shown on the status page.
     fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError>;
     /// The newest activity lines, newest first.

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::migrations::MIGRATIONS;
 use super::{
     Edge, External, ProjectRecord, ProjectScan, RefKind, Reference, Resolution, Store, StoreError,
-    StoredEvent, Warning,
+    StoredCascade, StoredEvent, Warning,
 };
 
 /// SQLite implementation of [`Store`].
@@ -314,15 +314,30 @@ impl Store for SqliteStore {
 
     fn commit_cascade(
         &self,
-        state_json: &str,
+        changes: &[(String, Option<String>)],
+        counters_json: &str,
         processed_up_to: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO cascade_state (id, state) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-            [state_json],
+            [counters_json],
         )?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO cascade_projects (project, state) VALUES (?1, ?2)
+                 ON CONFLICT(project) DO UPDATE SET state = excluded.state",
+            )?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM cascade_projects WHERE project = ?1")?;
+            for (project, state) in changes {
+                match state {
+                    Some(state) => upsert.execute(params![project, state])?,
+                    None => delete.execute([project])?,
+                };
+            }
+        }
         if let Some(seq) = processed_up_to {
             tx.execute(
                 "UPDATE events SET processed = 1 WHERE processed = 0 AND seq <= ?1",
@@ -341,13 +356,22 @@ impl Store for SqliteStore {
         )?)
     }
 
-    fn cascade_state(&self) -> Result<Option<String>, StoreError> {
+    fn cascade_state(&self) -> Result<Option<StoredCascade>, StoreError> {
         let conn = self.conn();
-        Ok(conn
+        let Some(counters) = conn
             .query_row("SELECT state FROM cascade_state WHERE id = 1", [], |r| {
                 r.get(0)
             })
-            .optional()?)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt =
+            conn.prepare_cached("SELECT project, state FROM cascade_projects ORDER BY project")?;
+        let projects = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(StoredCascade { counters, projects }))
     }
 
     fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError> {
@@ -454,7 +478,8 @@ mod tests {
         );
         let seq = s.insert_event("k2", "Push Hook", "{}").unwrap();
         assert_eq!(s.unprocessed_events(10).unwrap().len(), 2);
-        s.commit_cascade("{}", seq).unwrap();
+        s.commit_cascade(&[("g/a".into(), Some(r#"{"x":1}"#.into()))], "{}", seq)
+            .unwrap();
         assert!(s.unprocessed_events(10).unwrap().is_empty());
         assert_eq!(s.prune_events(crate::util::now_ms() + 1).unwrap(), 2);
         // A pruned delivery key is forgotten: only keys younger than the retention deduplicate.
@@ -463,7 +488,15 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        assert_eq!(s.cascade_state().unwrap().as_deref(), Some("{}"));
+        let stored = s.cascade_state().unwrap().unwrap();
+        assert_eq!(stored.counters, "{}");
+        assert_eq!(
+            stored.projects,
+            [("g/a".to_owned(), r#"{"x":1}"#.to_owned())]
+        );
+        s.commit_cascade(&[("g/a".into(), None)], "{}", None)
+            .unwrap();
+        assert!(s.cascade_state().unwrap().unwrap().projects.is_empty());
     }
 
     #[test]
@@ -476,6 +509,36 @@ mod tests {
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.meta("k").unwrap().as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn migration_3_splits_the_version_2_state_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..2] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 2).unwrap();
+            tx.execute(
+                "INSERT INTO cascade_state (id, state) VALUES (1, ?1)",
+                [r#"{"projects":{"g/a":{"stale":null},"g/b":{"failed":null}},"next_attempt":4,"next_cascade":2}"#],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let stored = s.cascade_state().unwrap().unwrap();
+        assert_eq!(stored.counters, r#"{"next_attempt":4,"next_cascade":2}"#);
+        assert_eq!(
+            stored.projects,
+            [
+                ("g/a".to_owned(), r#"{"stale":null}"#.to_owned()),
+                ("g/b".to_owned(), r#"{"failed":null}"#.to_owned())
+            ]
+        );
     }
 
     #[test]

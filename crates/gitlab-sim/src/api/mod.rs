@@ -93,6 +93,7 @@ async fn version() -> Response {
 
 /// Logging, latency, fault injection and authentication for every request.
 async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
+    let received = std::time::Instant::now();
     sim.inner
         .request_count
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -127,6 +128,7 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
         query,
         status: resp.status().as_u16(),
         injected: was_injected,
+        received,
     });
     resp
 }
