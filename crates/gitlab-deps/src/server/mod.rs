@@ -8,6 +8,7 @@
 //! durable path decides everything and a restart resumes exactly where the log stops.
 
 mod engine;
+mod intake;
 mod metrics;
 pub mod payload;
 pub mod status;
@@ -64,15 +65,20 @@ pub struct HttpOptions {
 pub(crate) struct AppState {
     pub engine: Arc<Engine>,
     pub http: Arc<HttpOptions>,
+    pub intake: intake::Intake,
 }
 
 /// Builds the router: `POST /hooks/gitlab`, `GET /healthz`, `GET /` (status page),
-/// `GET /api/status`, `GET /metrics`.
+/// `GET /api/status`, `GET /metrics`. Must be called inside a Tokio runtime (it starts the
+/// event writer).
 pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Router {
     let max = http.max_body_bytes;
+    let waker = Arc::clone(&engine);
+    let intake = intake::Intake::start(Arc::clone(engine.store()), move || waker.notify());
     let state = AppState {
         engine,
         http: Arc::new(http),
+        intake,
     };
     Router::new()
         .route("/hooks/gitlab", post(webhook::receive))

@@ -7,6 +7,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::payload;
+use crate::store::NewEvent;
 
 const KINDS: [&str; 2] = ["Pipeline Hook", "Push Hook"];
 
@@ -70,22 +71,21 @@ pub(crate) async fn receive(
         .map(|k| format!("idem:{k}"))
         .or_else(|| header(&headers, "x-gitlab-event-uuid").map(|k| format!("uuid:{k}")))
         .unwrap_or_else(|| format!("anon:{}", uuid::Uuid::new_v4()));
-    let store = state.engine.store().clone();
-    let kind_owned = kind.to_owned();
-    let text = text.to_owned();
-    let inserted =
-        tokio::task::spawn_blocking(move || store.insert_event(&key, &kind_owned, &text)).await;
-    match inserted {
-        Ok(Ok(Some(_))) => {
+    let event = NewEvent {
+        delivery_key: key,
+        kind: kind.to_owned(),
+        body: text.to_owned(),
+    };
+    match state.intake.record(event).await {
+        Ok(Some(_)) => {
             metrics.webhook(kind, "accepted");
-            state.engine.notify();
             (StatusCode::OK, "accepted\n".into())
         }
-        Ok(Ok(None)) => {
+        Ok(None) => {
             metrics.webhook(kind, "duplicate");
             (StatusCode::OK, "duplicate delivery\n".into())
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::error!("cannot record a webhook: {e}");
             metrics.webhook(kind, "error");
             // 5xx: GitLab retries the delivery later.
@@ -93,10 +93,6 @@ pub(crate) async fn receive(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cannot record the event\n".into(),
             )
-        }
-        Err(e) => {
-            tracing::error!("webhook task failed: {e}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into())
         }
     }
 }

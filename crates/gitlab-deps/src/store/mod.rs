@@ -180,6 +180,17 @@ pub struct StoredCascade {
     pub projects: Vec<(String, String)>,
 }
 
+/// A delivery to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Deduplication key (`Idempotency-Key`, else the event UUID).
+    pub delivery_key: String,
+    /// The `X-Gitlab-Event` header.
+    pub kind: String,
+    /// The raw JSON body.
+    pub body: String,
+}
+
 /// A durable record of one webhook delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -224,6 +235,9 @@ pub trait Store: Send + Sync {
         kind: &str,
         body: &str,
     ) -> Result<Option<i64>, StoreError>;
+    /// Records several deliveries in one transaction (group commit for the webhook receiver);
+    /// the result has one entry per event, as [`Store::insert_event`] would return.
+    fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Option<i64>>, StoreError>;
     /// Events recorded but not yet processed, oldest first.
     fn unprocessed_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
     /// Stores what changed in the orchestration state (per project: its JSON state, or `None` to

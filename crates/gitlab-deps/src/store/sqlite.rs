@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::migrations::MIGRATIONS;
 use super::{
-    Edge, External, ProjectRecord, ProjectScan, RefKind, Reference, Resolution, Store, StoreError,
-    StoredCascade, StoredEvent, Warning,
+    Edge, External, NewEvent, ProjectRecord, ProjectScan, RefKind, Reference, Resolution, Store,
+    StoreError, StoredCascade, StoredEvent, Warning,
 };
 
 /// SQLite implementation of [`Store`].
@@ -297,6 +297,24 @@ impl Store for SqliteStore {
         Ok((inserted == 1).then(|| conn.last_insert_rowid()))
     }
 
+    fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut conn = self.conn();
+        let now = crate::util::now_ms();
+        let tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(events.len());
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (delivery_key, kind, body, received_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for e in events {
+                let inserted = ins.execute(params![e.delivery_key, e.kind, e.body, now])?;
+                out.push((inserted == 1).then(|| tx.last_insert_rowid()));
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     fn unprocessed_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
@@ -497,6 +515,20 @@ mod tests {
         s.commit_cascade(&[("g/a".into(), None)], "{}", None)
             .unwrap();
         assert!(s.cascade_state().unwrap().unwrap().projects.is_empty());
+    }
+
+    #[test]
+    fn a_batch_of_events_is_deduplicated_within_and_across_batches() {
+        let s = SqliteStore::in_memory().unwrap();
+        let e = |k: &str| NewEvent {
+            delivery_key: k.into(),
+            kind: "Push Hook".into(),
+            body: "{}".into(),
+        };
+        s.insert_event("a", "Push Hook", "{}").unwrap();
+        let got = s.insert_events(&[e("a"), e("b"), e("b"), e("c")]).unwrap();
+        assert!(got[0].is_none() && got[1].is_some() && got[2].is_none() && got[3].is_some());
+        assert_eq!(s.unprocessed_events(10).unwrap().len(), 3);
     }
 
     #[test]
