@@ -571,3 +571,67 @@ fn a_scan_by_another_process_reaches_the_running_service() {
         false
     });
 }
+
+#[test]
+fn a_refused_pipeline_creation_fails_that_project_only() {
+    let s = setup(SimOptions::default(), &[]);
+    let sim = s.sim();
+    // The token may not run pipelines in apps/app (403).
+    sim.set_maintainer("apps/app", false);
+    sim.run_pipeline("images/base", "push");
+    wait_until(60, "app failed", || {
+        status(&s).contains(&("apps/app".into(), "failed".into()))
+    });
+    let out = gitlab_deps(&s.work, &s.server.url, None)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let views = json(&out);
+    let app = views
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["project"] == "apps/app")
+        .unwrap();
+    assert!(app["detail"].as_str().unwrap().contains("403"), "{app}");
+    // Unrelated work goes on.
+    sim.run_pipeline("other/solo", "push");
+    wait_until(60, "below built", || succeeded(sim, "other/below", 1));
+    assert!(ours(sim, "apps/z").is_empty());
+}
+
+#[test]
+fn excluded_projects_are_never_triggered_and_not_waited_for() {
+    let server = instance(SimOptions::default());
+    let work = Workdir::new();
+    let cfg = work.write("config.toml", "[cascade]\nexclude = [\"apps/app\"]\n");
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .arg("scan")
+        .assert()
+        .success();
+    let service = Service::start_with_config(&work, &server.url, "127.0.0.1:0", &[], Some(&cfg));
+    gitlab_deps(&work, &server.url, None)
+        .env("GITLAB_DEPS_WEBHOOK_SECRET", SECRET)
+        .args(["hooks", "sync", "--public-url", &service.url])
+        .assert()
+        .success();
+    let sim = &server.sim;
+    sim.run_pipeline("images/base", "push");
+    wait_until(60, "z built", || succeeded(sim, "apps/z", 1));
+    assert!(ours(sim, "apps/app").is_empty());
+    assert_eq!(ours(sim, "images/ruby").len(), 1);
+}
+
+#[test]
+fn the_rate_limit_queues_creations() {
+    let s = setup(SimOptions::default(), &["--max-per-minute", "1"]);
+    let sim = s.sim();
+    sim.run_pipeline("images/base", "push");
+    // ruby and tools are both ready; one is created, the other waits for the next minute.
+    wait_until(60, "one created, one queued", || {
+        let created = ours(sim, "images/ruby").len() + ours(sim, "images/tools").len();
+        created == 1 && status(&s).iter().any(|(_, state)| state == "queued")
+    });
+    let created = ours(sim, "images/ruby").len() + ours(sim, "images/tools").len();
+    assert_eq!(created, 1);
+}

@@ -324,3 +324,138 @@ fn errors_are_one_clear_line() {
         .failure()
         .stderr(predicate::str::contains("run `gitlab-deps scan` first"));
 }
+
+#[test]
+fn the_config_chooses_files_scope_and_build_args() {
+    let server = SimServer::start(SimOptions::default());
+    let sim = &server.sim;
+    let reg = sim.registry_host();
+    sim.add_project(ProjectSpec::new("images/base").file("Dockerfile", "FROM debian\n"));
+    sim.add_project(
+        ProjectSpec::new("images/alt")
+            .file("docker/Dockerfile", format!("FROM {reg}/images/base\n")),
+    );
+    sim.add_project(ProjectSpec::new("apps/args").file(
+        "Dockerfile",
+        "ARG BASE=docker.io/library/debian\nFROM ${BASE}\n",
+    ));
+    sim.add_project(
+        ProjectSpec::new("sandbox/x").file("Dockerfile", format!("FROM {reg}/images/base\n")),
+    );
+    let work = Workdir::new();
+    let cfg = work.write(
+        "config.toml",
+        &format!(
+            "[scan]\ndockerfiles = [\"Dockerfile\", \"docker/Dockerfile\"]\nexclude = [\"sandbox/**\"]\n\
+             [scan.build_args.\"apps/*\"]\nBASE = \"{reg}/images/base\"\n"
+        ),
+    );
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .arg("scan")
+        .assert()
+        .success();
+    let rdeps = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["rdeps", "images/base", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(rdeps, serde_json::json!(["apps/args", "images/alt"]));
+    let list = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["list-projects", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        list,
+        serde_json::json!(["apps/args", "images/alt", "images/base"])
+    );
+}
+
+#[test]
+fn flags_win_over_the_environment_which_wins_over_the_config_file() {
+    let server = SimServer::start(SimOptions::default());
+    let sim = &server.sim;
+    sim.add_project(ProjectSpec::new("images/base").file("Dockerfile", "FROM debian\n"));
+    sim.add_project(
+        ProjectSpec::new("apps/m").file("Dockerfile", "FROM mirror.example:5000/images/base:1\n"),
+    );
+    let work = Workdir::new();
+    let cfg = work.write(
+        "config.toml",
+        &format!(
+            "registry = \"wrong.example\"\ndb = \"{}\"\n",
+            work.path("config.db").display()
+        ),
+    );
+    // The environment's registry beats the file's; the environment's database too.
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .env("GITLAB_DEPS_REGISTRY", "mirror.example:5000")
+        .arg("scan")
+        .assert()
+        .success();
+    assert!(!work.path("config.db").exists());
+    let deps = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["deps", "apps/m", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(deps, serde_json::json!(["images/base"]));
+    // A flag beats the environment (and --full re-reads everything).
+    let summary = json(
+        &gitlab_deps(&work, &server.url, Some(&cfg))
+            .env("GITLAB_DEPS_REGISTRY", "mirror.example:5000")
+            .args(["--registry", "other.example", "scan", "--full", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(summary["projects_read"], 2, "{summary}");
+    let deps = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["deps", "apps/m", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(deps, serde_json::json!([]));
+    // Without the environment, the file's database is used.
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .env_remove("GITLAB_DEPS_DB")
+        .args(["list-projects", "--json"])
+        .assert()
+        .success()
+        .stdout("[]\n");
+}
+
+#[test]
+fn warnings_are_listed_with_file_and_line() {
+    let server = instance();
+    let work = Workdir::new();
+    gitlab_deps(&work, &server.url, None)
+        .arg("scan")
+        .assert()
+        .success();
+    let warnings = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["warnings", "--json"])
+            .output()
+            .unwrap(),
+    );
+    let broken = warnings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["project"] == "apps/broken")
+        .cloned()
+        .unwrap_or_else(|| panic!("{warnings}"));
+    assert_eq!(broken["file"], "Dockerfile");
+    assert_eq!(broken["line"], 2);
+    gitlab_deps(&work, &server.url, None)
+        .arg("warnings")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "apps/svc: .gitlab-deps:4: unknown project \"nope/missing\"",
+        ));
+}

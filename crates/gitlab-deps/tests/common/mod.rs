@@ -109,10 +109,22 @@ pub struct Service {
 impl Service {
     /// Starts `serve` and waits for its "serving on" line.
     pub fn start(work: &Workdir, gitlab_url: &str, listen: &str, extra: &[&str]) -> Self {
+        Self::start_with_config(work, gitlab_url, listen, extra, None)
+    }
+
+    /// Like [`Service::start`], with a config file.
+    pub fn start_with_config(
+        work: &Workdir,
+        gitlab_url: &str,
+        listen: &str,
+        extra: &[&str],
+        config: Option<&Path>,
+    ) -> Self {
         use std::io::BufRead;
         let bin = env!("CARGO_BIN_EXE_gitlab-deps");
         let mut child = std::process::Command::new(bin)
             .env_clear()
+            .envs(config.map(|c| ("GITLAB_DEPS_CONFIG", c)))
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", work.dir.path())
             .env("GITLAB_DEPS_URL", gitlab_url)
