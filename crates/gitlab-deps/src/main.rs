@@ -8,9 +8,11 @@ use gitlab_deps::cli::{self, Cli};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let default_level = match cli.global.verbose {
-        0 => "warn",
-        1 => "info",
+    // A service should say what it does; one-shot commands speak only when something is wrong.
+    let serving = matches!(cli.command, cli::Command::Serve(_));
+    let default_level = match (cli.global.verbose, serving) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {

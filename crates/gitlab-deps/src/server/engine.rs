@@ -542,10 +542,19 @@ impl Engine {
                     Some((p, id, attempt))
                 })
                 .collect();
+            // An intent whose creation gave up (GitLab down) is retried sooner than a pipeline
+            // is polled: nothing else will start that project.
+            let intent_after = after.min(30_000);
+            let stuck = |p: &str| {
+                all || cascade
+                    .state(p)
+                    .and_then(|s| s.running.as_ref())
+                    .is_some_and(|r| now - r.started_ms >= intent_after)
+            };
             let intents: Vec<Intent> = cascade
                 .pending_attempts()
                 .into_iter()
-                .filter(|(p, _)| old(p))
+                .filter(|(p, _)| stuck(p))
                 .filter_map(|(p, attempt)| {
                     let r = cascade.state(&p)?.running.as_ref()?;
                     let variables = crate::cascade::variables_for(r);
