@@ -1,7 +1,5 @@
 //! Installs and repairs the gitlab-deps webhook on every known project.
 
-use futures::StreamExt;
-
 use crate::gitlab::{GitLab, GitLabError, HookSpec};
 use crate::store::ProjectRecord;
 
@@ -63,25 +61,31 @@ pub async fn sync_hooks(
     url: &str,
     secret: &str,
 ) -> HookSummary {
-    let spec = hook_spec(url, secret);
+    let spec = std::sync::Arc::new(hook_spec(url, secret));
+    // One task per project, at most 16 at a time (the client bounds requests further).
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = tokio::task::JoinSet::new();
+    for project in projects.iter().cloned() {
+        let (gitlab, spec, permits) = (gitlab.clone(), spec.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let result = sync_one(&gitlab, &project, &spec).await;
+            (project.path, result)
+        });
+    }
     let mut summary = HookSummary::default();
-    let mut results = futures::stream::iter(projects)
-        .map(|p| {
-            let spec = &spec;
-            async move { (p, sync_one(gitlab, p, spec).await) }
-        })
-        .buffer_unordered(16);
-    while let Some((project, result)) = results.next().await {
-        match result {
-            Ok((true, removed)) => {
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok((true, removed)))) => {
                 summary.created += 1;
                 summary.removed_duplicates += removed;
             }
-            Ok((false, removed)) => {
+            Ok((_, Ok((false, removed)))) => {
                 summary.updated += 1;
                 summary.removed_duplicates += removed;
             }
-            Err(e) => summary.failed.push(format!("{}: {e}", project.path)),
+            Ok((path, Err(e))) => summary.failed.push(format!("{path}: {e}")),
+            Err(e) => summary.failed.push(format!("a hook task failed: {e}")),
         }
     }
     summary.failed.sort();

@@ -459,3 +459,28 @@ fn warnings_are_listed_with_file_and_line() {
             "apps/svc: .gitlab-deps:4: unknown project \"nope/missing\"",
         ));
 }
+
+#[test]
+fn a_redirecting_gitlab_url_is_refused_without_following_it() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::MOVED_PERMANENTLY,
+            [(
+                axum::http::header::LOCATION,
+                "http://attacker.invalid/api/v4/projects",
+            )],
+        )
+    });
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    let work = Workdir::new();
+    gitlab_deps(&work, &format!("http://{addr}"), None)
+        .arg("scan")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("redirect"));
+}

@@ -944,19 +944,20 @@ async fn bench_intake(requests: usize, clients: usize, rate: u64) -> anyhow::Res
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()?;
-    // A realistic pipeline event (a status GitLab sends but that changes nothing: `running`).
+    // A realistic pipeline event that the service keeps and applies: a default-branch success of
+    // a project nothing depends on (each one is a change with nothing to rebuild).
     let body = |i: usize| {
         json!({
             "object_kind": "pipeline",
             "object_attributes": {"id": 1_000_000 + i, "iid": i, "ref": "main", "tag": false, "sha": "0".repeat(40),
-                "source": "push", "status": "running", "detailed_status": "running", "stages": ["build"],
+                "source": "push", "status": "success", "detailed_status": "passed", "stages": ["build"],
                 "created_at": "2026-01-02 15:04:05 UTC", "finished_at": null, "duration": null, "variables": []},
             "merge_request": null,
             "user": {"id": 1, "name": "Administrator", "username": "root"},
             "project": {"id": 1, "name": "base", "path_with_namespace": "g/base", "default_branch": "main",
                 "web_url": "http://gitlab.test/g/base"},
             "commit": {"id": "0".repeat(40), "message": "fix openssl", "title": "fix openssl"},
-            "builds": [{"id": i, "stage": "build", "name": "build", "status": "running"}]
+            "builds": [{"id": i, "stage": "build", "name": "build", "status": "success"}]
         })
         .to_string()
     };

@@ -166,11 +166,14 @@ impl ProjectState {
         self.stale.is_some() || self.running.is_some()
     }
 
-    fn already_seen(&self, id: u64, status: PipelineStatus) -> bool {
+    fn already_seen(&self, id: u64, status: PipelineStatus, ours: bool) -> bool {
         // Pipeline ids grow over time, so once the memory is full anything older than its oldest
-        // entry is an old redelivery, not news.
+        // entry is an old redelivery, not news — except our own running pipeline, which may have
+        // started long before newer pipelines of the project finished.
         self.seen.iter().any(|s| s.id == id && s.status == status)
-            || (self.seen.len() >= SEEN_PIPELINES && self.seen.first().is_some_and(|s| id < s.id))
+            || (!ours
+                && self.seen.len() >= SEEN_PIPELINES
+                && self.seen.first().is_some_and(|s| id < s.id))
     }
 
     fn remember(&mut self, id: u64, status: PipelineStatus) {
@@ -198,6 +201,15 @@ impl ProjectState {
     }
 }
 
+/// The fields of a finished pipeline, unpacked from [`Input::PipelineFinished`].
+struct Finished<'a> {
+    pipeline_id: u64,
+    attempt: Option<&'a str>,
+    status: PipelineStatus,
+    reason: Option<String>,
+    created_ms: Option<i64>,
+}
+
 /// An event for the state machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Input {
@@ -214,6 +226,10 @@ pub enum Input {
         status: PipelineStatus,
         /// Failure reason for the log and status page.
         reason: Option<String>,
+        /// When GitLab created the pipeline (Unix ms), if known. A pipeline that is not ours only
+        /// counts as building on fresh upstreams if it was created after the project went stale.
+        #[serde(default)]
+        created_ms: Option<i64>,
     },
     /// The pipeline for an attempt was created (or adopted after a crash).
     PipelineCreated {
@@ -376,6 +392,33 @@ impl Cascade {
         }
     }
 
+    /// Moves a project's state to a new path (the project was renamed or moved: GitLab keeps its
+    /// id). Pending work, running pipelines and failures follow it.
+    pub fn rename(&mut self, from: &str, to: &str) {
+        if from == to {
+            return;
+        }
+        if let Some(state) = self.projects.remove(from) {
+            self.projects.insert(to.to_owned(), state);
+            self.dirty.insert(from.to_owned());
+            self.dirty.insert(to.to_owned());
+        }
+    }
+
+    /// A copy holding only the projects that are stale, running or failed (and the counters):
+    /// everything the status views need, without the idle projects' pipeline memory.
+    pub fn active_copy(&self) -> Self {
+        Self::from_parts(
+            self.projects().map(|(p, s)| (p.to_owned(), s.clone())),
+            self.counters(),
+        )
+    }
+
+    /// Marks projects as changed again (their storage failed and must be retried).
+    pub fn mark_dirty(&mut self, projects: impl IntoIterator<Item = String>) {
+        self.dirty.extend(projects);
+    }
+
     /// The id counters.
     pub fn counters(&self) -> Counters {
         Counters {
@@ -513,13 +556,17 @@ impl Cascade {
                 attempt,
                 status,
                 reason,
+                created_ms,
             } => self.on_finished(
                 graph,
                 &project,
-                pipeline_id,
-                attempt.as_deref(),
-                status,
-                reason,
+                Finished {
+                    pipeline_id,
+                    attempt: attempt.as_deref(),
+                    status,
+                    reason,
+                    created_ms,
+                },
                 now_ms,
                 &mut out,
             ),
@@ -557,21 +604,25 @@ impl Cascade {
         &mut self,
         graph: &DepGraph,
         project: &str,
-        pipeline_id: u64,
-        attempt: Option<&str>,
-        status: PipelineStatus,
-        reason: Option<String>,
+        finished: Finished<'_>,
         now_ms: i64,
         out: &mut Out,
     ) {
+        let Finished {
+            pipeline_id,
+            attempt,
+            status,
+            reason,
+            created_ms,
+        } = finished;
+        let ours = self.is_ours(project, pipeline_id, attempt);
         if self
             .projects
             .get(project)
-            .is_some_and(|s| s.already_seen(pipeline_id, status))
+            .is_some_and(|s| s.already_seen(pipeline_id, status, ours))
         {
             return;
         }
-        let ours = self.is_ours(project, pipeline_id, attempt);
         match (ours, status) {
             (true, PipelineStatus::Success) => {
                 let Some(st) = self.projects.get_mut(project) else {
@@ -641,8 +692,20 @@ impl Cascade {
                         .any(|&u| self.is_blocking(graph.name(u)))
                 });
                 let st = self.projects.entry(project.to_owned()).or_default();
+                // Only a pipeline created after the project went stale built on what made it
+                // stale: a retry of our failed pipeline, or one created later. An older one (or
+                // one of unknown age) leaves it stale.
+                let retry_of_ours = st
+                    .failed
+                    .as_ref()
+                    .is_some_and(|f| f.pipeline_id == Some(pipeline_id));
+                let recent = retry_of_ours
+                    || st
+                        .stale
+                        .as_ref()
+                        .is_some_and(|s| created_ms.is_some_and(|c| c > s.since_ms));
                 st.failed = None;
-                if fresh && st.stale.take().is_some() {
+                if fresh && recent && st.stale.take().is_some() {
                     out.log.push(format!(
                         "{project} no longer stale: built with fresh upstreams"
                     ));

@@ -123,6 +123,8 @@ impl Sim {
             attempt: None,
             status: PipelineStatus::Success,
             reason: None,
+            // Created now: after every cause recorded so far.
+            created_ms: Some(self.now + 1),
         });
     }
 
@@ -163,6 +165,7 @@ impl Sim {
             attempt,
             status,
             reason: None,
+            created_ms: None,
         });
     }
 

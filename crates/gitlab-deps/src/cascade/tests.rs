@@ -55,6 +55,8 @@ impl H {
             attempt: None,
             status: PipelineStatus::Success,
             reason: None,
+            // Created now, after everything recorded so far.
+            created_ms: Some(self.now + 1),
         })
     }
 
@@ -93,6 +95,7 @@ impl H {
             attempt: Some(attempt),
             status,
             reason: None,
+            created_ms: None,
         };
         self.apply(input.clone());
         input
@@ -331,6 +334,7 @@ fn failure_not_ours_changes_nothing() {
         attempt: None,
         status: PipelineStatus::Failed,
         reason: Some("boom".into()),
+        created_ms: None,
     });
     assert!(a.is_noop());
     assert_eq!(h.c, Cascade::new());
@@ -396,6 +400,7 @@ fn redeliveries_are_noops() {
         attempt: None,
         status: PipelineStatus::Success,
         reason: None,
+        created_ms: None,
     };
     h.apply(change.clone());
     let before = h.c.clone();
@@ -445,6 +450,7 @@ fn old_redelivery_beyond_memory_is_ignored() {
             attempt: None,
             status: PipelineStatus::Success,
             reason: None,
+            created_ms: None,
         });
     }
     assert_eq!(h.st("a").seen.len(), SEEN_PIPELINES);
@@ -455,6 +461,7 @@ fn old_redelivery_beyond_memory_is_ignored() {
         attempt: None,
         status: PipelineStatus::Success,
         reason: None,
+        created_ms: None,
     });
     assert!(a.is_noop());
     assert_eq!(h.c, before);
@@ -474,6 +481,7 @@ fn retried_pipeline_same_id_new_status_counts() {
         attempt: Some("a-1".into()),
         status: PipelineStatus::Success,
         reason: None,
+        created_ms: None,
     });
     assert!(!a.is_noop());
     assert!(!h.failed("b") && !h.stale("b"));
@@ -496,6 +504,7 @@ fn adoption_by_attempt_before_created_event() {
         attempt: Some("a-1".into()),
         status: PipelineStatus::Success,
         reason: None,
+        created_ms: None,
     });
     assert!(!h.running("b") && !h.stale("b"));
     let late = h.apply(Input::PipelineCreated {
@@ -759,4 +768,80 @@ fn plan_matches_cascade_waves_on_diamond() {
     let plan = h.g.plan(&["img/base"]);
     h.change("img/base");
     assert_eq!(h.drain(), plan);
+}
+
+#[test]
+fn a_pipeline_created_before_the_change_does_not_count_as_a_rebuild() {
+    let mut h = H::new(&[("a", "b"), ("b", "c")]);
+    h.change("a");
+    h.dispatch_with(
+        Throttle {
+            max_running: 0,
+            can_create: 0,
+        },
+        &never,
+    );
+    assert!(h.stale("b"));
+    // A push pipeline of b that started before a changed finishes now: it built on the old a.
+    h.apply(Input::PipelineFinished {
+        project: "b".into(),
+        pipeline_id: 900,
+        attempt: None,
+        status: PipelineStatus::Success,
+        reason: None,
+        created_ms: Some(0),
+    });
+    assert!(h.stale("b"), "b must still be rebuilt on the new a");
+    // Without a creation time it is not trusted either.
+    h.apply(Input::PipelineFinished {
+        project: "b".into(),
+        pipeline_id: 901,
+        attempt: None,
+        status: PipelineStatus::Success,
+        reason: None,
+        created_ms: None,
+    });
+    assert!(h.stale("b"));
+}
+
+#[test]
+fn our_long_pipeline_is_recognised_after_many_newer_ones() {
+    let mut h = H::new(&[("a", "b")]);
+    h.change("a");
+    assert_eq!(h.dispatch(), vec!["b"]);
+    // Twenty pipelines of b that are not ours finish while ours still runs (higher ids).
+    for pid in 1000..1020 {
+        h.apply(Input::PipelineFinished {
+            project: "b".into(),
+            pipeline_id: pid,
+            attempt: None,
+            status: PipelineStatus::Failed,
+            reason: None,
+            created_ms: None,
+        });
+        h.apply(Input::PipelineFinished {
+            project: "b".into(),
+            pipeline_id: pid + 100,
+            attempt: None,
+            status: PipelineStatus::Success,
+            reason: None,
+            created_ms: Some(0),
+        });
+    }
+    assert!(h.st("b").running.is_some());
+    h.succeed("b");
+    assert!(h.st("b").running.is_none(), "our final event was dropped");
+}
+
+#[test]
+fn a_renamed_project_keeps_its_pending_work() {
+    let mut h = H::new(&[("a", "b"), ("b", "c")]);
+    h.change("a");
+    assert_eq!(h.dispatch(), vec!["b"]);
+    h.c.take_dirty();
+    h.c.rename("b", "renamed/b");
+    let dirty: Vec<String> = h.c.take_dirty().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(dirty, ["b", "renamed/b"]);
+    assert!(h.c.state("b").is_none());
+    assert!(h.c.state("renamed/b").is_some_and(|s| s.running.is_some()));
 }

@@ -206,16 +206,22 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             bail!("--sync-hooks needs --public-url (how GitLab reaches this service)");
         };
         let secret = secret.clone().unwrap_or_default();
-        let summary = sync_hooks(&gitlab, &projects, &format!("{url}/hooks/gitlab"), &secret).await;
-        tracing::info!(
-            created = summary.created,
-            updated = summary.updated,
-            failed = summary.failed.len(),
-            "webhooks synced"
-        );
-        for f in &summary.failed {
-            tracing::warn!("webhook not installed: {f}");
-        }
+        let gitlab = gitlab.clone();
+        // In the background: on a large instance this takes minutes, and webhooks must be
+        // answered meanwhile.
+        tokio::spawn(async move {
+            let summary =
+                sync_hooks(&gitlab, &projects, &format!("{url}/hooks/gitlab"), &secret).await;
+            tracing::info!(
+                created = summary.created,
+                updated = summary.updated,
+                failed = summary.failed.len(),
+                "webhooks synced"
+            );
+            for f in &summary.failed {
+                tracing::warn!("webhook not installed: {f}");
+            }
+        });
     }
     println!("gitlab-deps serving on http://{addr} (webhooks: POST http://{addr}/hooks/gitlab)");
     let _ = std::io::stdout().flush();

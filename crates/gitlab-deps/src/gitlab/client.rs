@@ -66,6 +66,9 @@ impl GitLab {
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("gitlab-deps/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(options.concurrency.max(1) * 2)
+            // reqwest keeps custom headers such as PRIVATE-TOKEN across redirects to other hosts:
+            // follow none, and report a redirect as the error it is.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| GitLabError::Network {
                 what: "set up the HTTP client".into(),
@@ -306,7 +309,7 @@ impl GitLab {
         .await
     }
 
-    /// The newest pipelines of a project on a ref (one page, newest first).
+    /// The newest pipelines created through the API on a ref (one page, newest first).
     pub async fn recent_pipelines(
         &self,
         project_id: u64,
@@ -317,6 +320,7 @@ impl GitLab {
         let mut url = self.url(&format!("projects/{project_id}/pipelines"))?;
         url.query_pairs_mut()
             .append_pair("ref", git_ref)
+            .append_pair("source", "api")
             .append_pair("order_by", "id")
             .append_pair("sort", "desc")
             .append_pair("per_page", &per_page.to_string());
@@ -409,6 +413,14 @@ pub(super) async fn decode<T: DeserializeOwned>(
 
 fn permanent(status: StatusCode, what: &str, message: String) -> GitLabError {
     let what = what.to_owned();
+    if status.is_redirection() {
+        return GitLabError::Rejected {
+            what,
+            status,
+            message: "GitLab answered with a redirect: check --gitlab-url (https, the exact host, the path)"
+                .to_owned(),
+        };
+    }
     match status {
         StatusCode::UNAUTHORIZED => GitLabError::Unauthorized { what },
         StatusCode::FORBIDDEN => GitLabError::Forbidden { what, message },

@@ -64,6 +64,9 @@ pub struct Pipeline {
     /// Web address.
     #[serde(default)]
     pub web_url: Option<String>,
+    /// Creation time (ISO 8601).
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 /// A CI variable as returned by `GET /projects/:id/pipelines/:id/variables`.

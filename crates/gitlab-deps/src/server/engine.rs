@@ -48,6 +48,16 @@ pub struct EngineOptions {
     pub watched_files: Vec<String>,
 }
 
+/// How a creation task was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// Fresh from dispatch; the engine already claimed the attempt.
+    Claimed,
+    /// Resolving an old intent (after a crash or an outage): claim it, and look for an existing
+    /// pipeline before creating one.
+    Recover,
+}
+
 /// A pipeline creation to resolve: project, attempt, variables.
 type Intent = (String, String, Vec<(String, String)>);
 
@@ -150,6 +160,12 @@ impl Engine {
             .clone()
     }
 
+    /// True when a push may have changed a project's dependency files on its default branch.
+    pub fn push_matters(&self, push: &super::payload::PushEvent) -> bool {
+        let watched: Vec<&str> = self.opts.watched_files.iter().map(String::as_str).collect();
+        push.touches(&watched)
+    }
+
     /// Wakes the engine loop (after an event was logged).
     pub fn notify(&self) {
         self.wake.notify_one();
@@ -157,16 +173,18 @@ impl Engine {
 
     /// A copy of the current state.
     pub async fn snapshot(&self) -> Snapshot {
-        let cascade = self.cascade.lock().await.clone();
+        // Only what is not idle: idle projects keep a small pipeline memory each, and copying all
+        // of them for every status request would cost O(projects).
+        let cascade = self.cascade.lock().await.active_copy();
         let records = self.records();
+        let web_urls = cascade
+            .projects()
+            .filter_map(|(p, _)| Some((p.to_owned(), records.by_path.get(p)?.web_url.clone())))
+            .collect();
         Snapshot {
             cascade,
             graph: self.graph(),
-            web_urls: records
-                .by_path
-                .iter()
-                .map(|(p, r)| (p.clone(), r.web_url.clone()))
-                .collect(),
+            web_urls,
         }
     }
 
@@ -250,23 +268,41 @@ impl Engine {
             if !changes.is_empty() || last.is_some() {
                 // The intent to create each pipeline is durable before any is created.
                 let counters = serde_json::to_string(&cascade.counters())?;
-                self.store.commit_cascade(&changes, &counters, last)?;
+                if let Err(e) = self.store.commit_cascade(&changes, &counters, last) {
+                    // Keep the changes for the next commit; the events stay unprocessed and the
+                    // intents unperformed (the reconciler resolves them if nothing else does).
+                    cascade.mark_dirty(changes.into_iter().map(|(p, _)| p));
+                    return Err(e);
+                }
+            }
+            // Claimed before the lock is released, so the reconciler never starts a second
+            // creation of the same attempt.
+            {
+                let mut claimed = lock(&self.in_flight);
+                for Action::CreatePipeline { attempt, .. } in &actions {
+                    claimed.insert(attempt.clone());
+                }
             }
             self.metrics.observe(&cascade);
             drop(cascade);
-            for line in &log {
-                tracing::info!("{line}");
-            }
-            self.store.log_activity(now, &log)?;
-            self.metrics.events_processed.inc_by(events.len() as u64);
             for action in actions {
                 let Action::CreatePipeline {
                     project,
                     attempt,
                     variables,
                 } = action;
-                tokio::spawn(self.clone().create(project, attempt, variables, false));
+                tokio::spawn(
+                    self.clone()
+                        .create(project, attempt, variables, Claim::Claimed),
+                );
             }
+            for line in &log {
+                tracing::info!("{line}");
+            }
+            if let Err(e) = self.store.log_activity(now, &log) {
+                tracing::warn!("cannot write the activity log: {e}");
+            }
+            self.metrics.events_processed.inc_by(events.len() as u64);
             for project in rescans {
                 self.clone().spawn_rescan(project);
             }
@@ -323,6 +359,7 @@ impl Engine {
                     attempt: p.variable(VAR_ATTEMPT).map(str::to_owned),
                     status,
                     reason: Some(format!("pipeline #{} {}", p.pipeline_id, p.status)),
+                    created_ms: p.created_ms,
                 }]
             }
             HookEvent::Push(push) => {
@@ -383,11 +420,12 @@ impl Engine {
         project: String,
         attempt: String,
         variables: Vec<(String, String)>,
-        adopt_first: bool,
+        claim: Claim,
     ) {
-        if !lock(&self.in_flight).insert(attempt.clone()) {
+        if claim == Claim::Recover && !lock(&self.in_flight).insert(attempt.clone()) {
             return;
         }
+        let adopt_first = claim == Claim::Recover;
         let outcome = self
             .create_or_adopt(&project, &attempt, &variables, adopt_first)
             .await;
@@ -442,6 +480,9 @@ impl Engine {
                         return Ok(Some(id));
                     }
                     Ok(None) => {}
+                    Err(e) if !e.is_transient() => {
+                        return Err(format!("cannot check for an existing pipeline: {e}"));
+                    }
                     Err(e) => {
                         tracing::warn!("{project}: cannot look for attempt {attempt}: {e}");
                         tokio::time::sleep(backoff).await;
@@ -459,7 +500,15 @@ impl Engine {
                     self.metrics.pipelines_created.inc();
                     return Ok(Some(p.id));
                 }
-                Err(e) if e.is_transient() => {
+                // A lost or garbled answer, an outage, or a token being rotated: the pipeline may
+                // or may not exist, so look before trying again.
+                Err(e)
+                    if e.is_transient()
+                        || matches!(
+                            e,
+                            GitLabError::Decode { .. } | GitLabError::Unauthorized { .. }
+                        ) =>
+                {
                     tracing::warn!(
                         "{project}: creating a pipeline failed, will check and retry: {e}"
                     );
@@ -479,17 +528,28 @@ impl Engine {
         branch: &str,
         attempt: &str,
     ) -> Result<Option<u64>, GitLabError> {
-        let recent = self.gitlab.recent_pipelines(project_id, branch, 20).await?;
+        let recent = self
+            .gitlab
+            .recent_pipelines(project_id, branch, 100)
+            .await?;
         for p in recent
             .iter()
             .filter(|p| p.source.as_deref().is_none_or(|s| s == "api"))
         {
-            let variables = self.gitlab.pipeline_variables(project_id, p.id).await?;
-            if variables
-                .iter()
-                .any(|v| v.key == VAR_ATTEMPT && v.value == attempt)
-            {
-                return Ok(Some(p.id));
+            match self.gitlab.pipeline_variables(project_id, p.id).await {
+                Ok(variables) => {
+                    if variables
+                        .iter()
+                        .any(|v| v.key == VAR_ATTEMPT && v.value == attempt)
+                    {
+                        return Ok(Some(p.id));
+                    }
+                }
+                // One unreadable pipeline (deleted meanwhile, say) says nothing about the others.
+                Err(e) if !e.is_transient() => {
+                    tracing::debug!("skipping pipeline #{}: {e}", p.id);
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(None)
@@ -587,9 +647,31 @@ impl Engine {
                                     "pipeline #{pipeline_id} {} (polled)",
                                     p.status
                                 )),
+                                created_ms: p
+                                    .created_at
+                                    .as_deref()
+                                    .and_then(crate::util::parse_timestamp_ms),
                             },
                         );
                     }
+                }
+                // Deleted (by hand or by retention): it will never finish, so it must not hold
+                // its project and everything below it forever.
+                Err(GitLabError::NotFound { .. }) => {
+                    tracing::warn!(
+                        "{project}: pipeline #{pipeline_id} is gone; counting it as canceled"
+                    );
+                    self.enqueue(
+                        &format!("poll:{pipeline_id}:gone"),
+                        &Input::PipelineFinished {
+                            project,
+                            pipeline_id,
+                            attempt: Some(attempt),
+                            status: PipelineStatus::Canceled,
+                            reason: Some(format!("pipeline #{pipeline_id} was deleted")),
+                            created_ms: None,
+                        },
+                    );
                 }
                 Err(e) => tracing::warn!("{project}: cannot poll pipeline #{pipeline_id}: {e}"),
             }
@@ -598,7 +680,10 @@ impl Engine {
             if lock(&self.in_flight).contains(&attempt) {
                 continue;
             }
-            tokio::spawn(self.clone().create(project, attempt, variables, true));
+            tokio::spawn(
+                self.clone()
+                    .create(project, attempt, variables, Claim::Recover),
+            );
         }
     }
 
@@ -621,18 +706,34 @@ impl Engine {
     }
 
     async fn after_scan(&self) {
+        let before = self.records();
         if let Err(e) = self.reload() {
             tracing::error!("cannot reload the graph: {e}");
             return;
         }
+        let after = self.records();
         let graph = self.graph();
-        let gone = self.cascade.lock().await.prune(&graph);
+        let mut cascade = self.cascade.lock().await;
+        // A renamed or moved project keeps its id: its pending work follows it instead of being
+        // pruned (which would unblock what waits for it and forget its running pipeline).
+        for (id, old_path) in &before.path_by_id {
+            if let Some(new_path) = after.path_by_id.get(id)
+                && new_path != old_path
+                && cascade.state(old_path).is_some()
+            {
+                tracing::info!("{old_path} is now {new_path}; its pending work follows it");
+                cascade.rename(old_path, new_path);
+            }
+        }
+        let gone = cascade.prune(&graph);
+        drop(cascade);
         if !gone.is_empty() {
             tracing::info!(
                 "dropped pending work of projects that left the graph: {}",
                 gone.join(", ")
             );
         }
+        // The next engine step persists the renames and removals.
         self.notify();
     }
 

@@ -49,6 +49,8 @@ pub struct PipelineEvent {
     pub variables: Vec<(String, String)>,
     /// True for a merge request pipeline.
     pub merge_request: bool,
+    /// When GitLab created the pipeline (Unix ms), if the payload says.
+    pub created_ms: Option<i64>,
 }
 
 impl PipelineEvent {
@@ -67,8 +69,11 @@ impl PipelineEvent {
 
     /// The final status, if the pipeline has one.
     pub fn final_status(&self) -> Option<&str> {
-        matches!(self.status.as_str(), "success" | "failed" | "canceled")
-            .then_some(self.status.as_str())
+        matches!(
+            self.status.as_str(),
+            "success" | "failed" | "canceled" | "skipped"
+        )
+        .then_some(self.status.as_str())
     }
 
     /// A CI variable's value.
@@ -133,6 +138,8 @@ struct RawPipelineAttributes {
     status: String,
     #[serde(default)]
     variables: Vec<RawVariable>,
+    #[serde(default)]
+    created_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +171,16 @@ struct RawPush {
     total_commits_count: Option<usize>,
 }
 
+/// Webhook times look like `2026-01-02 15:04:05 UTC`; API times are ISO 8601.
+fn hook_time_ms(text: &str) -> Option<i64> {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    match time::PrimitiveDateTime::parse(text, format) {
+        Ok(t) => Some((t.assume_utc().unix_timestamp_nanos() / 1_000_000) as i64),
+        Err(_) => crate::util::parse_timestamp_ms(text),
+    }
+}
+
 /// Decodes a body by its `X-Gitlab-Event` kind. `Ok(None)` for kinds we ignore.
 pub fn parse(kind: &str, body: &[u8]) -> Result<Option<HookEvent>, PayloadError> {
     match kind {
@@ -185,6 +202,7 @@ pub fn parse(kind: &str, body: &[u8]) -> Result<Option<HookEvent>, PayloadError>
                 status: a.status,
                 variables: a.variables.into_iter().map(|v| (v.key, v.value)).collect(),
                 merge_request: raw.merge_request.is_some_and(|m| !m.is_null()),
+                created_ms: a.created_at.as_deref().and_then(hook_time_ms),
             })))
         }
         "Push Hook" => {
@@ -269,6 +287,13 @@ mod tests {
         let e = event(&pipeline("api", "main", false, false, "running"));
         assert_eq!(e.final_status(), None);
         assert_eq!(e.variable("GITLAB_DEPS_ATTEMPT"), Some("a-1"));
+    }
+
+    #[test]
+    fn creation_times_parse_in_both_formats() {
+        assert_eq!(hook_time_ms("1970-01-01 00:00:02 UTC"), Some(2000));
+        assert_eq!(hook_time_ms("1970-01-01T00:00:02.5Z"), Some(2500));
+        assert_eq!(hook_time_ms("soon"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::payload;
+use super::payload::{self, HookEvent};
 use crate::store::NewEvent;
 
 const KINDS: [&str; 2] = ["Pipeline Hook", "Push Hook"];
@@ -56,10 +56,23 @@ pub(crate) async fn receive(
         metrics.webhook("other", "ignored");
         return (StatusCode::OK, format!("ignored: {kind}\n"));
     };
-    if let Err(e) = payload::parse(kind, &body) {
-        metrics.webhook(kind, "malformed");
-        tracing::warn!("rejected a webhook: {e}");
-        return (StatusCode::BAD_REQUEST, format!("{e}\n"));
+    let relevant = match payload::parse(kind, &body) {
+        Err(e) => {
+            metrics.webhook(kind, "malformed");
+            tracing::warn!("rejected a webhook: {e}");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
+        // Only final default-branch pipelines and pushes touching dependency files matter; the
+        // rest (every intermediate status, every branch) is acknowledged without being stored.
+        Ok(Some(HookEvent::Pipeline(p))) => {
+            p.final_status().is_some() && p.is_default_branch_build()
+        }
+        Ok(Some(HookEvent::Push(push))) => state.engine.push_matters(&push),
+        Ok(None) => false,
+    };
+    if !relevant {
+        metrics.webhook(kind, "ignored");
+        return (StatusCode::OK, "ignored: nothing to do\n".into());
     }
     let Ok(text) = std::str::from_utf8(&body) else {
         metrics.webhook(kind, "malformed");
