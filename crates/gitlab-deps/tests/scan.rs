@@ -484,3 +484,41 @@ fn a_redirecting_gitlab_url_is_refused_without_following_it() {
         .failure()
         .stderr(predicate::str::contains("redirect"));
 }
+
+#[test]
+fn past_the_count_limit_the_listing_switches_to_keyset_pagination() {
+    // GitLab omits the totals past 10,000 rows; the simulator does past 50 here.
+    let server = SimServer::start(SimOptions {
+        count_limit: 50,
+        ..SimOptions::default()
+    });
+    for i in 0..250 {
+        server.sim.add_project(
+            ProjectSpec::new(format!("many/p{i:03}")).file("Dockerfile", "FROM debian\n"),
+        );
+    }
+    let work = Workdir::new();
+    let summary = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["scan", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(summary["projects_seen"], 250, "{summary}");
+    assert!(
+        server.sim.requests().iter().any(|r| r
+            .query
+            .as_deref()
+            .is_some_and(|q| q.contains("pagination=keyset"))),
+        "keyset pagination was not used"
+    );
+    // A group listing past the limit follows X-Next-Page instead.
+    let work = Workdir::new();
+    let summary = json(
+        &gitlab_deps(&work, &server.url, None)
+            .args(["scan", "--group", "many", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(summary["projects_seen"], 250, "{summary}");
+}

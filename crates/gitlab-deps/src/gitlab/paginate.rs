@@ -122,7 +122,9 @@ impl GitLab {
                 let mut next = Some(url);
                 while let Some(url) = next.take() {
                     let response = self.send(Method::GET, url, None, &what).await?;
-                    next = link_next(response.headers());
+                    // GitLab builds links from its external_url, which may differ from the URL we
+                    // were given (a proxy, http vs https): keep our origin, take its path and query.
+                    next = link_next(response.headers()).map(|link| self.same_origin(&link));
                     let projects: Vec<Project> = decode(response, &what).await?;
                     if tx.send(Ok(projects)).await.is_err() {
                         return Ok(());
@@ -162,6 +164,16 @@ fn header_u32(headers: &HeaderMap, name: &str) -> Option<u32> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
+}
+
+impl GitLab {
+    /// `link` with the scheme, host and port of the configured API URL.
+    fn same_origin(&self, link: &Url) -> Url {
+        let mut url = self.api_url().clone();
+        url.set_path(link.path());
+        url.set_query(link.query());
+        url
+    }
 }
 
 /// `X-Next-Page`, empty on the last page.
