@@ -334,11 +334,7 @@ impl Scanner {
     /// Re-reads one project now (after a push changed its files), then re-resolves the graph.
     pub async fn rescan_project(&self, path: &str) -> Result<(), ScanError> {
         let project = self.gitlab.project(path).await?;
-        let stored = self
-            .store
-            .projects()?
-            .into_iter()
-            .find(|r| r.id == project.id);
+        let stored = self.store.project(project.id)?;
         let (_, outcome) = self.handle(project, stored.as_ref(), true).await;
         match outcome {
             Outcome::Read(scan) => self.store.save_scans(&[scan])?,

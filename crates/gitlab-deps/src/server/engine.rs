@@ -28,6 +28,8 @@ const BATCH: usize = 512;
 const EVENT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Store key holding the time of the last complete scan (written by [`crate::scan`]).
 const SCAN_STAMP: &str = crate::scan::LAST_SCAN_KEY;
+/// Attempts to rescan a project after a push before leaving it to the scheduled rescan.
+const RESCAN_TRIES: u32 = 3;
 /// Attempts to create one pipeline before leaving it to the reconciler.
 const CREATE_TRIES: u32 = 6;
 
@@ -87,7 +89,8 @@ pub struct Engine {
     cascade: tokio::sync::Mutex<Cascade>,
     wake: Notify,
     in_flight: Mutex<HashSet<String>>,
-    rescanning: Mutex<HashSet<String>>,
+    /// Projects being rescanned; `true` when another push arrived meanwhile (scan once more).
+    rescanning: Mutex<HashMap<String, bool>>,
     created_at: Mutex<VecDeque<Instant>>,
     /// Prometheus metrics.
     pub metrics: Metrics,
@@ -119,7 +122,7 @@ impl Engine {
             cascade: tokio::sync::Mutex::new(cascade),
             wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
-            rescanning: Mutex::new(HashSet::new()),
+            rescanning: Mutex::new(HashMap::new()),
             created_at: Mutex::new(VecDeque::new()),
             metrics: Metrics::new(),
         };
@@ -691,16 +694,41 @@ impl Engine {
         let Some(scanner) = self.scanner.clone() else {
             return;
         };
-        if !lock(&self.rescanning).insert(project.clone()) {
-            return;
+        {
+            let mut rescanning = lock(&self.rescanning);
+            if let Some(again) = rescanning.get_mut(&project) {
+                // The running rescan may have read the files before this push.
+                *again = true;
+                return;
+            }
+            rescanning.insert(project.clone(), false);
         }
         tokio::spawn(async move {
-            tracing::info!("{project}: its dependency files changed, rescanning it");
-            let result = scanner.rescan_project(&project).await;
-            lock(&self.rescanning).remove(&project);
-            match result {
-                Ok(()) => self.after_scan().await,
-                Err(e) => tracing::warn!("{project}: rescan failed: {e}"),
+            loop {
+                tracing::info!("{project}: its dependency files changed, rescanning it");
+                let mut delay = Duration::from_secs(2);
+                for attempt in 1..=RESCAN_TRIES {
+                    match scanner.rescan_project(&project).await {
+                        Ok(()) => {
+                            self.after_scan().await;
+                            break;
+                        }
+                        Err(e) if attempt < RESCAN_TRIES => {
+                            tracing::warn!("{project}: rescan failed, trying again: {e}");
+                            tokio::time::sleep(delay).await;
+                            delay *= 4;
+                        }
+                        // The scheduled full rescan catches up later.
+                        Err(e) => tracing::warn!("{project}: rescan failed: {e}"),
+                    }
+                }
+                let mut rescanning = lock(&self.rescanning);
+                if rescanning.get(&project) == Some(&true) {
+                    rescanning.insert(project.clone(), false);
+                } else {
+                    rescanning.remove(&project);
+                    return;
+                }
             }
         });
     }

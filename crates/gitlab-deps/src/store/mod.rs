@@ -206,6 +206,8 @@ pub struct StoredEvent {
 pub trait Store: Send + Sync {
     /// Every known project.
     fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError>;
+    /// One project by GitLab id.
+    fn project(&self, id: u64) -> Result<Option<ProjectRecord>, StoreError>;
     /// Replaces the data of each project (metadata, references, file warnings), each atomically.
     fn save_scans(&self, scans: &[ProjectScan]) -> Result<(), StoreError>;
     /// Updates listing metadata (path, branch, URLs, activity, checked time) without touching references.

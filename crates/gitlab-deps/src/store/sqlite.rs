@@ -101,6 +101,21 @@ fn upsert_record(tx: &rusqlite::Transaction<'_>, r: &ProjectRecord) -> Result<()
     Ok(())
 }
 
+const PROJECT_COLUMNS: &str = "SELECT id, path, default_branch, web_url, registry_prefix, last_activity_at, head_sha, checked_at_ms FROM projects";
+
+fn read_project(row: &rusqlite::Row<'_>) -> rusqlite::Result<ProjectRecord> {
+    Ok(ProjectRecord {
+        id: row.get::<_, i64>(0)? as u64,
+        path: row.get(1)?,
+        default_branch: row.get(2)?,
+        web_url: row.get(3)?,
+        registry_prefix: row.get(4)?,
+        last_activity_at: row.get(5)?,
+        head_sha: row.get(6)?,
+        checked_at_ms: row.get(7)?,
+    })
+}
+
 fn read_warning(row: &rusqlite::Row<'_>) -> rusqlite::Result<Warning> {
     Ok(Warning {
         project: row.get(0)?,
@@ -113,23 +128,15 @@ fn read_warning(row: &rusqlite::Row<'_>) -> rusqlite::Result<Warning> {
 impl Store for SqliteStore {
     fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, path, default_branch, web_url, registry_prefix, last_activity_at, head_sha, checked_at_ms
-             FROM projects ORDER BY path",
-        )?;
-        let rows = stmt.query_map([], |row| {
-            Ok(ProjectRecord {
-                id: row.get::<_, i64>(0)? as u64,
-                path: row.get(1)?,
-                default_branch: row.get(2)?,
-                web_url: row.get(3)?,
-                registry_prefix: row.get(4)?,
-                last_activity_at: row.get(5)?,
-                head_sha: row.get(6)?,
-                checked_at_ms: row.get(7)?,
-            })
-        })?;
+        let mut stmt = conn.prepare_cached(&format!("{PROJECT_COLUMNS} ORDER BY path"))?;
+        let rows = stmt.query_map([], read_project)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn project(&self, id: u64) -> Result<Option<ProjectRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("{PROJECT_COLUMNS} WHERE id = ?1"))?;
+        Ok(stmt.query_row([id as i64], read_project).optional()?)
     }
 
     fn save_scans(&self, scans: &[ProjectScan]) -> Result<(), StoreError> {
@@ -476,7 +483,9 @@ mod tests {
         s.save_scans(&[scan(1, "g/a", &["x"])]).unwrap();
         s.update_records(&[record(1, "g/renamed")]).unwrap();
         assert_eq!(s.references().unwrap()[0].0, "g/renamed");
+        assert_eq!(s.project(1).unwrap().unwrap().path, "g/renamed");
         s.remove_projects(&[1]).unwrap();
+        assert!(s.project(1).unwrap().is_none());
         assert!(s.references().unwrap().is_empty());
         assert!(s.projects().unwrap().is_empty());
     }
