@@ -284,6 +284,7 @@ impl PathPatterns {
 #[derive(Debug, Clone, Default)]
 pub struct BuildArgs {
     rules: Vec<(Glob, globset::GlobMatcher, BTreeMap<String, String>)>,
+    table: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl BuildArgs {
@@ -308,7 +309,15 @@ impl BuildArgs {
             let g = glob.glob();
             (g.contains(['*', '?', '[', '{']) as u8 ^ 1, g.to_owned())
         });
-        Ok(Self { rules })
+        Ok(Self {
+            rules,
+            table: table.clone(),
+        })
+    }
+
+    /// A stable text of the settings, to notice when they change between scans.
+    pub fn fingerprint(&self) -> String {
+        serde_json::to_string(&self.table).unwrap_or_default()
     }
 
     /// The ARG overrides for one project.

@@ -89,9 +89,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     );
 
     let db = std::env::temp_dir().join(format!("gitlab-deps-demo-{}.db", std::process::id()));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
+    remove_db(&db);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
     let base_url = Url::parse(&format!("{sim_url}/"))?;
     let gitlab = GitLab::new(GitLabOptions {
@@ -196,7 +194,16 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         });
     }
     let _ = server_task.await;
+    drop(store);
+    remove_db(&db);
     Ok(report)
+}
+
+/// Removes the demo's database and its WAL files.
+fn remove_db(db: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
 }
 
 /// Prints each project's state changes until the cascade is quiet.

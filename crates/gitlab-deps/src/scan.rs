@@ -357,8 +357,11 @@ impl Scanner {
 
     /// What the stored references depend on besides the files: a change forces a full re-read.
     fn fingerprint(&self) -> String {
-        format!("v1|{}", self.settings.dockerfiles.join(","))
-            + &format!("|{:?}", self.settings.build_args)
+        format!(
+            "v1|{}|{}",
+            self.settings.dockerfiles.join(","),
+            self.settings.build_args.fingerprint()
+        )
     }
 
     async fn handle(

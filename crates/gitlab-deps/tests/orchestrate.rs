@@ -635,3 +635,25 @@ fn the_rate_limit_queues_creations() {
     let created = ours(sim, "images/ruby").len() + ours(sim, "images/tools").len();
     assert_eq!(created, 1);
 }
+
+#[test]
+fn a_queued_rebuild_goes_through_the_service() {
+    let s = setup(SimOptions::default(), &[]);
+    let sim = s.sim();
+    gitlab_deps(&s.work, &s.server.url, None)
+        .args(["rebuild", "images/ruby", "--queue"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("Queued"));
+    wait_until(60, "z built", || succeeded(sim, "apps/z", 1));
+    wait_until(30, "nothing pending", || settled(&s));
+    // The service created ruby's pipeline itself, then app and z, once each.
+    for project in ["images/ruby", "apps/app", "apps/z"] {
+        assert_eq!(ours(sim, project).len(), 1, "{project}");
+    }
+    assert!(ours(sim, "images/tools").is_empty());
+    assert_eq!(
+        var(&ours(sim, "apps/app")[0], "GITLAB_DEPS_ROOT"),
+        Some("images/ruby")
+    );
+}

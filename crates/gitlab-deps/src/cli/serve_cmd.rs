@@ -60,6 +60,10 @@ pub struct RebuildArgs {
     /// Only print what would be rebuilt, in order
     #[arg(long)]
     pub dry_run: bool,
+    /// Let the running service start it, after any pending work above it and within its throttle
+    /// (instead of starting a pipeline now)
+    #[arg(long, conflicts_with = "dry_run")]
+    pub queue: bool,
 }
 
 /// `cancel`.
@@ -273,6 +277,18 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
     if args.dry_run {
         println!("Would start a pipeline for {project} now.");
         super::query::print_plan(&[project.as_str()], &waves);
+        return Ok(());
+    }
+    if args.queue {
+        server::enqueue_operator_input(
+            store.as_ref(),
+            &Input::Rebuild {
+                project: project.clone(),
+            },
+        )?;
+        println!(
+            "Queued a rebuild of {project} and what is built on it: the running service starts it once nothing above it is pending."
+        );
         return Ok(());
     }
     let record = store
