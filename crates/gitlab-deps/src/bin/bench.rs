@@ -645,6 +645,56 @@ fn bench_plan(n: usize, runs: usize, seed: u64) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Orchestration benchmarks.
 
+/// A scanned simulated instance with the real engine on top (not yet serving).
+struct ScannedService {
+    engine: Arc<gitlab_deps::server::Engine>,
+    summary: ScanSummary,
+    _dir: TempDir,
+}
+
+impl ScannedService {
+    async fn new(sim: &Sim, url: &str, max_running: usize) -> anyhow::Result<Self> {
+        use gitlab_deps::server::{Engine, EngineOptions};
+        let dir = TempDir::new()?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("deps.db"))?);
+        let base = Url::parse(&format!("{url}/"))?;
+        let gitlab = GitLab::new(GitLabOptions {
+            base_url: base.clone(),
+            token: sim.token(),
+            concurrency: 8,
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        })?;
+        let summary = Scanner::new(
+            gitlab.clone(),
+            Arc::clone(&store),
+            ScanSettings::from_file(&ScanFileConfig::default())?,
+            base,
+            None,
+        )
+        .scan(&ScanRequest::default(), &NoProgress)
+        .await?;
+        let engine = Arc::new(Engine::new(
+            store,
+            gitlab,
+            None,
+            EngineOptions {
+                max_running,
+                max_per_minute: None,
+                exclude: gitlab_deps::config::PathPatterns::new("exclude", &[])?,
+                reconcile_after: Duration::from_secs(600),
+                rescan_every: None,
+                watched_files: Vec::new(),
+            },
+        )?);
+        Ok(Self {
+            engine,
+            summary,
+            _dir: dir,
+        })
+    }
+}
+
 /// A cascade through the real engine and server: sim pipelines deliver webhooks over HTTP.
 async fn bench_cascade(
     projects: usize,
@@ -652,7 +702,7 @@ async fn bench_cascade(
     pipeline_ms: u64,
     seed: u64,
 ) -> anyhow::Result<()> {
-    use gitlab_deps::server::{self, Engine, EngineOptions, HttpOptions};
+    use gitlab_deps::server::{self, HttpOptions};
     let pipeline = Duration::from_millis(pipeline_ms);
     let sim = Sim::new(SimOptions {
         pipeline_duration: pipeline,
@@ -707,42 +757,13 @@ async fn bench_cascade(
                 .file(".gitlab-ci.yml", ci),
         );
     }
-    let dir = TempDir::new()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("deps.db"))?);
-    let base = Url::parse(&format!("{url}/"))?;
-    let gitlab = GitLab::new(GitLabOptions {
-        base_url: base.clone(),
-        token: sim.token(),
-        concurrency: 8,
-        timeout: Duration::from_secs(30),
-        retry: RetryPolicy::default(),
-    })?;
-    let scanner = Scanner::new(
-        gitlab.clone(),
-        Arc::clone(&store),
-        ScanSettings::from_file(&ScanFileConfig::default())?,
-        base,
-        None,
-    );
-    let summary = scanner.scan(&ScanRequest::default(), &NoProgress).await?;
+    let service = ScannedService::new(&sim, &url, usize::MAX).await?;
     anyhow::ensure!(
-        summary.edges == edges,
+        service.summary.edges == edges,
         "scan found {} edges, generated {edges}",
-        summary.edges
+        service.summary.edges
     );
-    let engine = Arc::new(Engine::new(
-        Arc::clone(&store),
-        gitlab,
-        None,
-        EngineOptions {
-            max_running: usize::MAX,
-            max_per_minute: None,
-            exclude: gitlab_deps::config::PathPatterns::new("exclude", &[])?,
-            reconcile_after: Duration::from_secs(600),
-            rescan_every: None,
-            watched_files: Vec::new(),
-        },
-    )?);
+    let engine = service.engine.clone();
     let snapshot = engine.snapshot().await;
     let graph = snapshot.graph.clone();
     let root = paths[0].as_str();
@@ -898,42 +919,12 @@ async fn bench_cascade(
 /// Webhook intake: concurrent clients posting pipeline events; `/healthz` under the same load is
 /// the baseline (what the HTTP stack alone does on this machine).
 async fn bench_intake(requests: usize, clients: usize, rate: u64) -> anyhow::Result<()> {
-    use gitlab_deps::server::{self, Engine, EngineOptions, HttpOptions};
+    use gitlab_deps::server::{self, HttpOptions};
     let sim = Sim::new(SimOptions::default());
     let url = sim.start().await?;
     sim.add_project(ProjectSpec::new("g/base").file("Dockerfile", "FROM debian\n"));
-    let dir = TempDir::new()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("deps.db"))?);
-    let base = Url::parse(&format!("{url}/"))?;
-    let gitlab = GitLab::new(GitLabOptions {
-        base_url: base.clone(),
-        token: sim.token(),
-        concurrency: 8,
-        timeout: Duration::from_secs(30),
-        retry: RetryPolicy::default(),
-    })?;
-    Scanner::new(
-        gitlab.clone(),
-        Arc::clone(&store),
-        ScanSettings::from_file(&ScanFileConfig::default())?,
-        base,
-        None,
-    )
-    .scan(&ScanRequest::default(), &NoProgress)
-    .await?;
-    let engine = Arc::new(Engine::new(
-        Arc::clone(&store),
-        gitlab,
-        None,
-        EngineOptions {
-            max_running: 10,
-            max_per_minute: None,
-            exclude: gitlab_deps::config::PathPatterns::new("exclude", &[])?,
-            reconcile_after: Duration::from_secs(600),
-            rescan_every: None,
-            watched_files: Vec::new(),
-        },
-    )?);
+    let service = ScannedService::new(&sim, &url, 10).await?;
+    let engine = service.engine.clone();
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let http = HttpOptions {
