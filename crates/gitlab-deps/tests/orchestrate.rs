@@ -657,3 +657,17 @@ fn a_queued_rebuild_goes_through_the_service() {
         Some("images/ruby")
     );
 }
+
+#[test]
+fn a_project_that_refuses_pipeline_variables_still_gets_its_pipeline() {
+    let s = setup(SimOptions::default(), &[]);
+    let sim = s.sim();
+    sim.set_variables_allowed("apps/app", false);
+    sim.run_pipeline("images/base", "push");
+    wait_until(60, "z built", || succeeded(sim, "apps/z", 1));
+    wait_until(30, "nothing pending", || settled(&s));
+    let app = ours(sim, "apps/app");
+    assert_eq!(app.len(), 1);
+    assert!(app[0].variables.is_empty());
+    assert_eq!(ours(sim, "apps/z").len(), 1);
+}

@@ -364,6 +364,12 @@ impl Sim {
         self.with_project(project, |p| p.maintainer = yes);
     }
 
+    /// Whether pipelines created through the API may carry variables; `false` answers such a
+    /// request with GitLab's 400 "Insufficient permissions to set pipeline variables".
+    pub fn set_variables_allowed(&self, project: &str, yes: bool) {
+        self.with_project(project, |p| p.variables_allowed = yes);
+    }
+
     /// Outcome of all future pipelines of the project (after any queued ones).
     pub fn set_pipeline_outcome(&self, project: &str, outcome: Outcome) {
         self.with_project(project, |p| p.outcome_default = outcome);

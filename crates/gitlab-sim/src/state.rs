@@ -65,6 +65,9 @@ pub(crate) struct Project {
     pub created_at: OffsetDateTime,
     pub last_activity_at: OffsetDateTime,
     pub maintainer: bool,
+    /// Whether the API may set pipeline variables (GitLab's "minimum role to use pipeline
+    /// variables" set to no one refuses them).
+    pub variables_allowed: bool,
     pub outcome_default: Outcome,
     pub outcome_queue: VecDeque<Outcome>,
     pub pipelines: Vec<u64>,
@@ -290,6 +293,7 @@ impl State {
             created_at: t,
             last_activity_at: t,
             maintainer: true,
+            variables_allowed: true,
             outcome_default: Outcome::Success,
             outcome_queue: VecDeque::new(),
             pipelines: Vec::new(),

@@ -475,8 +475,9 @@ impl Engine {
             return Err("the project has no default branch".into());
         };
         let mut backoff = Duration::from_millis(250);
+        let mut variables_allowed = true;
         for try_no in 0..CREATE_TRIES {
-            if adopt_first || try_no > 0 {
+            if (adopt_first || try_no > 0) && variables_allowed {
                 match self.find_attempt(record.id, &branch, attempt).await {
                     Ok(Some(id)) => {
                         tracing::info!("{project}: adopted pipeline #{id} of attempt {attempt}");
@@ -494,14 +495,21 @@ impl Engine {
                     }
                 }
             }
-            match self
-                .gitlab
-                .create_pipeline(record.id, &branch, variables)
-                .await
-            {
+            let with_variables = variables_allowed;
+            let sent: &[(String, String)] = if with_variables { variables } else { &[] };
+            match self.gitlab.create_pipeline(record.id, &branch, sent).await {
                 Ok(p) => {
                     self.metrics.pipelines_created.inc();
                     return Ok(Some(p.id));
+                }
+                // The project forbids pipeline variables (GitLab's "minimum role to use pipeline
+                // variables": no one). The pipeline still runs, without the GITLAB_DEPS_*
+                // context; we recognise it by its id, but cannot adopt it after a crash.
+                Err(e) if with_variables && refuses_variables(&e) => {
+                    tracing::warn!(
+                        "{project}: GitLab refuses pipeline variables here ({e}); creating its pipeline without the GITLAB_DEPS_* variables"
+                    );
+                    variables_allowed = false;
                 }
                 // A lost or garbled answer, an outage, or a token being rotated: the pipeline may
                 // or may not exist, so look before trying again.
@@ -791,6 +799,16 @@ impl Engine {
             }
         }
     }
+}
+
+/// GitLab's refusal of pipeline variables: 400 (or 403) "Insufficient permissions to set pipeline
+/// variables".
+fn refuses_variables(e: &GitLabError) -> bool {
+    let message = match e {
+        GitLabError::Rejected { message, .. } | GitLabError::Forbidden { message, .. } => message,
+        _ => return false,
+    };
+    message.to_ascii_lowercase().contains("pipeline variables")
 }
 
 /// Maps a GitLab status to a final cascade status; `skipped` did not build, like a cancel.

@@ -75,6 +75,15 @@ pub(crate) async fn create(
         .ok_or_else(|| ApiError::bad_request("ref is missing"))?
         .to_owned();
     let variables = parse_variables(fields.get("variables"))?;
+    let allowed = state(&sim)
+        .projects
+        .get(&id)
+        .is_none_or(|p| p.variables_allowed);
+    if !variables.is_empty() && !allowed {
+        return Err(base_error(
+            "Insufficient permissions to set pipeline variables",
+        ));
+    }
     let req = NewPipeline {
         ref_name: Some(git_ref),
         variables,
