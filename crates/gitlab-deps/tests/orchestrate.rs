@@ -188,9 +188,10 @@ fn overlapping_changes_coalesce_and_a_change_during_a_build_rebuilds_after_it() 
     // tools changes while app builds: app must be built again afterwards, once.
     let push = sim.run_pipeline("images/tools", "push");
     sim.finish_pipeline("images/tools", push, Outcome::Success);
-    // The first app build finishes; its result used a stale tools image.
+        // Once the service has seen the tools change, z waits (for app) even though app has not
+    // finished yet; only then does the first app build finish, on a stale tools image.
     wait_until(30, "the tools change seen", || {
-        status(&s).iter().any(|(p, _)| p == "apps/app")
+        status(&s).iter().any(|(p, _)| p == "apps/z")
     });
     finish_all(sim, "apps/app", Outcome::Success);
     wait_until(30, "app rebuilt", || ours(sim, "apps/app").len() == 2);
