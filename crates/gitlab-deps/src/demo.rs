@@ -250,7 +250,7 @@ async fn watch(
         if !busy && root_done {
             let since = *quiet_since.get_or_insert_with(Instant::now);
             // Give the last webhook a moment to land before declaring the cascade done.
-            if since.elapsed() > pipeline.max(Duration::from_millis(300)) {
+            if since.elapsed() > (pipeline * 2).max(Duration::from_secs(1)) {
                 break;
             }
         } else {

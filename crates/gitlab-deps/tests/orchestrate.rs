@@ -188,7 +188,7 @@ fn overlapping_changes_coalesce_and_a_change_during_a_build_rebuilds_after_it() 
     // tools changes while app builds: app must be built again afterwards, once.
     let push = sim.run_pipeline("images/tools", "push");
     sim.finish_pipeline("images/tools", push, Outcome::Success);
-        // Once the service has seen the tools change, z waits (for app) even though app has not
+    // Once the service has seen the tools change, z waits (for app) even though app has not
     // finished yet; only then does the first app build finish, on a stale tools image.
     wait_until(30, "the tools change seen", || {
         status(&s).iter().any(|(p, _)| p == "apps/z")
@@ -239,10 +239,22 @@ fn redelivered_webhooks_are_processed_once() {
     sim.faults().duplicate_webhooks(true);
     sim.run_pipeline("images/base", "push");
     wait_until(60, "z built", || succeeded(sim, "apps/z", 1));
+    let before = sim
+        .deliveries()
+        .iter()
+        .filter(|d| d.redelivery && d.ok())
+        .count();
     sim.redeliver_last("images/base");
     sim.redeliver_last("apps/app");
-    // Events are applied in order: once an unrelated cascade after the redeliveries is done, they
-    // were seen.
+    wait_until(30, "the redeliveries answered", || {
+        sim.deliveries()
+            .iter()
+            .filter(|d| d.redelivery && d.ok())
+            .count()
+            >= before + 2
+    });
+    // Events are applied in the order they were recorded: once an unrelated cascade recorded after
+    // the redeliveries is done, they were applied too.
     sim.run_pipeline("other/solo", "push");
     wait_until(60, "sentinel built", || succeeded(sim, "other/below", 1));
     wait_until(30, "nothing pending", || settled(&s));
@@ -266,6 +278,19 @@ fn only_default_branch_builds_start_a_cascade() {
         PipelineSpec::new("push").outcome(Outcome::Failed),
     );
     sim.run_pipeline_with("images/base", PipelineSpec::new("parent_pipeline"));
+    // Every final status of those four reached the service before the sentinel below starts.
+    wait_until(30, "the final statuses delivered", || {
+        let finals = sim
+            .deliveries()
+            .iter()
+            .filter(|d| {
+                d.project == "images/base"
+                    && d.ok()
+                    && matches!(d.pipeline_status.as_deref(), Some("success" | "failed"))
+            })
+            .count();
+        finals >= 4
+    });
     sim.run_pipeline("other/solo", "push");
     wait_until(60, "sentinel built", || succeeded(sim, "other/below", 1));
     wait_until(30, "nothing pending", || settled(&s));
