@@ -271,14 +271,11 @@ impl Scanner {
             .filter(|id| stored.contains_key(id))
             .collect();
         if listing_error.is_none() {
-            removed.extend(
-                stored
-                    .values()
-                    .filter(|r| {
-                        !seen.contains(&r.id) && scopes.iter().any(|s| in_scope(s, &r.path))
-                    })
-                    .map(|r| r.id),
-            );
+            let missing: Vec<&ProjectRecord> = stored
+                .values()
+                .filter(|r| !seen.contains(&r.id) && scopes.iter().any(|s| in_scope(s, &r.path)))
+                .collect();
+            removed.extend(self.confirm_gone(&missing, &scopes).await);
             if !self.settings.include.is_empty() || !self.settings.exclude.is_empty() {
                 removed.extend(
                     stored
@@ -348,6 +345,37 @@ impl Scanner {
             &self.instance,
         )?;
         Ok(())
+    }
+
+    /// Of the stored projects a complete listing did not return, those that are really gone,
+    /// archived, emptied, or moved out of scope. Offset pages can skip a row when a project is
+    /// deleted mid-listing, so each is asked for before it is forgotten (with its pending work).
+    async fn confirm_gone(&self, missing: &[&ProjectRecord], scopes: &[ProjectScope]) -> Vec<u64> {
+        // Owned items: a closure over borrowed ones makes the future not `Send` for every
+        // lifetime, which the service's background rescans need.
+        let owned: Vec<(u64, String)> = missing.iter().map(|r| (r.id, r.path.clone())).collect();
+        let checks = owned.into_iter().map(|(id, path)| async move {
+            let gone = match self.gitlab.project(&id.to_string()).await {
+                Err(GitLabError::NotFound { .. }) => true,
+                Ok(p) => {
+                    p.archived
+                        || p.empty_repo == Some(true)
+                        || p.default_branch.is_none()
+                        || !self.settings.wants(&p.path_with_namespace)
+                        || !scopes.iter().any(|s| in_scope(s, &p.path_with_namespace))
+                }
+                Err(e) => {
+                    tracing::warn!("{path}: not in the listing, kept for now: {e}");
+                    false
+                }
+            };
+            gone.then_some(id)
+        });
+        stream::iter(checks)
+            .buffer_unordered(16)
+            .filter_map(|id| async move { id })
+            .collect()
+            .await
     }
 
     fn concurrency_hint(&self) -> usize {

@@ -697,3 +697,33 @@ fn a_project_that_refuses_pipeline_variables_still_gets_its_pipeline() {
     assert!(app[0].variables.is_empty());
     assert_eq!(ours(sim, "apps/z").len(), 1);
 }
+
+#[test]
+fn cancel_force_forgets_a_pipeline_that_never_finishes() {
+    let s = setup(
+        SimOptions {
+            auto_finish: false,
+            ..SimOptions::default()
+        },
+        &[],
+    );
+    let sim = s.sim();
+    let base = sim.run_pipeline("images/base", "push");
+    sim.finish_pipeline("images/base", base, Outcome::Success);
+    wait_until(30, "ruby and tools started", || {
+        ours(sim, "images/ruby").len() == 1 && ours(sim, "images/tools").len() == 1
+    });
+    // ruby's pipeline stays parked (a manual job, say): forget it.
+    gitlab_deps(&s.work, &s.server.url, None)
+        .args(["cancel", "images/ruby", "--force"])
+        .assert()
+        .success();
+    wait_until(30, "ruby forgotten", || {
+        !status(&s).iter().any(|(p, _)| p == "images/ruby")
+    });
+    finish_all(sim, "images/tools", Outcome::Success);
+    wait_until(30, "app started without ruby", || {
+        ours(sim, "apps/app").len() == 1
+    });
+    assert!(!sim.pipelines("images/ruby")[0].status.is_finished());
+}

@@ -254,6 +254,13 @@ pub enum Input {
         /// Project path.
         project: String,
     },
+    /// Operator: forget everything about these projects: pending work, failure, and our running
+    /// pipeline (one that never finishes, say, parked on a manual job). What waits below them is
+    /// unblocked; its pending work stays.
+    Forget {
+        /// Project paths.
+        projects: Vec<String>,
+    },
     /// Operator: drop pending work for these projects, optionally with all their descendants.
     Cancel {
         /// Project paths.
@@ -585,6 +592,7 @@ impl Cascade {
                 projects,
                 with_descendants,
             } => self.on_cancel(graph, &projects, with_descendants, &mut out),
+            Input::Forget { projects } => self.on_forget(&projects, &mut out),
         }
         if out.marked > LOG_DETAIL {
             out.log.push(format!(
@@ -855,6 +863,29 @@ impl Cascade {
                 out.touch(p);
                 out.log.push(format!("{p} cancelled"));
             }
+        }
+    }
+
+    fn on_forget(&mut self, projects: &[String], out: &mut Out) {
+        for p in projects {
+            let Some(st) = self.projects.get_mut(p) else {
+                continue;
+            };
+            if st.is_idle() {
+                continue;
+            }
+            if let Some(run) = st.running.take() {
+                out.log.push(format!(
+                    "{p}: pipeline {} forgotten by the operator (it is not tracked any more)",
+                    run.pipeline_id
+                        .map_or_else(|| run.attempt.clone(), |id| id.to_string())
+                ));
+            }
+            st.stale = None;
+            st.failed = None;
+            out.touch(p);
+            out.log
+                .push(format!("{p} forgotten: no pending work, no failure"));
         }
     }
 

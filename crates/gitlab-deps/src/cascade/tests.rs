@@ -845,3 +845,19 @@ fn a_renamed_project_keeps_its_pending_work() {
     assert!(h.c.state("b").is_none());
     assert!(h.c.state("renamed/b").is_some_and(|s| s.running.is_some()));
 }
+
+#[test]
+fn forget_drops_a_running_pipeline_that_never_finishes() {
+    let mut h = H::new(&[("a", "b"), ("b", "c")]);
+    h.change("a");
+    assert_eq!(h.dispatch(), vec!["b"]);
+    // b's pipeline waits on a manual job forever; the operator forgets it.
+    let a = h.apply(Input::Forget {
+        projects: vec!["b".into()],
+    });
+    assert_eq!(a.touched, ["b"]);
+    assert!(h.c.state("b").is_some_and(|s| s.is_idle()));
+    // c, still pending, is no longer blocked.
+    assert!(h.stale("c"));
+    assert_eq!(h.dispatch(), vec!["c"]);
+}

@@ -75,6 +75,10 @@ pub struct CancelArgs {
     /// Also drop the pending rebuilds of everything below them
     #[arg(long)]
     pub descendants: bool,
+    /// Also forget their running pipelines and failures (a pipeline that never finishes, parked
+    /// on a manual job, say); what waits below them is then started
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `status`.
@@ -332,6 +336,14 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| super::query::require(&graph, p).map(str::to_owned))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if args.force {
+        server::enqueue_operator_input(
+            store.as_ref(),
+            &Input::Forget {
+                projects: projects.clone(),
+            },
+        )?;
+    }
     server::enqueue_operator_input(
         store.as_ref(),
         &Input::Cancel {
