@@ -126,6 +126,15 @@ fn finish_all(sim: &Sim, project: &str, outcome: Outcome) {
     }
 }
 
+/// With pipelines finished by hand: base succeeds, and the engine starts ruby and tools.
+fn first_wave_started(sim: &Sim) {
+    let base = sim.run_pipeline("images/base", "push");
+    sim.finish_pipeline("images/base", base, Outcome::Success);
+    wait_until(30, "ruby and tools started", || {
+        ours(sim, "images/ruby").len() == 1 && ours(sim, "images/tools").len() == 1
+    });
+}
+
 const DOWNSTREAM: [&str; 4] = ["images/ruby", "images/tools", "apps/app", "apps/z"];
 
 #[test]
@@ -173,11 +182,7 @@ fn overlapping_changes_coalesce_and_a_change_during_a_build_rebuilds_after_it() 
         &[],
     );
     let sim = s.sim();
-    let base = sim.run_pipeline("images/base", "push");
-    sim.finish_pipeline("images/base", base, Outcome::Success);
-    wait_until(30, "ruby and tools started", || {
-        ours(sim, "images/ruby").len() == 1 && ours(sim, "images/tools").len() == 1
-    });
+    first_wave_started(sim);
     // ruby changes on its own while app still waits on the base cascade.
     let push = sim.run_pipeline("images/ruby", "push");
     sim.finish_pipeline("images/ruby", push, Outcome::Success);
@@ -308,12 +313,7 @@ fn a_restart_after_kill_9_finishes_the_chain_without_building_twice() {
         },
         &[],
     );
-    let base = s.sim().run_pipeline("images/base", "push");
-    s.sim()
-        .finish_pipeline("images/base", base, Outcome::Success);
-    wait_until(30, "ruby and tools started", || {
-        ours(s.sim(), "images/ruby").len() == 1 && ours(s.sim(), "images/tools").len() == 1
-    });
+    first_wave_started(s.sim());
     s.service.kill();
     // Their results arrive while the service is down: the webhooks are lost.
     finish_all(s.sim(), "images/ruby", Outcome::Success);
@@ -358,11 +358,7 @@ fn a_lost_webhook_is_recovered_by_the_reconciler() {
         &["--reconcile-after", "1s"],
     );
     let sim = s.sim();
-    let base = sim.run_pipeline("images/base", "push");
-    sim.finish_pipeline("images/base", base, Outcome::Success);
-    wait_until(30, "ruby and tools started", || {
-        ours(sim, "images/ruby").len() == 1 && ours(sim, "images/tools").len() == 1
-    });
+    first_wave_started(sim);
     sim.faults().drop_webhooks(1000);
     finish_all(sim, "images/ruby", Outcome::Success);
     finish_all(sim, "images/tools", Outcome::Success);
@@ -708,11 +704,7 @@ fn cancel_force_forgets_a_pipeline_that_never_finishes() {
         &[],
     );
     let sim = s.sim();
-    let base = sim.run_pipeline("images/base", "push");
-    sim.finish_pipeline("images/base", base, Outcome::Success);
-    wait_until(30, "ruby and tools started", || {
-        ours(sim, "images/ruby").len() == 1 && ours(sim, "images/tools").len() == 1
-    });
+    first_wave_started(sim);
     // ruby's pipeline stays parked (a manual job, say): forget it.
     gitlab_deps(&s.work, &s.server.url, None)
         .args(["cancel", "images/ruby", "--force"])

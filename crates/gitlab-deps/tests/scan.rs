@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{SimServer, Workdir, gitlab_deps, json};
+use common::{SimServer, Workdir, gitlab_deps, json, query};
 use gitlab_sim::{ProjectSpec, SimOptions};
 use predicates::prelude::*;
 
@@ -96,12 +96,7 @@ fn a_scan_builds_the_graph_and_the_queries_read_it() {
     assert!(warnings.contains("apps/broken"), "{warnings}");
     assert_eq!(summary["cycles"], serde_json::json!([["loop/a", "loop/b"]]));
 
-    let graph = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["graph", "--format", "json"])
-            .output()
-            .unwrap(),
-    );
+    let graph = query(&work, &server.url, &["graph", "--format", "json"]);
     let project = |path: &str| {
         graph["projects"]
             .as_array()
@@ -149,11 +144,10 @@ fn a_scan_builds_the_graph_and_the_queries_read_it() {
             .all(|p| p["path"] != "old/archived" && p["path"] != "old/empty")
     );
 
-    let deps = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["deps", "apps/svc", "--recursive", "--json"])
-            .output()
-            .unwrap(),
+    let deps = query(
+        &work,
+        &server.url,
+        &["deps", "apps/svc", "--recursive", "--json"],
     );
     assert_eq!(
         deps,
@@ -164,29 +158,14 @@ fn a_scan_builds_the_graph_and_the_queries_read_it() {
             "images/tools"
         ])
     );
-    let rdeps = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["rdeps", "images/lang/ruby", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let rdeps = query(&work, &server.url, &["rdeps", "images/lang/ruby", "--json"]);
     assert_eq!(rdeps, serde_json::json!(["apps/svc", "apps/web"]));
-    let plan = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["plan", "images/lang/ruby", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let plan = query(&work, &server.url, &["plan", "images/lang/ruby", "--json"]);
     assert_eq!(
         plan,
         serde_json::json!({"waves": [["apps/web"], ["apps/svc"]]})
     );
-    let list = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["list-projects", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let list = query(&work, &server.url, &["list-projects", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 119);
 
     gitlab_deps(&work, &server.url, None)
@@ -253,12 +232,7 @@ fn a_rescan_of_an_unchanged_instance_costs_only_the_listing() {
             .unwrap(),
     );
     assert_eq!(summary["projects_read"], 1, "{summary}");
-    let deps = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["deps", "apps/broken", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let deps = query(&work, &server.url, &["deps", "apps/broken", "--json"]);
     assert_eq!(deps, serde_json::json!(["images/tools"]));
 
     // An archived project disappears from the graph on the next scan.
@@ -267,12 +241,7 @@ fn a_rescan_of_an_unchanged_instance_costs_only_the_listing() {
         .arg("scan")
         .assert()
         .success();
-    let list = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["list-projects", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let list = query(&work, &server.url, &["list-projects", "--json"]);
     assert!(!list.as_array().unwrap().iter().any(|p| p == "apps/web"));
 }
 
@@ -285,12 +254,7 @@ fn a_group_scan_covers_subgroups_only() {
         .assert()
         .success()
         .stdout(predicate::str::contains("Scanned 3 projects"));
-    let list = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["list-projects", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let list = query(&work, &server.url, &["list-projects", "--json"]);
     assert_eq!(
         list,
         serde_json::json!(["images/base", "images/lang/ruby", "images/tools"])
@@ -354,19 +318,9 @@ fn the_config_chooses_files_scope_and_build_args() {
         .arg("scan")
         .assert()
         .success();
-    let rdeps = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["rdeps", "images/base", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let rdeps = query(&work, &server.url, &["rdeps", "images/base", "--json"]);
     assert_eq!(rdeps, serde_json::json!(["apps/args", "images/alt"]));
-    let list = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["list-projects", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let list = query(&work, &server.url, &["list-projects", "--json"]);
     assert_eq!(
         list,
         serde_json::json!(["apps/args", "images/alt", "images/base"])
@@ -396,12 +350,7 @@ fn flags_win_over_the_environment_which_wins_over_the_config_file() {
         .assert()
         .success();
     assert!(!work.path("config.db").exists());
-    let deps = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["deps", "apps/m", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let deps = query(&work, &server.url, &["deps", "apps/m", "--json"]);
     assert_eq!(deps, serde_json::json!(["images/base"]));
     // A flag beats the environment (and --full re-reads everything).
     let summary = json(
@@ -412,12 +361,7 @@ fn flags_win_over_the_environment_which_wins_over_the_config_file() {
             .unwrap(),
     );
     assert_eq!(summary["projects_read"], 2, "{summary}");
-    let deps = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["deps", "apps/m", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let deps = query(&work, &server.url, &["deps", "apps/m", "--json"]);
     assert_eq!(deps, serde_json::json!([]));
     // Without the environment, the file's database is used.
     gitlab_deps(&work, &server.url, Some(&cfg))
@@ -436,12 +380,7 @@ fn warnings_are_listed_with_file_and_line() {
         .arg("scan")
         .assert()
         .success();
-    let warnings = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["warnings", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let warnings = query(&work, &server.url, &["warnings", "--json"]);
     let broken = warnings
         .as_array()
         .unwrap()
@@ -498,12 +437,7 @@ fn past_the_count_limit_the_listing_switches_to_keyset_pagination() {
         );
     }
     let work = Workdir::new();
-    let summary = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["scan", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let summary = query(&work, &server.url, &["scan", "--json"]);
     assert_eq!(summary["projects_seen"], 250, "{summary}");
     assert!(
         server.sim.requests().iter().any(|r| r
@@ -514,11 +448,6 @@ fn past_the_count_limit_the_listing_switches_to_keyset_pagination() {
     );
     // A group listing past the limit follows X-Next-Page instead.
     let work = Workdir::new();
-    let summary = json(
-        &gitlab_deps(&work, &server.url, None)
-            .args(["scan", "--group", "many", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let summary = query(&work, &server.url, &["scan", "--group", "many", "--json"]);
     assert_eq!(summary["projects_seen"], 250, "{summary}");
 }

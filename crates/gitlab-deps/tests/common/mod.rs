@@ -82,6 +82,16 @@ pub fn json(output: &std::process::Output) -> serde_json::Value {
     })
 }
 
+/// Runs the binary without a config file and parses its JSON output.
+pub fn query(work: &Workdir, gitlab_url: &str, args: &[&str]) -> serde_json::Value {
+    json(
+        &gitlab_deps(work, gitlab_url, None)
+            .args(args)
+            .output()
+            .unwrap(),
+    )
+}
+
 /// Polls `cond` every 20 ms until it holds; panics with `what` after `secs` seconds.
 pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
