@@ -18,6 +18,7 @@ use crate::discover::deps_file::parse_deps_file;
 use crate::discover::dockerfile::parse_dockerfile;
 use crate::discover::image::{ImageName, RegistryIndex};
 use crate::gitlab::{GitLab, GitLabError, Project, ProjectScope};
+use crate::graph::DepGraph;
 use crate::store::{
     Edge, External, ProjectRecord, ProjectScan, RefKind, Reference, Resolution, Store, StoreError,
     Warning,
@@ -576,6 +577,19 @@ pub fn registry_prefix(
             instance.host_str().unwrap_or_default().to_ascii_lowercase()
         ),
     }
+}
+
+/// The dependency graph of stored projects and resolved edges.
+pub fn graph_of(projects: &[ProjectRecord], edges: Vec<Edge>) -> DepGraph {
+    DepGraph::from_parts(
+        projects.iter().map(|p| p.path.clone()),
+        edges.into_iter().map(|e| (e.upstream, e.downstream)),
+    )
+}
+
+/// Loads the dependency graph from the store.
+pub fn load_graph(store: &dyn Store) -> Result<DepGraph, StoreError> {
+    Ok(graph_of(&store.projects()?, store.edges()?))
 }
 
 /// Derives edges, external images and unknown-project warnings from every stored reference, and

@@ -126,6 +126,14 @@ fn finish_all(sim: &Sim, project: &str, outcome: Outcome) {
     }
 }
 
+/// A simulator whose pipelines run until the test finishes them.
+fn hand_finished() -> SimOptions {
+    SimOptions {
+        auto_finish: false,
+        ..SimOptions::default()
+    }
+}
+
 /// With pipelines finished by hand: base succeeds, and the engine starts ruby and tools.
 fn first_wave_started(sim: &Sim) {
     let base = sim.run_pipeline("images/base", "push");
@@ -174,13 +182,7 @@ fn a_diamond_builds_each_project_once_after_all_its_parents() {
 
 #[test]
 fn overlapping_changes_coalesce_and_a_change_during_a_build_rebuilds_after_it() {
-    let s = setup(
-        SimOptions {
-            auto_finish: false,
-            ..SimOptions::default()
-        },
-        &[],
-    );
+    let s = setup(hand_finished(), &[]);
     let sim = s.sim();
     first_wave_started(sim);
     // ruby changes on its own while app still waits on the base cascade.
@@ -306,13 +308,7 @@ fn only_default_branch_builds_start_a_cascade() {
 
 #[test]
 fn a_restart_after_kill_9_finishes_the_chain_without_building_twice() {
-    let mut s = setup(
-        SimOptions {
-            auto_finish: false,
-            ..SimOptions::default()
-        },
-        &[],
-    );
+    let mut s = setup(hand_finished(), &[]);
     first_wave_started(s.sim());
     s.service.kill();
     // Their results arrive while the service is down: the webhooks are lost.
@@ -350,13 +346,7 @@ fn pipeline_creation_survives_502_and_429() {
 
 #[test]
 fn a_lost_webhook_is_recovered_by_the_reconciler() {
-    let s = setup(
-        SimOptions {
-            auto_finish: false,
-            ..SimOptions::default()
-        },
-        &["--reconcile-after", "1s"],
-    );
+    let s = setup(hand_finished(), &["--reconcile-after", "1s"]);
     let sim = s.sim();
     first_wave_started(sim);
     sim.faults().drop_webhooks(1000);
@@ -696,13 +686,7 @@ fn a_project_that_refuses_pipeline_variables_still_gets_its_pipeline() {
 
 #[test]
 fn cancel_force_forgets_a_pipeline_that_never_finishes() {
-    let s = setup(
-        SimOptions {
-            auto_finish: false,
-            ..SimOptions::default()
-        },
-        &[],
-    );
+    let s = setup(hand_finished(), &[]);
     let sim = s.sim();
     first_wave_started(sim);
     // ruby's pipeline stays parked (a manual job, say): forget it.

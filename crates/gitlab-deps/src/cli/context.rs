@@ -107,16 +107,6 @@ impl Context {
 
     /// The stored graph.
     pub fn graph(&self, store: &dyn Store) -> anyhow::Result<DepGraph> {
-        load_graph(store).context("cannot load the dependency graph")
+        crate::scan::load_graph(store).context("cannot load the dependency graph")
     }
-}
-
-/// Builds the graph from the store.
-pub fn load_graph(store: &dyn Store) -> Result<DepGraph, crate::store::StoreError> {
-    let projects = store.projects()?;
-    let edges = store.edges()?;
-    Ok(DepGraph::from_parts(
-        projects.into_iter().map(|p| p.path),
-        edges.into_iter().map(|e| (e.upstream, e.downstream)),
-    ))
 }

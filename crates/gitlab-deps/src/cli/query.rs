@@ -33,14 +33,12 @@ pub(crate) fn require<'g>(graph: &'g DepGraph, project: &str) -> anyhow::Result<
             "unknown project {wanted:?}: the database holds no projects yet; run `gitlab-deps scan` first"
         );
     }
-    let suggestions = graph.suggest(wanted);
-    if suggestions.is_empty() {
-        bail!("unknown project {wanted:?} (see `gitlab-deps list-projects`)");
-    }
-    bail!(
-        "unknown project {wanted:?}; did you mean {}?",
-        suggestions.join(" or ")
-    )
+    // The graph's own error names the close matches.
+    Err(graph
+        .require(wanted)
+        .err()
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("unknown project {wanted:?}")))
 }
 
 pub fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {

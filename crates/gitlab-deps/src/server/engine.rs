@@ -138,11 +138,7 @@ impl Engine {
     /// Re-reads the graph and project records from the store (after a scan).
     pub fn reload(&self) -> Result<(), StoreError> {
         let projects = self.store.projects()?;
-        let edges = self.store.edges()?;
-        let graph = DepGraph::from_parts(
-            projects.iter().map(|p| p.path.clone()),
-            edges.into_iter().map(|e| (e.upstream, e.downstream)),
-        );
+        let graph = crate::scan::graph_of(&projects, self.store.edges()?);
         let records = Records {
             path_by_id: projects.iter().map(|p| (p.id, p.path.clone())).collect(),
             by_path: projects.into_iter().map(|p| (p.path.clone(), p)).collect(),
@@ -598,16 +594,17 @@ impl Engine {
         let after = self.opts.reconcile_after.as_millis() as i64;
         let (open, intents) = {
             let cascade = self.cascade.lock().await;
-            let old = |p: &str| {
+            // Started at least `age` ms ago (everything, on start-up).
+            let older_than = |p: &str, age: i64| {
                 all || cascade
                     .state(p)
                     .and_then(|s| s.running.as_ref())
-                    .is_some_and(|r| now - r.started_ms >= after)
+                    .is_some_and(|r| now - r.started_ms >= age)
             };
             let open: Vec<(String, u64, String)> = cascade
                 .running_pipelines()
                 .into_iter()
-                .filter(|(p, _)| old(p))
+                .filter(|(p, _)| older_than(p, after))
                 .filter_map(|(p, id)| {
                     let attempt = cascade.state(&p)?.running.as_ref()?.attempt.clone();
                     Some((p, id, attempt))
@@ -616,16 +613,10 @@ impl Engine {
             // An intent whose creation gave up (GitLab down) is retried sooner than a pipeline
             // is polled: nothing else will start that project.
             let intent_after = after.min(30_000);
-            let stuck = |p: &str| {
-                all || cascade
-                    .state(p)
-                    .and_then(|s| s.running.as_ref())
-                    .is_some_and(|r| now - r.started_ms >= intent_after)
-            };
             let intents: Vec<Intent> = cascade
                 .pending_attempts()
                 .into_iter()
-                .filter(|(p, _)| stuck(p))
+                .filter(|(p, _)| older_than(p, intent_after))
                 .filter_map(|(p, attempt)| {
                     let r = cascade.state(&p)?.running.as_ref()?;
                     let variables = crate::cascade::variables_for(r);
@@ -791,9 +782,10 @@ impl Engine {
                         projects = summary.projects_seen,
                         read = summary.projects_read,
                         edges = summary.edges,
-                        "scheduled rescan done"
+                                                "scheduled rescan done"
                     );
-                    self.after_scan().await;
+                    // The scan's new stamp makes the engine loop reload the graph, as it does
+                    // for a scan by another process; reloading here too would do it twice.
                 }
                 Err(e) => tracing::warn!("scheduled rescan failed: {e}"),
             }
