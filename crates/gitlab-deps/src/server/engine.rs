@@ -782,7 +782,7 @@ impl Engine {
                         projects = summary.projects_seen,
                         read = summary.projects_read,
                         edges = summary.edges,
-                                                "scheduled rescan done"
+                        "scheduled rescan done"
                     );
                     // The scan's new stamp makes the engine loop reload the graph, as it does
                     // for a scan by another process; reloading here too would do it twice.
