@@ -1,6 +1,6 @@
 //! The cascade: a pure, persisted state machine that decides which projects to rebuild and when.
 //!
-//! It follows `make`, per project rather than per cascade (see CASCADE-MODEL.md): each project has a
+//! It follows `make`, per project rather than per cascade (see docs/cascade-model.md): each project has a
 //! small state — `stale` (must be rebuilt, with causes), `running` (our pipeline, not yet seen
 //! finished), `failed` (our last pipeline failed). [`Cascade::apply`] folds one [`Input`] into the
 //! state; [`Cascade::dispatch`] then decides what to start and returns [`Action`]s. The caller persists

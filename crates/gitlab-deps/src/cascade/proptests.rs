@@ -1,4 +1,4 @@
-//! Property tests of the invariants of CASCADE-MODEL.md on random graphs and random interleavings.
+//! Property tests of the invariants of docs/cascade-model.md on random graphs and random interleavings.
 
 use std::collections::BTreeMap;
 
