@@ -4,6 +4,8 @@ fn run(word: &str) -> Expanded {
     let lookup = |name: &str| match name {
         "SET" => Some("val"),
         "EMPTY" => Some(""),
+        "V" => Some("3.20.1-alpine"),
+        "P" => Some("a*b?c"),
         _ => None,
     };
     expand(word, '\\', &lookup)
@@ -49,10 +51,87 @@ fn unset_reports_problems() {
 }
 
 #[test]
+fn trims_shortest_and_longest() {
+    assert_eq!(ok("${V%.*}"), "3.20");
+    assert_eq!(ok("${V%%.*}"), "3");
+    assert_eq!(ok("${V#*.}"), "20.1-alpine");
+    assert_eq!(ok("${V##*.}"), "1-alpine");
+    assert_eq!(ok("${V%-alpine}"), "3.20.1");
+    assert_eq!(ok("${V#3.2?}"), ".1-alpine");
+    assert_eq!(ok("${V%nomatch}"), "3.20.1-alpine");
+    assert_eq!(ok("${V#}"), "3.20.1-alpine");
+    assert_eq!(ok("${V##*}"), "");
+    assert_eq!(ok("${V%*}"), "3.20.1-alpine");
+    // A colon changes nothing for trims (BuildKit accepts it).
+    assert_eq!(ok("${V:%.*}"), "3.20");
+    // Escaped and quoted glob characters.
+    assert_eq!(ok(r"${P#a\*}"), "b?c");
+    assert_eq!(ok(r"${P%\?c}"), "a*b");
+    assert_eq!(ok("${P#a?}"), "b?c");
+    // The pattern may itself use variables.
+    assert_eq!(ok("${V%-$SET}"), "3.20.1-alpine");
+    assert_eq!(ok("${SET%${SET#v}}"), "v");
+}
+
+#[test]
+fn replacements_first_and_all() {
+    assert_eq!(ok("${V/./-}"), "3-20.1-alpine");
+    assert_eq!(ok("${V//./-}"), "3-20-1-alpine");
+    assert_eq!(ok("${V/-*/}"), "3.20.1");
+    assert_eq!(ok("${V/alpine}"), "3.20.1-");
+    assert_eq!(ok("${V/nomatch/x}"), "3.20.1-alpine");
+    assert_eq!(ok(r"${V//\./\/}"), "3/20/1-alpine");
+    // Greedy: the longest match at the leftmost position.
+    assert_eq!(ok("${V/2*1/x}"), "3.x-alpine");
+    // Empty matches, as Go's regexp replaces them.
+    assert_eq!(ok("${SET//*(/-}"), "val");
+    assert_eq!(ok(r"${SET//\x/-}"), "val");
+    assert_eq!(ok("${SET///-}"), "-v-a-l-");
+    // `/#` and `/%` are not anchors in BuildKit: they are part of the pattern.
+    assert_eq!(ok("${V/#3/4}"), "3.20.1-alpine");
+}
+
+#[test]
+fn trims_and_replacements_of_unset_variables_are_problems() {
+    assert_eq!(run("${UNSET%.*}").problems, ["ARG UNSET has no value"]);
+    assert_eq!(run("${UNSET//a/b}").problems, ["ARG UNSET has no value"]);
+    assert!(
+        run("${V%.*")
+            .problems
+            .contains(&"unterminated ${...}".to_owned())
+    );
+}
+
+#[test]
+fn uses_variables_is_set_by_any_reference() {
+    assert!(!run("plain:1").uses_variables);
+    assert!(!run("lone$").uses_variables);
+    assert!(!run(r"a\$b").uses_variables);
+    assert!(run("$UNSET").uses_variables);
+    assert!(run("${SET}").uses_variables);
+    assert!(run("x${UNSET:+y}").uses_variables);
+}
+
+#[test]
+fn glob_matching() {
+    let glob = |p: &str| Glob::new(&p.chars().map(|c| (c, false)).collect::<Vec<_>>());
+    let m = |p: &str, s: &str| glob(p).matches(&s.chars().collect::<Vec<_>>());
+    assert!(m("", ""));
+    assert!(m("*", ""));
+    assert!(m("a*c", "abbbc"));
+    assert!(m("a*b*c", "aXbYbZc"));
+    assert!(!m("a*b*c", "aXbYbZ"));
+    assert!(m("?", "é"));
+    assert!(!m("?", ""));
+    assert!(m("**", "x"));
+}
+
+#[test]
 fn unsupported_and_malformed() {
-    let e = run("${SET#v}");
-    assert_eq!(e.value, "${SET#v}");
+    let e = run("${SET:1}");
+    assert_eq!(e.value, "${SET:1}");
     assert_eq!(e.problems.len(), 1);
+    assert!(!run("${#SET}").problems.is_empty());
     assert!(!run("${SET").problems.is_empty());
     assert!(!run("${SET:-x").problems.is_empty());
     assert!(!run("${}").problems.is_empty());
