@@ -192,16 +192,17 @@ pub fn parse_dockerfile(
 impl ParsedDockerfile {
     /// Adds what `other` found that `self` does not have yet.
     fn merge(&mut self, other: ParsedDockerfile) {
-        for image in other.images {
-            if !self.images.contains(&image) {
-                self.images.push(image);
-            }
-        }
-        for warning in other.warnings {
-            if !self.warnings.contains(&warning) {
-                self.warnings.push(warning);
-            }
-        }
+        let images: HashSet<ImageRef> = self.images.iter().cloned().collect();
+        let mut seen = images;
+        self.images
+            .extend(other.images.into_iter().filter(|i| seen.insert(i.clone())));
+        let mut seen: HashSet<Warning> = self.warnings.iter().cloned().collect();
+        self.warnings.extend(
+            other
+                .warnings
+                .into_iter()
+                .filter(|w| seen.insert(w.clone())),
+        );
     }
 }
 

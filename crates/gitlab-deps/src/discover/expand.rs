@@ -30,6 +30,7 @@ pub(crate) fn expand<'a>(
     let mut lexer = Lexer {
         chars: &chars,
         pos: 0,
+        depth: 0,
         escape,
         lookup,
     };
@@ -74,9 +75,16 @@ impl Out {
     }
 }
 
+/// Longest value or glob a trim or replacement works on.
+const MAX_PATTERN_INPUT: usize = 1024;
+
+/// Deepest `${...}` nesting followed; deeper is reported, never a stack overflow.
+const MAX_DEPTH: usize = 32;
+
 struct Lexer<'c, 'l, 'a> {
     chars: &'c [char],
     pos: usize,
+    depth: usize,
     escape: char,
     lookup: &'l dyn Fn(&str) -> Option<&'a str>,
 }
@@ -203,6 +211,18 @@ impl Lexer<'_, '_, '_> {
 
     /// Called just after `${`.
     fn braced(&mut self, out: &mut Out) {
+        if self.depth >= MAX_DEPTH {
+            out.problems
+                .push(format!("${{...}} nested more than {MAX_DEPTH} deep"));
+            self.pos = self.chars.len();
+            return;
+        }
+        self.depth += 1;
+        self.braced_inner(out);
+        self.depth -= 1;
+    }
+
+    fn braced_inner(&mut self, out: &mut Out) {
         let start = self.pos;
         let name = self.name();
         if name.is_empty() {
@@ -294,13 +314,19 @@ impl Lexer<'_, '_, '_> {
     fn value_of(&self, name: &str, pattern: &Out, out: &mut Out) -> Option<Vec<char>> {
         out.uses_variables |= pattern.uses_variables;
         out.problems.extend(pattern.problems.iter().cloned());
-        match (self.lookup)(name) {
-            Some(v) => Some(v.chars().collect()),
-            None => {
-                out.problems.push(format!("ARG {name} has no value"));
-                None
-            }
+        let Some(value) = (self.lookup)(name) else {
+            out.problems.push(format!("ARG {name} has no value"));
+            return None;
+        };
+        let value: Vec<char> = value.chars().collect();
+        // Matching is quadratic in the value: refuse what no image name needs.
+        if value.len() > MAX_PATTERN_INPUT || pattern.chars.len() > MAX_PATTERN_INPUT {
+            out.problems.push(format!(
+                "${{{name}...}} works on more than {MAX_PATTERN_INPUT} characters"
+            ));
+            return None;
         }
+        Some(value)
     }
 
     /// Skips an unsupported `${...}` up to its matching `}` and reports it.
@@ -361,75 +387,93 @@ impl Glob {
         Self { tokens }
     }
 
-    /// True when the glob matches all of `s`.
-    fn matches(&self, s: &[char]) -> bool {
-        // Classic wildcard matching with one backtrack point per star: linear
-        // in practice, never exponential.
-        let (mut t, mut i) = (0usize, 0usize);
-        let mut star: Option<(usize, usize)> = None;
-        while i < s.len() {
-            match self.tokens.get(t) {
-                Some(Token::Star) => {
-                    star = Some((t, i));
-                    t += 1;
+    /// `ends[k]` is true when the glob matches `s[..k]`, for every `k` at once:
+    /// one pass of the glob's automaton, `O(len(s) * len(glob))`.
+    fn match_ends(&self, s: &[char]) -> Vec<bool> {
+        let n = self.tokens.len();
+        let mut active = vec![false; n + 1];
+        active[0] = true;
+        self.close_stars(&mut active);
+        let mut ends = Vec::with_capacity(s.len() + 1);
+        ends.push(active[n]);
+        let mut next = vec![false; n + 1];
+        for &c in s {
+            next.iter_mut().for_each(|b| *b = false);
+            for (i, token) in self.tokens.iter().enumerate() {
+                if !active[i] {
+                    continue;
                 }
-                Some(Token::Any) => {
-                    t += 1;
-                    i += 1;
+                match token {
+                    Token::Star => next[i] = true,
+                    Token::Any => next[i + 1] = true,
+                    Token::Char(x) if *x == c => next[i + 1] = true,
+                    Token::Char(_) => {}
                 }
-                Some(Token::Char(c)) if s.get(i) == Some(c) => {
-                    t += 1;
-                    i += 1;
-                }
-                _ => match star {
-                    Some((st, si)) => {
-                        t = st + 1;
-                        i = si + 1;
-                        star = Some((st, si + 1));
-                    }
-                    None => return false,
-                },
+            }
+            self.close_stars(&mut next);
+            std::mem::swap(&mut active, &mut next);
+            ends.push(active[n]);
+            if !active.contains(&true) {
+                // No state left: nothing longer can match.
+                ends.resize(s.len() + 1, false);
+                break;
             }
         }
-        self.tokens[t.min(self.tokens.len())..]
-            .iter()
-            .all(|tok| *tok == Token::Star)
+        ends
+    }
+
+    /// A star may match nothing: being before it means being after it too.
+    fn close_stars(&self, active: &mut [bool]) {
+        for (i, token) in self.tokens.iter().enumerate() {
+            if active[i] && *token == Token::Star {
+                active[i + 1] = true;
+            }
+        }
+    }
+
+    /// True when the glob matches all of `s`.
+    #[cfg(test)]
+    fn matches(&self, s: &[char]) -> bool {
+        self.match_ends(s).last().copied().unwrap_or(false)
     }
 
     /// `${V#glob}` / `${V##glob}`: removes the shortest / longest matching prefix.
     fn strip_prefix(&self, value: &[char], longest: bool) -> String {
-        let mut lengths: Box<dyn Iterator<Item = usize>> = if longest {
-            Box::new((0..=value.len()).rev())
+        let ends = self.match_ends(value);
+        let mut lengths = (0..ends.len()).filter(|&k| ends[k]);
+        let cut = if longest {
+            lengths.next_back()
         } else {
-            Box::new(0..=value.len())
+            lengths.next()
         };
-        match lengths.find(|&n| self.matches(&value[..n])) {
-            Some(n) => value[n..].iter().collect(),
-            None => value.iter().collect(),
-        }
+        value[cut.unwrap_or(0)..].iter().collect()
     }
 
-    /// `${V%glob}` / `${V%%glob}`: removes the shortest / longest matching suffix.
+    /// `${V%glob}` / `${V%%glob}`: removes the shortest / longest matching suffix
+    /// (the reversed glob against the reversed value, as BuildKit does).
     fn strip_suffix(&self, value: &[char], longest: bool) -> String {
-        let mut starts: Box<dyn Iterator<Item = usize>> = if longest {
-            Box::new(0..=value.len())
-        } else {
-            Box::new((0..=value.len()).rev())
+        let reversed = Glob {
+            tokens: self.tokens.iter().rev().copied().collect(),
         };
-        match starts.find(|&n| self.matches(&value[n..])) {
-            Some(n) => value[..n].iter().collect(),
-            None => value.iter().collect(),
-        }
+        let backwards: Vec<char> = value.iter().rev().copied().collect();
+        let ends = reversed.match_ends(&backwards);
+        let mut lengths = (0..ends.len()).filter(|&k| ends[k]);
+        let cut = if longest {
+            lengths.next_back()
+        } else {
+            lengths.next()
+        };
+        value[..value.len() - cut.unwrap_or(0)].iter().collect()
     }
 
     /// The leftmost match at or after `from`, longest at that start (BuildKit's
     /// replacement globs are greedy): `(start, end)`.
     fn find(&self, value: &[char], from: usize) -> Option<(usize, usize)> {
         (from..=value.len()).find_map(|start| {
-            (start..=value.len())
-                .rev()
-                .find(|&end| self.matches(&value[start..end]))
-                .map(|end| (start, end))
+            let ends = self.match_ends(&value[start..]);
+            ends.iter()
+                .rposition(|&m| m)
+                .map(|len| (start, start + len))
         })
     }
 

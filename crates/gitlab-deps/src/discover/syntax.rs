@@ -6,6 +6,8 @@
 //! reject becomes a [`Warning`] with its line number and the rest of the file
 //! is still read, so one odd instruction never hides the `FROM` lines around it.
 
+use std::collections::HashMap;
+
 use super::args::split_words;
 use super::dockerfile::Warning;
 
@@ -64,6 +66,7 @@ pub(crate) fn tokenize(text: &str) -> Syntax {
         .collect();
     let (escape, mut warnings, first) = directives(&lines);
     let mut instructions = Vec::new();
+    let mut index = None;
     let mut i = first;
     while i < lines.len() {
         let start = i;
@@ -113,7 +116,8 @@ pub(crate) fn tokenize(text: &str) -> Syntax {
         };
         if HEREDOC_INSTRUCTIONS.contains(&effective.as_str()) {
             for heredoc in heredocs(arguments, escape) {
-                match body_end(&lines, i, &heredoc) {
+                let index = index.get_or_insert_with(|| LineIndex::new(&lines));
+                match index.body_end(i, &heredoc) {
                     Some(end) => i = end + 1,
                     None => {
                         // BuildKit fails here; reading on keeps later lines.
@@ -218,17 +222,41 @@ pub(crate) fn heredocs(arguments: &str, escape: char) -> Vec<Heredoc> {
         .collect()
 }
 
-/// Index of the line closing `heredoc`, searching from `from`.
-fn body_end(lines: &[&str], from: usize, heredoc: &Heredoc) -> Option<usize> {
-    (from..lines.len()).find(|&i| {
-        let line = lines[i];
-        let line = if heredoc.strip_tabs {
-            line.trim_start_matches('\t')
+/// Where each line text occurs, so that finding a heredoc's end does not scan
+/// the rest of the file again for every heredoc (many unterminated ones would
+/// make that quadratic).
+struct LineIndex<'t> {
+    exact: HashMap<&'t str, Vec<usize>>,
+    without_tabs: HashMap<&'t str, Vec<usize>>,
+}
+
+impl<'t> LineIndex<'t> {
+    fn new(lines: &[&'t str]) -> Self {
+        let mut exact: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut without_tabs: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, line) in lines.iter().enumerate() {
+            exact.entry(line).or_default().push(i);
+            without_tabs
+                .entry(line.trim_start_matches('\t'))
+                .or_default()
+                .push(i);
+        }
+        Self {
+            exact,
+            without_tabs,
+        }
+    }
+
+    /// Index of the first line at or after `from` closing `heredoc`.
+    fn body_end(&self, from: usize, heredoc: &Heredoc) -> Option<usize> {
+        let map = if heredoc.strip_tabs {
+            &self.without_tabs
         } else {
-            line
+            &self.exact
         };
-        line == heredoc.name
-    })
+        let found = map.get(heredoc.name.as_str())?;
+        found.get(found.partition_point(|&i| i < from)).copied()
+    }
 }
 
 /// Keeps user text in messages short.

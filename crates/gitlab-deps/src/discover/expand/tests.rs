@@ -148,3 +148,18 @@ fn quotes_and_escapes() {
     assert_eq!(ok("lone$"), "lone$");
     assert_eq!(expand("a`$b", '`', &|_| None).value, "a$b");
 }
+
+#[test]
+fn pathological_input_is_a_problem_not_a_hang_or_overflow() {
+    let deep = "${A:-".repeat(100_000) + &"}".repeat(100_000);
+    assert!(!run(&deep).problems.is_empty());
+    let long = "x".repeat(100_000);
+    let lookup = |name: &str| (name == "L").then_some(long.as_str());
+    let e = expand("${L//*x*y*/z}", '\\', &lookup);
+    assert!(e.problems[0].contains("more than"), "{:?}", e.problems);
+    // Just under the limit it still works.
+    let long = "x".repeat(MAX_PATTERN_INPUT);
+    let lookup = |name: &str| (name == "L").then_some(long.as_str());
+    assert_eq!(expand("${L//*x*y*/z}", '\\', &lookup).value, long);
+    assert_eq!(expand("${L##*x}", '\\', &lookup).value, "");
+}

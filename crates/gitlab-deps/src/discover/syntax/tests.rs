@@ -95,3 +95,12 @@ fn long_names_are_truncated_in_messages() {
     let s = tokenize(&format!("{}\nFROM a\n", "X".repeat(500)));
     assert!(s.warnings[0].message.len() < 100);
 }
+
+#[test]
+fn many_unterminated_heredocs_stay_linear() {
+    // Each unterminated heredoc used to rescan the rest of the file.
+    let text = "FROM a\n".to_owned() + &"RUN <<EOF\n".repeat(50_000);
+    let s = tokenize(&text);
+    assert_eq!(s.instructions.len(), 50_001);
+    assert_eq!(s.warnings.len(), 50_000);
+}
