@@ -49,9 +49,9 @@ pub struct Warning {
 /// Everything extracted from one Dockerfile.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ParsedDockerfile {
-    /// Image dependencies in file order (duplicates kept).
+    /// Image dependencies in line order; the same reference on several lines is kept once per line.
     pub images: Vec<ImageRef>,
-    /// References that could not be resolved, in file order.
+    /// Lines that could not be used, in line order.
     pub warnings: Vec<Warning>,
 }
 
@@ -192,8 +192,7 @@ pub fn parse_dockerfile(
 impl ParsedDockerfile {
     /// Adds what `other` found that `self` does not have yet.
     fn merge(&mut self, other: ParsedDockerfile) {
-        let images: HashSet<ImageRef> = self.images.iter().cloned().collect();
-        let mut seen = images;
+        let mut seen: HashSet<ImageRef> = self.images.iter().cloned().collect();
         self.images
             .extend(other.images.into_iter().filter(|i| seen.insert(i.clone())));
         let mut seen: HashSet<Warning> = self.warnings.iter().cloned().collect();
