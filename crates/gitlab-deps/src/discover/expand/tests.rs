@@ -163,3 +163,57 @@ fn pathological_input_is_a_problem_not_a_hang_or_overflow() {
     assert_eq!(expand("${L//*x*y*/z}", '\\', &lookup).value, long);
     assert_eq!(expand("${L##*x}", '\\', &lookup).value, "");
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn with_value<'v>(value: &'v str) -> impl Fn(&str) -> Option<&'v str> {
+        move |name: &str| (name == "V").then_some(value)
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(word in "([$#%/{}*?:+\\-`\\\\\"' ]|V|[a-z0-9.])*", value in "[a-z0-9.*?/-]{0,12}") {
+            let lookup = with_value(&value);
+            let _ = expand(&word, '\\', &lookup);
+            let _ = expand(&word, '`', &lookup);
+        }
+
+        #[test]
+        fn trims_keep_a_prefix_or_suffix(
+            value in "[a-c.]{0,12}",
+            pattern in "[a-c.*?]{0,5}",
+            longest in any::<bool>(),
+        ) {
+            let lookup = with_value(&value);
+            let double = if longest { "#" } else { "" };
+            let prefix_cut = expand(&format!("${{V#{double}{pattern}}}"), '\\', &lookup);
+            prop_assert!(prefix_cut.problems.is_empty());
+            prop_assert!(value.ends_with(&prefix_cut.value));
+            let double = if longest { "%" } else { "" };
+            let suffix_cut = expand(&format!("${{V%{double}{pattern}}}"), '\\', &lookup);
+            prop_assert!(suffix_cut.problems.is_empty());
+            prop_assert!(value.starts_with(&suffix_cut.value));
+            // A pattern without wildcards removes exactly itself, or nothing.
+            if !pattern.contains(['*', '?']) {
+                let expected = value.strip_prefix(pattern.as_str()).unwrap_or(&value);
+                prop_assert_eq!(&prefix_cut.value, expected);
+            }
+        }
+
+        #[test]
+        fn literal_replace_all_matches_str_replace(
+            value in "[a-c]{0,12}",
+            pattern in "[a-c]{1,3}",
+            replacement in "[x-z]{0,2}",
+        ) {
+            let lookup = with_value(&value);
+            let e = expand(&format!("${{V//{pattern}/{replacement}}}"), '\\', &lookup);
+            prop_assert_eq!(e.value, value.replace(&pattern, &replacement));
+            let e = expand(&format!("${{V/{pattern}/{replacement}}}"), '\\', &lookup);
+            prop_assert_eq!(e.value, value.replacen(&pattern, &replacement, 1));
+        }
+    }
+}
