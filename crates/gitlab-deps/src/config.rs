@@ -11,6 +11,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use url::Url;
 
+use crate::discover::{Platform, PlatformError};
+
 /// Everything that can go wrong while reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -76,6 +78,9 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A `[scan] platforms` entry is not `os/arch[/variant]`, or the list is empty.
+    #[error("invalid scan.platforms: {0}")]
+    Platform(String),
     /// No database location could be determined.
     #[error("no data directory for the database: pass --db FILE or set GITLAB_DEPS_DB")]
     NoDataDir,
@@ -129,6 +134,9 @@ pub struct ScanFileConfig {
     /// How long after a project's `last_activity_at` the scanner still re-checks its head commit
     /// (GitLab updates that field at most once an hour; default "75m").
     pub activity_grace: Option<String>,
+    /// Target platforms Dockerfiles are evaluated for (`os/arch[/variant]`, default
+    /// `["linux/amd64"]`); the images of every platform are dependencies.
+    pub platforms: Option<Vec<String>>,
 }
 
 /// `[cascade]` in the config file.
@@ -347,6 +355,8 @@ pub struct ScanSettings {
     pub build_args: BuildArgs,
     /// See [`ScanFileConfig::activity_grace`].
     pub activity_grace: Duration,
+    /// See [`ScanFileConfig::platforms`]; never empty.
+    pub platforms: Vec<Platform>,
 }
 
 impl ScanSettings {
@@ -365,13 +375,50 @@ impl ScanSettings {
                 Some(v) => parse_duration("scan.activity_grace", v)?,
                 None => Duration::from_secs(75 * 60),
             },
+            platforms: parse_platforms(file.platforms.as_deref())?,
         })
+    }
+
+    /// A stable text of the settings that change what a Dockerfile yields besides
+    /// `build_args`, to notice when they change between scans.
+    pub fn platforms_fingerprint(&self) -> String {
+        self.platforms
+            .iter()
+            .map(Platform::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// True when the project is in scope by the include/exclude patterns.
     pub fn wants(&self, path: &str) -> bool {
         (self.include.is_empty() || self.include.matches(path)) && !self.exclude.matches(path)
     }
+}
+
+/// Parses `[scan] platforms`; `None` gives the default, `linux/amd64`.
+fn parse_platforms(values: Option<&[String]>) -> Result<Vec<Platform>, ConfigError> {
+    let Some(values) = values else {
+        return Ok(vec![Platform {
+            os: "linux".into(),
+            arch: "amd64".into(),
+            variant: None,
+        }]);
+    };
+    if values.is_empty() {
+        return Err(ConfigError::Platform(
+            "the list is empty: give at least one platform, e.g. [\"linux/amd64\"]".into(),
+        ));
+    }
+    let mut platforms: Vec<Platform> = Vec::with_capacity(values.len());
+    for value in values {
+        let platform: Platform = value
+            .parse()
+            .map_err(|e: PlatformError| ConfigError::Platform(e.to_string()))?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    Ok(platforms)
 }
 
 /// The default database file: `$XDG_DATA_HOME/gitlab-deps/gitlab-deps.db` on Linux.
@@ -417,6 +464,34 @@ listen = "0.0.0.0:8080"
         assert_eq!(scan.build_args.for_project("apps/web")["RUBY"], "3.4");
         assert_eq!(scan.build_args.for_project("apps/api")["RUBY"], "3.3");
         assert!(scan.build_args.for_project("images/base").is_empty());
+    }
+
+    #[test]
+    fn platforms_default_parse_and_reject() {
+        let scan = |toml: &str| {
+            let cfg = FileConfig::parse(toml, Path::new("c.toml")).unwrap();
+            ScanSettings::from_file(&cfg.scan)
+        };
+        assert_eq!(scan("").unwrap().platforms_fingerprint(), "linux/amd64");
+        let s = scan("[scan]\nplatforms = [\"linux/amd64\", \"Linux/ARM64\", \"linux/arm/v7\", \"linux/amd64\"]")
+            .unwrap();
+        assert_eq!(
+            s.platforms_fingerprint(),
+            "linux/amd64,linux/arm64,linux/arm/v7"
+        );
+        for bad in [
+            "[]",
+            "[\"linux\"]",
+            "[\"linux/\"]",
+            "[\"a/b/c/d\"]",
+            "[\"linux/amd 64\"]",
+        ] {
+            let err = scan(&format!("[scan]\nplatforms = {bad}")).unwrap_err();
+            assert!(
+                err.to_string().starts_with("invalid scan.platforms"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -387,9 +387,10 @@ impl Scanner {
     /// What the stored references depend on besides the files: a change forces a full re-read.
     fn fingerprint(&self) -> String {
         format!(
-            "v1|{}|{}",
+            "v1|{}|{}|{}",
             self.settings.dockerfiles.join(","),
-            self.settings.build_args.fingerprint()
+            self.settings.build_args.fingerprint(),
+            self.settings.platforms_fingerprint()
         )
     }
 
@@ -520,7 +521,7 @@ impl Scanner {
                 continue;
             }
             let args = self.settings.build_args.for_project(path);
-            match parse_dockerfile(&content, &args) {
+            match parse_dockerfile(&content, &args, &self.settings.platforms) {
                 Ok(parsed) => {
                     for image in parsed.images {
                         match ImageName::parse(&image.reference) {
@@ -542,7 +543,7 @@ impl Scanner {
                             .map(|w| warn(name, Some(w.line as u32), w.message)),
                     );
                 }
-                Err(e) => warnings.push(warn(name, None, format!("cannot parse: {e}"))),
+                Err(e) => warnings.push(warn(name, None, format!("skipped: {e}"))),
             }
         }
         Ok((refs, warnings))

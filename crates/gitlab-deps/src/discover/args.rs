@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::expand::{Expanded, expand};
 
 /// Arguments BuildKit declares in the global scope without an `ARG` line.
-/// They have no value here unless the caller overrides them.
-const PREDEFINED: &[&str] = &[
+pub(crate) const PREDEFINED: &[&str] = &[
     "TARGETPLATFORM",
     "TARGETOS",
     "TARGETARCH",
@@ -24,12 +23,24 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
-    /// The global scope before any `ARG`: only BuildKit's predefined args,
-    /// set when the caller overrides them.
-    pub(crate) fn predefined(overrides: &BTreeMap<String, String>) -> Self {
+    /// The global scope before any `ARG`: BuildKit's predefined args with the
+    /// values in `platform` (name, value), unless the caller overrides them.
+    /// Without a platform value they are declared but unset.
+    pub(crate) fn predefined(
+        overrides: &BTreeMap<String, String>,
+        platform: &[(&str, String)],
+    ) -> Self {
         let values = PREDEFINED
             .iter()
-            .map(|name| ((*name).to_owned(), overrides.get(*name).cloned()))
+            .map(|name| {
+                let value = overrides.get(*name).cloned().or_else(|| {
+                    platform
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.clone())
+                });
+                ((*name).to_owned(), value)
+            })
             .collect();
         Self { values }
     }
@@ -47,14 +58,14 @@ impl Scope {
     /// Applies one `ARG` instruction's arguments (`A B=1 C="x y"`).
     ///
     /// An override wins over the default; a default whose expansion has
-    /// problems leaves the argument unset so that later uses are reported.
-    /// `inherited` supplies the value of a bare `ARG NAME` inside a stage.
+    /// problems leaves the argument unset so that later uses are reported. A
+    /// bare `ARG NAME` keeps the value `NAME` already has in this scope
+    /// (BuildKit only declares it again).
     pub(crate) fn declare(
         &mut self,
         arguments: &str,
         escape: char,
         overrides: &BTreeMap<String, String>,
-        inherited: Option<&Scope>,
     ) {
         for word in split_words(arguments, escape) {
             let (name, default) = match word.split_once('=') {
@@ -70,7 +81,7 @@ impl Scope {
                 let e = self.expand(default, escape);
                 e.problems.is_empty().then_some(e.value)
             } else {
-                inherited.and_then(|s| s.get(name)).map(str::to_owned)
+                self.get(name).map(str::to_owned)
             };
             self.values.insert(name.to_owned(), value);
         }
@@ -78,7 +89,7 @@ impl Scope {
 }
 
 /// Splits on unquoted, unescaped whitespace, keeping quotes and escapes.
-fn split_words(s: &str, escape: char) -> Vec<&str> {
+pub(crate) fn split_words(s: &str, escape: char) -> Vec<&str> {
     let mut words = Vec::new();
     let mut start = None;
     let mut quote = None;
@@ -128,15 +139,10 @@ mod tests {
     }
 
     #[test]
-    fn declare_defaults_overrides_and_inheritance() {
+    fn declare_defaults_overrides_and_redeclaration() {
         let overrides = BTreeMap::from([("O".to_owned(), "over".to_owned())]);
-        let mut global = Scope::predefined(&overrides);
-        global.declare(
-            r#"A=1 B="${A}-x" O=default N U=$NOPE"#,
-            '\\',
-            &overrides,
-            None,
-        );
+        let mut global = Scope::predefined(&overrides, &[]);
+        global.declare(r#"A=1 B="${A}-x" O=default N U=$NOPE"#, '\\', &overrides);
         assert_eq!(global.get("A"), Some("1"));
         assert_eq!(global.get("B"), Some("1-x"));
         assert_eq!(global.get("O"), Some("over"));
@@ -144,18 +150,24 @@ mod tests {
         assert_eq!(global.get("U"), None);
         assert_eq!(global.get("TARGETARCH"), None);
 
-        let mut stage = global.clone();
-        stage.declare("A B=2", '\\', &overrides, Some(&global));
-        assert_eq!(stage.get("A"), Some("1"));
-        assert_eq!(stage.get("B"), Some("2"));
+        // `ARG V=3.20` then `ARG V` keeps 3.20; a new default replaces it.
+        global.declare("V=3.20", '\\', &overrides);
+        global.declare("V", '\\', &overrides);
+        assert_eq!(global.get("V"), Some("3.20"));
+        global.declare("V=3.21", '\\', &overrides);
+        assert_eq!(global.get("V"), Some("3.21"));
     }
 
     #[test]
-    fn predefined_args_take_overrides() {
+    fn predefined_args_take_platform_values_and_overrides() {
+        let platform = [
+            ("TARGETARCH", "amd64".to_owned()),
+            ("TARGETOS", "linux".to_owned()),
+        ];
         let overrides = BTreeMap::from([("TARGETARCH".to_owned(), "arm64".to_owned())]);
-        assert_eq!(
-            Scope::predefined(&overrides).get("TARGETARCH"),
-            Some("arm64")
-        );
+        let scope = Scope::predefined(&overrides, &platform);
+        assert_eq!(scope.get("TARGETARCH"), Some("arm64"));
+        assert_eq!(scope.get("TARGETOS"), Some("linux"));
+        assert_eq!(scope.get("BUILDOS"), None);
     }
 }

@@ -1,15 +1,18 @@
 //! Extracts the images a Dockerfile depends on.
 //!
-//! Tokenising (continuations, the escape directive, comments, heredocs) is
-//! left to `parse-dockerfile`; this module applies Docker's semantics on top:
-//! stage names, `scratch`, `ARG` expansion and the `--from` forms.
+//! [`super::syntax`] splits the file into instructions as BuildKit does
+//! (continuations, the escape directive, comments, heredocs); this module
+//! applies BuildKit's semantics on top: stage names, `scratch`, global `ARG`
+//! expansion, the automatic platform args and the `--from` forms.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
 
-use parse_dockerfile::{Flag, Instruction};
 use serde::Serialize;
 
-use super::args::Scope;
+use super::args::{Scope, split_words};
+use super::syntax::{Instruction, tokenize};
 
 /// How an image is referenced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -46,134 +49,264 @@ pub struct Warning {
 /// Everything extracted from one Dockerfile.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ParsedDockerfile {
-    /// Image dependencies in file order (duplicates kept).
+    /// Image dependencies in line order; the same reference on several lines is kept once per line.
     pub images: Vec<ImageRef>,
-    /// References that could not be resolved, in file order.
+    /// Lines that could not be used, in line order.
     pub warnings: Vec<Warning>,
 }
 
-/// A Dockerfile that cannot be parsed at all.
+/// A Dockerfile that cannot be used at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DockerfileError {
-    /// A syntax error (unknown instruction, missing argument, unterminated heredoc...).
-    #[error("line {line}: {message}")]
-    Syntax {
-        /// 1-based line where the error was detected.
-        line: usize,
-        /// The parser's description.
-        message: String,
-    },
     /// The file has no `FROM` instruction.
     #[error("no FROM instruction")]
     NoStage,
 }
 
+/// A target platform the Dockerfile is evaluated for, `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform {
+    /// `linux`, `windows`...
+    pub os: String,
+    /// `amd64`, `arm64`...
+    pub arch: String,
+    /// `v7`, `v8`... when given.
+    pub variant: Option<String>,
+}
+
+/// A platform that is not `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid platform {0:?}: expected os/arch or os/arch/variant, e.g. \"linux/arm64\"")]
+pub struct PlatformError(pub String);
+
+impl FromStr for Platform {
+    type Err = PlatformError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.trim().split('/').collect();
+        let valid = |p: &&str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        };
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(valid) {
+            return Err(PlatformError(s.to_owned()));
+        }
+        let lower = |p: &str| p.to_ascii_lowercase();
+        Ok(Self {
+            os: lower(parts[0]),
+            arch: lower(parts[1]),
+            variant: parts.get(2).map(|v| lower(v)),
+        })
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Platform {
+    /// The values of the automatic platform args, with `prefix` `TARGET` or `BUILD`.
+    fn args(&self, prefix: &str) -> [(&'static str, String); 4] {
+        let names: [&'static str; 4] = if prefix == "TARGET" {
+            ["TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT"]
+        } else {
+            ["BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT"]
+        };
+        [
+            (names[0], self.to_string()),
+            (names[1], self.os.clone()),
+            (names[2], self.arch.clone()),
+            (names[3], self.variant.clone().unwrap_or_default()),
+        ]
+    }
+}
+
 /// Parses `content` and returns the images it depends on.
 ///
 /// `arg_overrides` act like `--build-arg`: they replace the value of `ARG`s
-/// the file declares (and of BuildKit's predefined platform args such as
+/// the file declares (and of BuildKit's automatic platform args such as
 /// `TARGETARCH`), never of undeclared names.
 ///
+/// The file is evaluated once per target platform in `platforms` (the first
+/// one also stands for the build platform, `BUILDARCH`...) and the results
+/// are merged: an image needed on any platform is a dependency. With no
+/// platform the platform args are unset and referring to them is a warning.
+///
+/// Problems with single lines are [`Warning`]s; the rest of the file is still
+/// read.
+///
 /// # Errors
-/// [`DockerfileError`] when the file is not a valid Dockerfile.
+/// [`DockerfileError::NoStage`] when the file has no `FROM` instruction.
 pub fn parse_dockerfile(
     content: &str,
     arg_overrides: &BTreeMap<String, String>,
+    platforms: &[Platform],
 ) -> Result<ParsedDockerfile, DockerfileError> {
-    // Strip the BOM ourselves so that spans index into `text`.
     let text = content.strip_prefix('\u{feff}').unwrap_or(content);
-    let file = parse_dockerfile::parse(text).map_err(|e| match e.line() {
-        0 => DockerfileError::NoStage,
-        line => DockerfileError::Syntax {
-            line,
-            message: format!("{e:#}"),
-        },
-    })?;
-    let escape = file
-        .parser_directives
-        .escape
-        .as_ref()
-        .map_or('\\', |d| d.value.value);
-
-    let mut walker = Walker {
-        lines: LineIndex::new(text),
-        escape,
-        overrides: arg_overrides,
-        all_stage_names: stage_names(&file.instructions),
-        earlier_stage_names: HashSet::new(),
-        global: Scope::predefined(arg_overrides),
-        stage: None,
-        out: ParsedDockerfile::default(),
-    };
-    for instruction in &file.instructions {
-        walker.instruction(instruction);
+    let syntax = tokenize(text);
+    if !syntax.instructions.iter().any(|i| i.keyword == "FROM") {
+        return Err(DockerfileError::NoStage);
     }
-    Ok(walker.out)
+    let all_stage_names = stage_names(&syntax.instructions, syntax.escape);
+    let walk = |platform: &[(&str, String)]| {
+        let mut walker = Walker {
+            escape: syntax.escape,
+            overrides: arg_overrides,
+            all_stage_names: &all_stage_names,
+            earlier_stage_names: HashSet::new(),
+            global: Scope::predefined(arg_overrides, platform),
+            in_stage: false,
+            out: ParsedDockerfile::default(),
+        };
+        for instruction in &syntax.instructions {
+            walker.instruction(instruction);
+        }
+        walker.out
+    };
+    let mut merged = ParsedDockerfile {
+        images: Vec::new(),
+        warnings: syntax.warnings.clone(),
+    };
+    match platforms.split_first() {
+        None => merged.merge(walk(&[])),
+        Some((build, _)) => {
+            for target in platforms {
+                let mut values = target.args("TARGET").to_vec();
+                values.extend(build.args("BUILD"));
+                merged.merge(walk(&values));
+            }
+        }
+    }
+    merged.images.sort_by_key(|i| i.line);
+    merged.warnings.sort_by_key(|w| w.line);
+    Ok(merged)
 }
 
-/// Lowercased `AS` names of every stage (Docker compares them case-insensitively).
-fn stage_names(instructions: &[Instruction<'_>]) -> HashSet<String> {
+impl ParsedDockerfile {
+    /// Adds what `other` found that `self` does not have yet.
+    fn merge(&mut self, other: ParsedDockerfile) {
+        let mut seen: HashSet<ImageRef> = self.images.iter().cloned().collect();
+        self.images
+            .extend(other.images.into_iter().filter(|i| seen.insert(i.clone())));
+        let mut seen: HashSet<Warning> = self.warnings.iter().cloned().collect();
+        self.warnings.extend(
+            other
+                .warnings
+                .into_iter()
+                .filter(|w| seen.insert(w.clone())),
+        );
+    }
+}
+
+/// `FROM [--flag...] image [AS name]`, split.
+struct FromLine<'a> {
+    image: &'a str,
+    alias: Option<&'a str>,
+}
+
+/// Reads a `FROM`'s arguments; `None` when they are not `image [AS name]`.
+fn parse_from(arguments: &str, escape: char) -> Option<FromLine<'_>> {
+    let (_, words) = flags(arguments, escape);
+    match words.as_slice() {
+        [image] => Some(FromLine { image, alias: None }),
+        [image, as_, alias] if as_.eq_ignore_ascii_case("as") => Some(FromLine {
+            image,
+            alias: Some(alias),
+        }),
+        _ => None,
+    }
+}
+
+/// Splits leading `--name[=value]` flags from the other words.
+fn flags(arguments: &str, escape: char) -> (Vec<(&str, Option<&str>)>, Vec<&str>) {
+    let words = split_words(arguments, escape);
+    let count = words
+        .iter()
+        .take_while(|w| w.starts_with("--") && **w != "--")
+        .count();
+    let flags = words[..count]
+        .iter()
+        .map(|w| match w[2..].split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (&w[2..], None),
+        })
+        .collect();
+    let rest_start = if words.get(count) == Some(&"--") {
+        count + 1
+    } else {
+        count
+    };
+    (flags, words[rest_start.min(words.len())..].to_vec())
+}
+
+/// Lowercased `AS` names of every stage (BuildKit compares them case-insensitively).
+fn stage_names(instructions: &[Instruction], escape: char) -> HashSet<String> {
     instructions
         .iter()
-        .filter_map(|i| match i {
-            Instruction::From(from) => from.as_.as_ref(),
-            _ => None,
-        })
-        .map(|(_, name)| name.value.to_lowercase())
+        .filter(|i| i.keyword == "FROM")
+        .filter_map(|i| parse_from(&i.arguments, escape)?.alias)
+        .map(str::to_lowercase)
         .collect()
 }
 
 struct Walker<'o> {
-    lines: LineIndex,
     escape: char,
     overrides: &'o BTreeMap<String, String>,
-    all_stage_names: HashSet<String>,
+    all_stage_names: &'o HashSet<String>,
     earlier_stage_names: HashSet<String>,
     global: Scope,
-    /// `None` before the first `FROM`.
-    stage: Option<Scope>,
+    /// False before the first `FROM`, where `ARG`s are global.
+    in_stage: bool,
     out: ParsedDockerfile,
 }
 
 impl Walker<'_> {
-    fn instruction(&mut self, instruction: &Instruction<'_>) {
-        match instruction {
-            Instruction::Arg(arg) => {
-                let words = &arg.arguments.value;
-                match &mut self.stage {
-                    Some(stage) => {
-                        stage.declare(words, self.escape, self.overrides, Some(&self.global));
-                    }
-                    None => self
-                        .global
-                        .declare(words, self.escape, self.overrides, None),
-                }
-            }
-            Instruction::From(from) => {
-                let line = self.lines.line(from.from.span.start);
+    fn instruction(&mut self, instruction: &Instruction) {
+        let line = instruction.line;
+        let arguments = instruction.arguments.as_str();
+        match instruction.keyword.as_str() {
+            // Stage ARGs only matter to RUN and the like: BuildKit expands
+            // neither `--from` nor a mount's `from=`, so they are not tracked.
+            "ARG" if !self.in_stage => self.global.declare(arguments, self.escape, self.overrides),
+            "FROM" => {
+                self.in_stage = true;
+                let Some(from) = parse_from(arguments, self.escape) else {
+                    self.warn(
+                        line,
+                        "FROM must be followed by an image and optionally AS <name>: line skipped"
+                            .to_owned(),
+                    );
+                    return;
+                };
                 // FROM lines only see global args.
-                if let Some(image) = self.resolve(&from.image.value, line, false) {
+                if let Some(image) = self.resolve(from.image, line) {
                     let lower = image.to_lowercase();
                     if lower != "scratch" && !self.earlier_stage_names.contains(&lower) {
                         self.push(image, line, RefKind::From);
                     }
                 }
-                if let Some((_, name)) = &from.as_ {
-                    self.earlier_stage_names.insert(name.value.to_lowercase());
-                }
-                self.stage = Some(self.global.clone());
-            }
-            Instruction::Copy(copy) => {
-                let line = self.lines.line(copy.copy.span.start);
-                for value in flag_values(&copy.options, "from") {
-                    self.flag_from(value, line, RefKind::CopyFrom);
+                if let Some(alias) = from.alias {
+                    self.earlier_stage_names.insert(alias.to_lowercase());
                 }
             }
-            Instruction::Run(run) => {
-                let line = self.lines.line(run.run.span.start);
-                for mount in flag_values(&run.options, "mount") {
-                    if let Some(value) = mount_from(mount) {
-                        self.flag_from(value, line, RefKind::MountFrom);
+            "COPY" => {
+                let (flags, _) = flags(arguments, self.escape);
+                for (_, value) in flags.iter().filter(|(name, _)| *name == "from") {
+                    self.flag_from(value.unwrap_or_default(), line, RefKind::CopyFrom);
+                }
+            }
+            "RUN" => {
+                let (flags, _) = flags(arguments, self.escape);
+                for (_, value) in flags.iter().filter(|(name, _)| *name == "mount") {
+                    if let Some(from) = mount_from(&unquote(value.unwrap_or_default())) {
+                        self.flag_from(&from, line, RefKind::MountFrom);
                     }
                 }
             }
@@ -184,9 +317,25 @@ impl Walker<'_> {
 
     /// A `--from` value: an image unless it names a stage or a stage index.
     fn flag_from(&mut self, raw: &str, line: usize, kind: RefKind) {
-        let Some(value) = self.resolve(raw, line, true) else {
+        let expanded = super::expand::expand(raw, self.escape, &|_| None);
+        if expanded.uses_variables {
+            let flag = match kind {
+                RefKind::MountFrom => "--mount from=",
+                _ => "--from",
+            };
+            self.warn(
+                line,
+                format!(
+                    "cannot use {raw:?}: BuildKit does not expand variables in {flag}; \
+                     name the image in a stage (`FROM image AS name`) and use the stage"
+                ),
+            );
             return;
-        };
+        }
+        let value = expanded.value;
+        if value.trim().is_empty() {
+            return;
+        }
         let lower = value.to_lowercase();
         let is_index = value.bytes().all(|b| b.is_ascii_digit());
         if !is_index && lower != "scratch" && !self.all_stage_names.contains(&lower) {
@@ -194,13 +343,10 @@ impl Walker<'_> {
         }
     }
 
-    /// Expands `raw`; on failure records a warning and returns `None`.
-    fn resolve(&mut self, raw: &str, line: usize, in_stage: bool) -> Option<String> {
-        let scope = match (&self.stage, in_stage) {
-            (Some(stage), true) => stage,
-            _ => &self.global,
-        };
-        let expanded = scope.expand(raw, self.escape);
+    /// Expands a `FROM` image with the global args; on failure records a
+    /// warning and returns `None`.
+    fn resolve(&mut self, raw: &str, line: usize) -> Option<String> {
+        let expanded = self.global.expand(raw, self.escape);
         let problem = if let Some(problem) = expanded.problems.first() {
             problem.clone()
         } else if expanded.value.trim().is_empty() {
@@ -210,11 +356,15 @@ impl Walker<'_> {
         } else {
             return Some(expanded.value);
         };
-        self.out.warnings.push(Warning {
+        self.warn(
             line,
-            message: format!("cannot resolve image reference {raw:?}: {problem}"),
-        });
+            format!("cannot resolve image reference {raw:?}: {problem}"),
+        );
         None
+    }
+
+    fn warn(&mut self, line: usize, message: String) {
+        self.out.warnings.push(Warning { line, message });
     }
 
     fn push(&mut self, reference: String, line: usize, kind: RefKind) {
@@ -226,53 +376,24 @@ impl Walker<'_> {
     }
 }
 
-/// Values of every `--name=value` flag.
-fn flag_values<'f>(flags: &'f [Flag<'_>], name: &'f str) -> impl Iterator<Item = &'f str> {
-    flags
-        .iter()
-        .filter(move |f| f.name.value == name)
-        .filter_map(|f| f.value.as_ref().map(|v| &*v.value))
+/// Removes the quotes BuildKit strips from flag values.
+fn unquote(s: &str) -> String {
+    s.chars().filter(|c| *c != '"' && *c != '\'').collect()
 }
 
 /// The `from=` of a `--mount` spec whose type can take one (bind, the default, or cache).
-fn mount_from(spec: &str) -> Option<&str> {
+fn mount_from(spec: &str) -> Option<String> {
     let mut kind = "bind";
     let mut from = None;
     for field in spec.split(',') {
-        // BuildKit reads the spec as CSV, so fields may be double-quoted.
-        let field = field.trim();
-        let field = field
-            .strip_prefix('"')
-            .and_then(|f| f.strip_suffix('"'))
-            .unwrap_or(field);
-        match field.split_once('=') {
+        match field.trim().split_once('=') {
             Some((key, value)) if key.eq_ignore_ascii_case("type") => kind = value,
             Some((key, value)) if key.eq_ignore_ascii_case("from") => from = Some(value),
             _ => {}
         }
     }
     let takes_from = kind.eq_ignore_ascii_case("bind") || kind.eq_ignore_ascii_case("cache");
-    from.filter(|_| takes_from)
-}
-
-/// Maps byte offsets to 1-based line numbers.
-struct LineIndex {
-    newlines: Vec<usize>,
-}
-
-impl LineIndex {
-    fn new(text: &str) -> Self {
-        let newlines = text
-            .bytes()
-            .enumerate()
-            .filter_map(|(i, b)| (b == b'\n').then_some(i))
-            .collect();
-        Self { newlines }
-    }
-
-    fn line(&self, offset: usize) -> usize {
-        self.newlines.partition_point(|&nl| nl < offset) + 1
-    }
+    from.filter(|_| takes_from).map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@ pub mod deps_file;
 pub mod dockerfile;
 mod expand;
 pub mod image;
+mod syntax;
 
 pub use deps_file::{DepsEntry, DepsWarning, parse_deps_file};
 pub use dockerfile::{
-    DockerfileError, ImageRef, ParsedDockerfile, RefKind, Warning, parse_dockerfile,
+    DockerfileError, ImageRef, ParsedDockerfile, Platform, PlatformError, RefKind, Warning,
+    parse_dockerfile,
 };
 pub use image::{ImageError, ImageName, RegistryIndex};

@@ -146,8 +146,49 @@ fn render(insts: &[Inst], style: &mut Style<'_>) -> String {
     out
 }
 
+/// Images garbage cannot turn into stage names or variables.
+const FROM_IMAGES: &[&str] = &[
+    "alpine:3.20",
+    "registry.example.org:5050/g/p/img:1.0",
+    "ghcr.io/o/r@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "docker.io/library/debian:12-slim",
+];
+
+#[derive(Debug, Clone)]
+enum Line {
+    From(&'static str),
+    Garbage(String),
+}
+
+/// A line that is not an instruction we need. It never continues onto the
+/// next line (no trailing escape) nor opens a heredoc that a later garbage line
+/// could close, since either would rightly swallow the FROM lines in between.
+fn garbage() -> impl Strategy<Value = String> {
+    let text = prop_oneof![
+        "[^\r\n]{0,40}",
+        "(ENTRYPOINT|CMD|RUN|COPY|ADD|ARG|ENV|LABEL|ONBUILD|HEALTHCHECK|SHELL) [^\r\n]{0,30}",
+        Just("ENTRYPOINT []".to_owned()),
+        Just("FROM".to_owned()),
+        Just("FROM a b".to_owned()),
+        Just("ARG".to_owned()),
+        Just("COPY --from=${IMG} / /".to_owned()),
+        Just("# escape=`".to_owned()),
+        Just("RUN --mount=type=bind,from= true".to_owned()),
+        Just("FROM ${".to_owned()),
+    ];
+    text.prop_map(|t| {
+        let t = t.replace("<<", "< <");
+        let trimmed = t.trim_end_matches([' ', '\t']);
+        if trimmed.ends_with('\\') || trimmed.ends_with('`') {
+            format!("{t} x")
+        } else {
+            t
+        }
+    })
+}
+
 fn extracted(content: &str) -> Result<(Vec<(String, RefKind)>, usize), DockerfileError> {
-    let p = parse_dockerfile(content, &BTreeMap::new())?;
+    let p = parse_dockerfile(content, &BTreeMap::new(), &[])?;
     let images = p
         .images
         .into_iter()
@@ -172,8 +213,50 @@ proptest! {
     }
 
     #[test]
+    fn garbage_lines_never_hide_well_formed_from_lines(
+        lines in proptest::collection::vec(
+            prop_oneof![
+                proptest::sample::select(FROM_IMAGES).prop_map(Line::From),
+                garbage().prop_map(Line::Garbage),
+            ],
+            0..24,
+        ),
+        crlf in any::<bool>(),
+    ) {
+        let eol = if crlf { "\r\n" } else { "\n" };
+        let mut content = String::new();
+        let mut expected = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            match line {
+                Line::From(image) => {
+                    content.push_str(&format!("FROM {image}"));
+                    expected.push(((*image).to_owned(), i + 1));
+                }
+                Line::Garbage(text) => content.push_str(text),
+            }
+            content.push_str(eol);
+        }
+        let platforms = ["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()];
+        let result = parse_dockerfile(&content, &BTreeMap::new(), &platforms);
+        if expected.is_empty() {
+            // Garbage alone may or may not contain a FROM; it must not panic.
+            return Ok(());
+        }
+        let parsed = result.map_err(|e| TestCaseError::fail(format!("{e}\n{content}")))?;
+        let found: Vec<(String, usize)> = parsed
+            .images
+            .into_iter()
+            .filter(|i| i.kind == RefKind::From)
+            .map(|i| (i.reference, i.line))
+            .collect();
+        for want in &expected {
+            prop_assert!(found.contains(want), "{want:?} missing from {found:?} in\n{content}");
+        }
+    }
+
+    #[test]
     fn never_panics_on_arbitrary_strings(s in any::<String>()) {
-        let _ = parse_dockerfile(&s, &BTreeMap::new());
+        let _ = parse_dockerfile(&s, &BTreeMap::new(), &[]);
     }
 
     #[test]
@@ -181,6 +264,7 @@ proptest! {
         s in "((FROM|from|RUN|ARG|COPY|AS|--from=|--mount=|<<EOF|EOF|# escape=`|\\\\|`|\\$|\\{|\\}|:-|:\\+|\"|'|[ a-z0-9=:/@.,-]|\r|\n))*",
     ) {
         let overrides = BTreeMap::from([("a".to_owned(), "x".to_owned())]);
-        let _ = parse_dockerfile(&s, &overrides);
+        let platforms = ["linux/amd64".parse().unwrap(), "windows/arm64/v8".parse().unwrap()];
+        let _ = parse_dockerfile(&s, &overrides, &platforms);
     }
 }

@@ -1,7 +1,24 @@
 use super::*;
 
 fn parse(content: &str) -> ParsedDockerfile {
-    parse_dockerfile(content, &BTreeMap::new()).unwrap()
+    parse_dockerfile(content, &BTreeMap::new(), &[]).unwrap()
+}
+
+fn platforms(list: &[&str]) -> Vec<Platform> {
+    list.iter().map(|p| p.parse().unwrap()).collect()
+}
+
+/// Parses for the given target platforms.
+fn parse_for(content: &str, list: &[&str]) -> ParsedDockerfile {
+    parse_dockerfile(content, &BTreeMap::new(), &platforms(list)).unwrap()
+}
+
+/// `(line, message)` of every warning.
+fn warnings(p: &ParsedDockerfile) -> Vec<(usize, &str)> {
+    p.warnings
+        .iter()
+        .map(|w| (w.line, w.message.as_str()))
+        .collect()
 }
 
 fn parse_with(content: &str, overrides: &[(&str, &str)]) -> ParsedDockerfile {
@@ -9,7 +26,7 @@ fn parse_with(content: &str, overrides: &[(&str, &str)]) -> ParsedDockerfile {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    parse_dockerfile(content, &overrides).unwrap()
+    parse_dockerfile(content, &overrides, &[]).unwrap()
 }
 
 /// `(reference, line, kind)` triples for compact assertions.
@@ -218,34 +235,28 @@ fn stage_args_do_not_apply_to_from_lines() {
 }
 
 #[test]
-fn stage_and_global_args_apply_to_from_flags() {
+fn variables_in_from_flags_are_warnings() {
+    // BuildKit expands variables in neither `COPY --from` nor a mount's
+    // `from=`: the build fails, so no image is read from them.
     let p = parse(
-        "ARG REG=reg.io\n\
+        "ARG IMG=reg.io/tools:1\n\
          FROM a\n\
-         ARG TOOL=tools:1\n\
-         COPY --from=$REG/$TOOL /x /y\n\
-         RUN --mount=type=bind,from=${REG}/m:2,target=/m true\n\
-         FROM b\n\
-         COPY --from=$TOOL /x /y\n",
+         COPY --from=${IMG} /x /y\n\
+         ARG IMG\n\
+         ARG LOCAL=tools:2\n\
+         COPY --from=$LOCAL /x /y\n\
+         RUN --mount=type=bind,from=${IMG},target=/m true\n\
+         COPY --from=\"nginx:1\" /x /y\n",
     );
-    assert_eq!(
-        refs(&p),
-        [
-            ("a", 2, From),
-            ("reg.io/tools:1", 4, CopyFrom),
-            ("reg.io/m:2", 5, MountFrom),
-            ("b", 6, From),
-        ]
+    assert_eq!(refs(&p), [("a", 2, From), ("nginx:1", 8, CopyFrom)]);
+    let lines: Vec<usize> = p.warnings.iter().map(|w| w.line).collect();
+    assert_eq!(lines, [3, 6, 7]);
+    assert!(
+        p.warnings[0]
+            .message
+            .contains("does not expand variables in --from")
     );
-    // TOOL was declared in the first stage only.
-    assert_eq!(p.warnings.len(), 1);
-    assert_eq!(p.warnings[0].line, 7);
-}
-
-#[test]
-fn stage_arg_override() {
-    let p = parse_with("FROM a\nARG T=1\nCOPY --from=t:$T / /\n", &[("T", "9")]);
-    assert_eq!(images_of(&p), ["a", "t:9"]);
+    assert!(p.warnings[2].message.contains("--mount from="));
 }
 
 #[test]
@@ -335,27 +346,235 @@ fn quoted_and_escaped_references() {
 }
 
 #[test]
-fn syntax_errors() {
-    let e = parse_dockerfile("FROM a\nBOGUS x\n", &BTreeMap::new()).unwrap_err();
-    assert!(
-        matches!(e, DockerfileError::Syntax { line: 2, .. }),
-        "{e:?}"
+fn only_a_file_without_from_is_an_error() {
+    let none = BTreeMap::new();
+    assert_eq!(
+        parse_dockerfile("RUN x\n", &none, &[]),
+        Err(DockerfileError::NoStage)
     );
-    let e = parse_dockerfile("RUN x\n", &BTreeMap::new()).unwrap_err();
-    assert!(
-        matches!(e, DockerfileError::Syntax { line: 1, .. }),
-        "{e:?}"
+    assert_eq!(
+        parse_dockerfile("", &none, &[]),
+        Err(DockerfileError::NoStage)
     );
-    let e = parse_dockerfile("", &BTreeMap::new()).unwrap_err();
-    assert_eq!(e, DockerfileError::NoStage);
-    let e = parse_dockerfile("FROM a\nRUN <<EOF\nx\n", &BTreeMap::new()).unwrap_err();
-    assert!(matches!(e, DockerfileError::Syntax { .. }), "{e:?}");
+    // A FROM swallowed by a heredoc body does not count.
+    assert_eq!(
+        parse_dockerfile("RUN <<EOF\nFROM a\nEOF\n", &none, &[]),
+        Err(DockerfileError::NoStage)
+    );
 }
 
 #[test]
-fn line_index() {
-    let idx = LineIndex::new("a\nbc\n\nd");
-    assert_eq!([0, 1, 2, 4, 5, 6].map(|o| idx.line(o)), [1, 1, 2, 2, 3, 4]);
+fn bad_lines_are_warnings_and_the_rest_is_read() {
+    let p = parse(
+        "FROM a\n\
+         BOGUS x\n\
+         hello world\n\
+         FROM\n\
+         FROM b AS\n\
+         FROM c extra words here\n\
+         COPY --from=d /x /y\n\
+         RUN <<EOF\n\
+         FROM e\n",
+    );
+    assert_eq!(
+        refs(&p),
+        [("a", 1, From), ("d", 7, CopyFrom), ("e", 9, From)]
+    );
+    let lines: Vec<usize> = p.warnings.iter().map(|w| w.line).collect();
+    assert_eq!(lines, [2, 3, 4, 5, 6, 8]);
+    assert!(
+        p.warnings[0]
+            .message
+            .contains("unknown instruction \"BOGUS\"")
+    );
+    assert!(p.warnings[5].message.contains("never terminated"));
+}
+
+#[test]
+fn empty_entrypoint_and_cmd_are_valid() {
+    // Every current Tomcat image ends like this.
+    let p = parse(
+        "FROM eclipse-temurin:21-jre\n\
+         ENTRYPOINT []\n\
+         CMD []\n\
+         CMD [\"catalina.sh\", \"run\"]\n\
+         FROM tomcat:10\n",
+    );
+    assert_eq!(
+        refs(&p),
+        [("eclipse-temurin:21-jre", 1, From), ("tomcat:10", 5, From)]
+    );
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn heredocs_anywhere_on_the_instruction_line() {
+    let p = parse(
+        "FROM alpine\n\
+         RUN cat <<EOF >> /etc/motd\n\
+         hello\n\
+         FROM evil1\n\
+         EOF\n\
+         RUN 5<<F cat /proc/self/fd/5\n\
+         FROM evil2\n\
+         F\n\
+         RUN <<-EOT sh\n\
+         \tFROM evil3\n\
+         \tEOT\n\
+         RUN <<\"QUOTED\" cat\n\
+         FROM $evil4\n\
+         QUOTED\n\
+         COPY <<A <<'B' /dst/\n\
+         FROM evil5\n\
+         A\n\
+         FROM evil6\n\
+         B\n\
+         ADD --chmod=644 <<CONF /etc/x.conf\n\
+         FROM evil7\n\
+         CONF\n\
+         RUN echo \\\n\
+         \x20 <<EOF cat\n\
+         FROM evil8\n\
+         EOF\n\
+         FROM busybox\n",
+    );
+    assert_eq!(refs(&p), [("alpine", 1, From), ("busybox", 27, From)]);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn here_strings_and_quoted_markers_are_not_heredocs() {
+    let p = parse(
+        "FROM alpine\n\
+         RUN cat <<<word\n\
+         RUN echo \"<<EOF\"\n\
+         RUN [\"sh\", \"-c\", \"<<EOF\"]\n\
+         FROM busybox\n",
+    );
+    assert_eq!(refs(&p), [("alpine", 1, From), ("busybox", 5, From)]);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn platform_args_are_always_defined() {
+    let digest = "sha256:".to_owned() + &"b".repeat(64);
+    let content = format!(
+        "FROM quay.io/x/busybox${{TARGETARCH:+@{digest}}}\n\
+         FROM golang:1.22${{TARGETARCH:-x}}\n\
+         FROM alpine AS bin-linux\n\
+         FROM bin-${{TARGETOS}}\n\
+         FROM tools:${{BUILDOS}}-${{BUILDARCH}}${{TARGETVARIANT:+-}}${{TARGETVARIANT}}\n"
+    );
+    let p = parse_for(&content, &["linux/amd64"]);
+    assert_eq!(
+        refs(&p),
+        [
+            (format!("quay.io/x/busybox@{digest}").as_str(), 1, From),
+            ("golang:1.22amd64", 2, From),
+            ("alpine", 3, From),
+            ("tools:linux-amd64", 5, From),
+        ]
+    );
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn platforms_are_evaluated_each_and_merged() {
+    let content = "ARG TARGETARCH\n\
+                   FROM --platform=$BUILDPLATFORM golang:1.22 AS build\n\
+                   FROM base-${TARGETARCH}${TARGETVARIANT:+-}${TARGETVARIANT}:1\n\
+                   FROM common:1\n\
+                   FROM img:${TARGETPLATFORM//\\//-}\n";
+    let p = parse_for(content, &["linux/amd64", "linux/arm64", "linux/arm/v7"]);
+    assert_eq!(
+        refs(&p),
+        [
+            ("golang:1.22", 2, From),
+            ("base-amd64:1", 3, From),
+            ("base-arm64:1", 3, From),
+            ("base-arm-v7:1", 3, From),
+            ("common:1", 4, From),
+            ("img:linux-amd64", 5, From),
+            ("img:linux-arm64", 5, From),
+            ("img:linux-arm-v7", 5, From),
+        ]
+    );
+    // Unset platform args are a warning once, not once per platform.
+    let p = parse_for("FROM a:$NOPE\n", &["linux/amd64", "linux/arm64"]);
+    assert_eq!(p.warnings.len(), 1);
+}
+
+#[test]
+fn build_platform_is_the_first_platform() {
+    let p = parse_for(
+        "FROM tool:${BUILDARCH}-for-${TARGETARCH}\n",
+        &["linux/amd64", "linux/arm64"],
+    );
+    assert_eq!(
+        images_of(&p),
+        ["tool:amd64-for-amd64", "tool:amd64-for-arm64"]
+    );
+}
+
+#[test]
+fn platform_args_yield_to_overrides() {
+    let overrides = BTreeMap::from([("TARGETARCH".to_owned(), "s390x".to_owned())]);
+    let p = parse_dockerfile(
+        "FROM base-${TARGETARCH}\n",
+        &overrides,
+        &platforms(&["linux/amd64", "linux/arm64"]),
+    )
+    .unwrap();
+    assert_eq!(images_of(&p), ["base-s390x"]);
+}
+
+#[test]
+fn trims_and_replacements() {
+    let p = parse(
+        "ARG V=3.20.1\n\
+         ARG IMG=registry.example.org/group/app:1.2-alpine\n\
+         FROM alpine:${V%.*}\n\
+         FROM debian:${V%%.*}\n\
+         FROM node:${V#*.}\n\
+         FROM ruby:${V##*.}\n\
+         FROM ${IMG/-alpine/-slim}\n\
+         FROM x:${V//./-}\n\
+         FROM ${IMG%:*}:latest\n\
+         FROM y:${V/#3/4}\n",
+    );
+    assert_eq!(
+        images_of(&p),
+        [
+            "alpine:3.20",
+            "debian:3",
+            "node:20.1",
+            "ruby:1",
+            "registry.example.org/group/app:1.2-slim",
+            "x:3-20-1",
+            "registry.example.org/group/app:latest",
+            "y:3.20.1",
+        ]
+    );
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn bare_arg_keeps_its_earlier_default() {
+    let p = parse("ARG V=3.20\nARG V\nFROM alpine:$V\n");
+    assert_eq!(images_of(&p), ["alpine:3.20"]);
+    assert!(p.warnings.is_empty());
+}
+
+#[test]
+fn warnings_have_lines_and_messages() {
+    let p = parse("FROM a\nFROM b:$X\n");
+    assert_eq!(
+        warnings(&p),
+        [(
+            2,
+            "cannot resolve image reference \"b:$X\": ARG X has no value"
+        )]
+    );
 }
 
 #[test]
