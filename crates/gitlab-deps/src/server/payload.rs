@@ -7,6 +7,8 @@
 
 use std::collections::BTreeSet;
 
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 /// Why a webhook body was refused.
@@ -240,13 +242,42 @@ fn malformed(kind: &'static str, reason: impl Into<String>) -> PayloadError {
     }
 }
 
-fn json_of(kind: &'static str, body: &[u8]) -> Result<Value, PayloadError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| malformed(kind, format!("not JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(malformed(kind, "not a JSON object"));
-    }
-    Ok(value)
+/// The top level of a Pipeline Hook: only the parts we read are kept; `builds`, `commit`, `user` and
+/// whatever GitLab adds are skipped unparsed (they are most of a large payload). The kept parts are
+/// raw JSON values, read leniently below.
+#[derive(Deserialize)]
+struct RawPipeline {
+    #[serde(default)]
+    object_attributes: Value,
+    #[serde(default)]
+    project: Value,
+    /// Only whether it is there and not null matters.
+    #[serde(default)]
+    merge_request: Option<IgnoredAny>,
+}
+
+/// The top level of a Push Hook, likewise.
+#[derive(Deserialize)]
+struct RawPush {
+    #[serde(default, rename = "ref")]
+    git_ref: Value,
+    #[serde(default)]
+    project_id: Value,
+    #[serde(default)]
+    project: Value,
+    #[serde(default)]
+    before: Value,
+    #[serde(default)]
+    after: Value,
+    #[serde(default)]
+    commits: Value,
+    #[serde(default)]
+    total_commits_count: Value,
+}
+
+/// Decodes the top level; fails only for a body that is not a JSON object.
+fn decode<'a, T: Deserialize<'a>>(kind: &'static str, body: &'a [u8]) -> Result<T, PayloadError> {
+    serde_json::from_slice(body).map_err(|e| malformed(kind, format!("not a JSON object: {e}")))
 }
 
 fn required<T>(kind: &'static str, field: &str, value: Option<T>) -> Result<T, PayloadError> {
@@ -265,9 +296,9 @@ fn hook_time_ms(text: &str) -> Option<i64> {
 
 fn parse_pipeline(body: &[u8]) -> Result<PipelineEvent, PayloadError> {
     const KIND: &str = "pipeline";
-    let v = json_of(KIND, body)?;
-    let attrs = &v["object_attributes"];
-    let project = &v["project"];
+    let raw: RawPipeline = decode(KIND, body)?;
+    let attrs = &raw.object_attributes;
+    let project = &raw.project;
     let variables = attrs["variables"]
         .as_array()
         .into_iter()
@@ -284,18 +315,19 @@ fn parse_pipeline(body: &[u8]) -> Result<PipelineEvent, PayloadError> {
         source: text_of(&attrs["source"]),
         status: required(KIND, "object_attributes.status", text_of(&attrs["status"]))?,
         variables,
-        merge_request: !v["merge_request"].is_null(),
+        merge_request: raw.merge_request.is_some(),
         created_ms: attrs["created_at"].as_str().and_then(hook_time_ms),
     })
 }
 
 fn parse_push(body: &[u8]) -> Result<PushEvent, PayloadError> {
     const KIND: &str = "push";
-    let v = json_of(KIND, body)?;
-    let project = &v["project"];
-    let project_id = id_of(&v["project_id"]).or_else(|| id_of(&project["id"]));
-    let git_ref = required(KIND, "ref", text_of(&v["ref"]))?;
-    let commits = v["commits"]
+    let raw: RawPush = decode(KIND, body)?;
+    let project = &raw.project;
+    let project_id = id_of(&raw.project_id).or_else(|| id_of(&project["id"]));
+    let git_ref = required(KIND, "ref", text_of(&raw.git_ref))?;
+    let commits = raw
+        .commits
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
@@ -307,14 +339,14 @@ fn parse_push(body: &[u8]) -> Result<PushEvent, PayloadError> {
                 .chain(strings_of(&c["removed"]))
         })
         .collect();
-    let total = v["total_commits_count"].as_u64();
+    let total = raw.total_commits_count.as_u64();
     Ok(PushEvent {
         project_id: required(KIND, "project_id", project_id)?,
         project: text_of(&project["path_with_namespace"]),
         default_branch: text_of(&project["default_branch"]),
         branch: git_ref.strip_prefix("refs/heads/").map(str::to_owned),
-        before: text_of(&v["before"]),
-        after: text_of(&v["after"]),
+        before: text_of(&raw.before),
+        after: text_of(&raw.after),
         changed_files,
         listed_commits: commits.len(),
         truncated: total.is_some_and(|n| n > commits.len() as u64),
