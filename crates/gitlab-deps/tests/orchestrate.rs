@@ -284,8 +284,17 @@ fn only_default_branch_builds_start_a_cascade() {
         "images/base",
         PipelineSpec::new("push").outcome(Outcome::Failed),
     );
-    sim.run_pipeline_with("images/base", PipelineSpec::new("parent_pipeline"));
-    // Every final status of those four reached the service before the sentinel below starts.
+    // Pipelines beside the branch never count: a child, a registry scan after an image push (ours
+    // included: counting it would loop), a Web IDE pipeline, and a source GitLab may add later.
+    for source in [
+        "parent_pipeline",
+        "container_registry_push",
+        "webide",
+        "some_future_source",
+    ] {
+        sim.run_pipeline_with("images/base", PipelineSpec::new(source));
+    }
+    // Every final status of those seven reached the service before the sentinel below starts.
     wait_until(30, "the final statuses delivered", || {
         let finals = sim
             .deliveries()
@@ -296,7 +305,7 @@ fn only_default_branch_builds_start_a_cascade() {
                     && matches!(d.pipeline_status.as_deref(), Some("success" | "failed"))
             })
             .count();
-        finals >= 4
+        finals >= 7
     });
     sim.run_pipeline("other/solo", "push");
     wait_until(60, "sentinel built", || succeeded(sim, "other/below", 1));
@@ -440,6 +449,74 @@ fn a_push_that_changes_the_dockerfile_rescans_the_project() {
             .output()
             .unwrap();
         out.status.success() && json(&out) == serde_json::json!(["other/solo"])
+    });
+}
+
+/// A Push Hook for `project` in GitLab's shape, delivered straight to the service (the simulator's
+/// own pushes list every path a commit touched).
+fn deliver_push(s: &Setup, project: &str, commits: serde_json::Value, total: u64) {
+    let sim = s.sim();
+    let id = sim.project_id(project).unwrap();
+    let head = sim.head_commit(project).unwrap();
+    let body = serde_json::json!({
+        "object_kind": "push", "event_name": "push",
+        "before": "95790bf891e76fee5e1747ab589903a6a1f80f22", "after": head,
+        "ref": "refs/heads/main", "checkout_sha": head, "message": null,
+        "user_id": 1, "user_name": "Administrator", "user_email": "", "user_avatar": null,
+        "project_id": id,
+        "project": {"id": id, "path_with_namespace": project, "default_branch": "main", "ci_config_path": null},
+        "commits": commits, "total_commits_count": total, "push_options": {}
+    });
+    let request = reqwest::Client::new()
+        .post(format!("{}/hooks/gitlab", s.service.url))
+        .header("X-Gitlab-Event", "Push Hook")
+        .header("X-Gitlab-Token", SECRET)
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    let response = s.server.runtime.block_on(request.send()).unwrap();
+    let status = response.status().as_u16();
+    let text = s.server.runtime.block_on(response.text()).unwrap();
+    assert_eq!((status, text.as_str()), (200, "accepted\n"));
+}
+
+fn deps_of(s: &Setup, project: &str) -> Option<serde_json::Value> {
+    let out = gitlab_deps(&s.work, &s.server.url, None)
+        .args(["deps", project, "--json"])
+        .output()
+        .unwrap();
+    out.status.success().then(|| json(&out))
+}
+
+#[test]
+fn a_rename_into_a_subdirectory_rescans_the_project() {
+    let s = setup(SimOptions::default(), &[]);
+    let sim = s.sim();
+    let dockerfile = sim.file("apps/z", "Dockerfile").unwrap();
+    // Commits with no push event: the hook below is the only news of the move.
+    sim.set_file("apps/z", "build/Dockerfile", &dockerfile);
+    sim.remove_file("apps/z", "Dockerfile");
+    // GitLab lists a rename only under `added`, with its new path.
+    let commits = serde_json::json!([{
+        "id": sim.head_commit("apps/z").unwrap(), "message": "Move the Dockerfile\n",
+        "added": ["build/Dockerfile"], "modified": [], "removed": []
+    }]);
+    deliver_push(&s, "apps/z", commits, 1);
+    // Only a root Dockerfile is configured: after the rescan apps/z depends on nothing.
+    wait_until(60, "apps/z rescanned", || {
+        deps_of(&s, "apps/z") == Some(serde_json::json!([]))
+    });
+}
+
+#[test]
+fn a_rewind_with_no_commits_listed_rescans_the_project() {
+    let s = setup(SimOptions::default(), &[]);
+    let sim = s.sim();
+    let reg = sim.registry_host();
+    sim.set_file("apps/z", "Dockerfile", &format!("FROM {reg}/other/solo\n"));
+    // A force-push to an older commit: nothing says what changed.
+    deliver_push(&s, "apps/z", serde_json::json!([]), 0);
+    wait_until(60, "apps/z now depends on other/solo", || {
+        deps_of(&s, "apps/z") == Some(serde_json::json!(["other/solo"]))
     });
 }
 

@@ -25,6 +25,9 @@ use gitlab_sim::{ProjectSpec, Sim, SimOptions};
 use serde_json::json;
 use url::Url;
 
+#[path = "bench/webhooks.rs"]
+mod webhooks;
+
 /// Projects per listing page (the client asks for the maximum GitLab allows).
 const PER_PAGE: u64 = 100;
 
@@ -96,6 +99,15 @@ enum Command {
         #[arg(long, default_value_t = 5_000)]
         rate: u64,
     },
+    /// Reading Pipeline Hook bodies of growing size (see `bench/webhooks.rs`).
+    Payloads {
+        /// Jobs (`builds` entries) per payload, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,50,500")]
+        jobs: Vec<usize>,
+        /// Timed batches per figure (the median is reported).
+        #[arg(long, default_value_t = 21)]
+        runs: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -157,6 +169,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(bench_intake(requests, clients, rate))
         }
+        Command::Payloads { jobs, runs } => webhooks::bench_payloads(&jobs, runs.max(1)),
     }
 }
 

@@ -347,11 +347,15 @@ impl Engine {
                     return Vec::new();
                 }
                 // Renames keep the id; the stored path is the one the graph knows.
-                let project = records
+                let Some(project) = records
                     .path_by_id
                     .get(&p.project_id)
                     .cloned()
-                    .unwrap_or_else(|| p.project.clone());
+                    .or_else(|| p.project.clone())
+                else {
+                    // Neither known nor named: not a project of ours.
+                    return Vec::new();
+                };
                 vec![Input::PipelineFinished {
                     project,
                     pipeline_id: p.pipeline_id,
@@ -364,12 +368,13 @@ impl Engine {
             HookEvent::Push(push) => {
                 let watched: Vec<&str> =
                     self.opts.watched_files.iter().map(String::as_str).collect();
-                if push.touches(&watched) {
-                    let project = records
+                if push.touches(&watched)
+                    && let Some(project) = records
                         .path_by_id
                         .get(&push.project_id)
                         .cloned()
-                        .unwrap_or(push.project);
+                        .or(push.project)
+                {
                     rescans.push(project);
                 }
                 Vec::new()

@@ -1,5 +1,8 @@
 //! `POST /hooks/gitlab`: check, persist, acknowledge. The work happens in the engine afterwards.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -17,6 +20,24 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
+}
+
+/// Distinct unknown sources remembered, so a flood of invented names cannot grow memory.
+const MAX_UNKNOWN_SOURCES: usize = 64;
+
+/// Warns once per unknown pipeline source: it may be a new way GitLab builds a branch, which a
+/// newer gitlab-deps would count.
+fn warn_unknown_source(source: &str) {
+    static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.len() < MAX_UNKNOWN_SOURCES && seen.insert(source.to_owned()) {
+        tracing::warn!(
+            source,
+            "ignoring a default-branch pipeline of unknown source {source:?}: only pipelines that \
+             build the branch count (see docs/webhooks.md); counted in \
+             gitlab_deps_webhooks_total{{result=\"unknown_source\"}}"
+        );
+    }
 }
 
 /// True when the request carries the configured secret (compared in constant time).
@@ -65,6 +86,11 @@ pub(crate) async fn receive(
         // Only final default-branch pipelines and pushes touching dependency files matter; the
         // rest (every intermediate status, every branch) is acknowledged without being stored.
         Ok(Some(HookEvent::Pipeline(p))) => {
+            if let Some(source) = p.unknown_source() {
+                metrics.webhook(kind, "unknown_source");
+                warn_unknown_source(source);
+                return (StatusCode::OK, "ignored: unknown pipeline source\n".into());
+            }
             p.final_status().is_some() && p.is_default_branch_build()
         }
         Ok(Some(HookEvent::Push(push))) => state.engine.push_matters(&push),
