@@ -222,13 +222,21 @@ fn in_group(project: &str, group: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// One project or group and whether it should carry our hook.
+/// What a project or group should have.
+#[derive(Debug, Clone)]
+enum Want {
+    /// Exactly one hook of ours, with these settings.
+    Hook(Arc<HookSpec>),
+    /// No hook to this URL, for this reason.
+    Nothing { url: String, reason: &'static str },
+}
+
+/// One project or group and what it should have.
 #[derive(Debug, Clone)]
 struct Target {
     owner: HookOwner,
     name: String,
-    /// `None`: our hooks here are to be removed.
-    spec: Option<Arc<HookSpec>>,
+    want: Want,
 }
 
 /// What one target's sync did.
@@ -256,10 +264,16 @@ struct Job {
 impl Job {
     async fn run(&self, target: &Target) -> Result<Outcome, GitLabError> {
         let mut out = Outcome::default();
-        let Some(spec) = &target.spec else {
-            return Ok(out);
-        };
         let hooks = self.gitlab.hooks(&target.owner).await?;
+        let spec = match &target.want {
+            Want::Hook(spec) => spec,
+            Want::Nothing { url, reason } => {
+                for hook in hooks.iter().filter(|h| h.url == *url) {
+                    self.delete(target, hook.id, reason, &mut out).await?;
+                }
+                return Ok(out);
+            }
+        };
         let mut ours: Vec<&Hook> = hooks.iter().filter(|h| h.url == spec.url).collect();
         ours.sort_by_key(|h| h.id);
         let Some((first, extras)) = ours.split_first() else {
@@ -298,7 +312,7 @@ impl Job {
             out.updated += 1;
         }
         if first.is_disabled() {
-            self.reenable(target, first, &mut out).await?;
+            self.reenable(target, first, &spec.url, &mut out).await?;
         }
         Ok(out)
     }
@@ -370,6 +384,7 @@ impl Job {
         &self,
         target: &Target,
         hook: &Hook,
+        spec_url: &str,
         out: &mut Outcome,
     ) -> Result<(), GitLabError> {
         let mut disabled = DisabledHook {
@@ -398,11 +413,7 @@ impl Job {
                 TestOutcome::Failed(message) => {
                     disabled.detail = Some(format!(
                         "the test delivery failed ({message}): is the service reachable from GitLab at {}?",
-                        target
-                            .spec
-                            .as_ref()
-                            .map(|s| s.url.as_str())
-                            .unwrap_or_default()
+                        spec_url
                     ));
                 }
                 TestOutcome::Unsupported => {
@@ -497,10 +508,6 @@ pub async fn sync_hooks(
     };
     let mut set = Vec::new();
     let mut forget = Vec::new();
-    let mut keep = |out: Outcome| {
-        set.extend(out.fingerprints);
-        forget.extend(out.forget);
-    };
 
     // Group hooks first: a project's own hook is removed only once its group's hook is in place.
     let group_targets: Vec<Target> = options
@@ -511,7 +518,7 @@ pub async fn sync_hooks(
             let branch = common_branch(projects.iter().filter(|p| in_group(&p.path, &g)));
             Target {
                 owner: HookOwner::Group(g.clone()),
-                spec: Some(Arc::new(hook_spec(
+                want: Want::Hook(Arc::new(hook_spec(
                     &options.url,
                     &options.secret,
                     branch.as_deref(),
@@ -532,7 +539,8 @@ pub async fn sync_hooks(
             }
             result => {
                 if let Some(out) = fold(&mut summary, &target, result) {
-                    keep(out);
+                    set.extend(out.fingerprints);
+                    forget.extend(out.forget);
                     summary.group_hooks.push(target.name.clone());
                     covered.push(target.name.clone());
                 }
@@ -542,46 +550,29 @@ pub async fn sync_hooks(
 
     let project_targets: Vec<Target> = projects
         .iter()
-        .map(|p| {
-            let grouped = covered.iter().any(|g| in_group(&p.path, g));
-            Target {
-                owner: HookOwner::Project(p.id),
-                name: p.path.clone(),
-                spec: Some(Arc::new(hook_spec(
+        .map(|p| Target {
+            owner: HookOwner::Project(p.id),
+            name: p.path.clone(),
+            want: if covered.iter().any(|g| in_group(&p.path, g)) {
+                Want::Nothing {
+                    url: options.url.clone(),
+                    reason: "a group hook replaces it",
+                }
+            } else {
+                Want::Hook(Arc::new(hook_spec(
                     &options.url,
                     &options.secret,
                     p.default_branch.as_deref(),
                 )))
-                .filter(|_| !grouped),
-            }
+            },
         })
         .collect();
-    let removal = Arc::new(Job {
-        gitlab: gitlab.clone(),
-        fingerprints: Arc::clone(&job.fingerprints),
-        wanted_fingerprint: String::new(),
-        rotate: false,
-        dry_run: options.dry_run,
-    });
-    let (kept, replaced): (Vec<Target>, Vec<Target>) =
-        project_targets.into_iter().partition(|t| t.spec.is_some());
-    for (target, result) in run_all(Arc::clone(&job), kept).await {
+    for (target, result) in run_all(job, project_targets).await {
         if let Some(out) = fold(&mut summary, &target, result) {
-            keep(out);
+            set.extend(out.fingerprints);
+            forget.extend(out.forget);
         }
     }
-    let replaced = replaced
-        .into_iter()
-        .map(|t| Target { spec: None, ..t })
-        .collect::<Vec<_>>();
-    for (target, result) in
-        run_removals(removal, replaced, &options.url, "a group hook replaces it").await
-    {
-        if let Some(out) = fold(&mut summary, &target, result) {
-            keep(out);
-        }
-    }
-    drop(keep);
     summary.failed.sort();
     summary.requests = gitlab.request_count() - requests_before;
     if !options.dry_run {
@@ -589,41 +580,6 @@ pub async fn sync_hooks(
         store.set_meta(DISABLED_META, &summary.still_disabled().to_string())?;
     }
     Ok(summary)
-}
-
-/// Deletes every hook to `url` of each target.
-async fn run_removals(
-    job: Arc<Job>,
-    targets: Vec<Target>,
-    url: &str,
-    reason: &str,
-) -> Vec<(Target, Result<Outcome, GitLabError>)> {
-    let permits = Arc::new(tokio::sync::Semaphore::new(TARGETS_IN_FLIGHT));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, target) in targets.into_iter().enumerate() {
-        let (job, permits) = (Arc::clone(&job), Arc::clone(&permits));
-        let (url, reason) = (url.to_owned(), reason.to_owned());
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let result = async {
-                let mut out = Outcome::default();
-                let hooks = job.gitlab.hooks(&target.owner).await?;
-                for hook in hooks.iter().filter(|h| h.url == url) {
-                    job.delete(&target, hook.id, &reason, &mut out).await?;
-                }
-                Ok(out)
-            }
-            .await;
-            (i, target, result)
-        });
-    }
-    let mut results = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((i, target, result)) = joined {
-            results.insert(i, (target, result));
-        }
-    }
-    results.into_values().collect()
 }
 
 /// Removes every hook to `url` from the projects and groups given, and nothing else. Groups where
@@ -648,21 +604,25 @@ pub async fn remove_hooks(
         dry_run,
         ..HookSummary::default()
     };
+    let want = Want::Nothing {
+        url: url.to_owned(),
+        reason: "uninstall",
+    };
     let targets = groups
         .iter()
         .map(|g| Target {
             owner: HookOwner::Group(g.trim_matches('/').to_owned()),
             name: g.trim_matches('/').to_owned(),
-            spec: None,
+            want: want.clone(),
         })
         .chain(projects.iter().map(|p| Target {
             owner: HookOwner::Project(p.id),
             name: p.path.clone(),
-            spec: None,
+            want: want.clone(),
         }))
         .collect();
     let mut forget = Vec::new();
-    for (target, result) in run_removals(job, targets, url, "uninstall").await {
+    for (target, result) in run_all(job, targets).await {
         let skipped = matches!(target.owner, HookOwner::Group(_))
             && matches!(
                 result,
