@@ -9,6 +9,7 @@
 //! Each subcommand is meant to run in its own process, so that the peak RSS it reports (`VmHWM`)
 //! belongs to that measurement alone. Performance is reported, never asserted.
 
+#[path = "bench/hooks.rs"]
 mod hooks;
 
 use std::path::PathBuf;
