@@ -170,7 +170,7 @@ pub fn drift(hook: &Hook, spec: &HookSpec) -> Vec<&'static str> {
     {
         out.push("branch filter");
     }
-    // Versions before 17.2 do not report a strategy: nothing to compare then. With an empty
+    // Versions from before mid-2024 (17.x) do not report a strategy: nothing to compare then. With an empty
     // filter, wildcard and all-branches mean the same.
     if let Some(strategy) = &hook.branch_filter_strategy
         && *strategy != spec.branch_filter_strategy
@@ -662,6 +662,24 @@ mod tests {
             branch_filter_strategy: Some(spec.branch_filter_strategy.clone()),
             alert_status: Some("executable".into()),
             disabled_until: None,
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the branch name and scheme, a hook listed back exactly as we wrote it is not
+        /// drift, and changing the branch is.
+        #[test]
+        fn what_we_wrote_reads_back_without_drift(
+            branch in proptest::option::of("[a-zA-Z0-9*/._-]{1,30}"),
+            https in proptest::bool::ANY,
+        ) {
+            let url = if https { "https://d.example/hooks/gitlab" } else { "http://d.example/hooks/gitlab" };
+            let spec = hook_spec(url, "s", branch.as_deref());
+            proptest::prop_assert!(drift(&listed(&spec), &spec).is_empty());
+            let other = hook_spec(url, "s", Some("some-other-branch"));
+            if branch.as_deref() != Some("some-other-branch") {
+                proptest::prop_assert!(drift(&listed(&spec), &other).contains(&"branch filter"));
+            }
         }
     }
 

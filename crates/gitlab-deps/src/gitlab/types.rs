@@ -105,7 +105,7 @@ pub struct Hook {
     /// Which branches' pushes are delivered (empty or null: all).
     #[serde(default)]
     pub push_events_branch_filter: Option<String>,
-    /// How the filter is read: `wildcard`, `regex` or `all_branches` (absent before GitLab 17.2).
+    /// How the filter is read: `wildcard`, `regex` or `all_branches` (absent from versions released before mid-2024).
     #[serde(default)]
     pub branch_filter_strategy: Option<String>,
     /// `executable`, `temporarily_disabled` or `disabled` (GitLab 15.7+).
@@ -149,6 +149,6 @@ pub struct HookSpec {
     pub enable_ssl_verification: bool,
     /// The branch whose pushes are delivered (empty: all branches).
     pub push_events_branch_filter: String,
-    /// How GitLab reads the filter; versions before 17.2 ignore it and read a wildcard.
+    /// How GitLab reads the filter; older versions ignore it and read a wildcard.
     pub branch_filter_strategy: String,
 }
