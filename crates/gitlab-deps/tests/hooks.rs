@@ -377,6 +377,15 @@ fn remove_removes_our_hooks_and_nothing_else() {
         .add_hook("g/b", "http://deps.example:8080/hooks/gitlab/other", "near");
     sync(&server, &work, "s1", &[]).success();
     server.sim.add_hook("g/b", URL, "a duplicate");
+    server.sim.reset_request_log();
+    gitlab_deps(&work, &server.url, None)
+        .args(["hooks", "remove", "--dry-run", "--public-url", PUBLIC])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("would delete g/a"))
+        .stdout(predicate::str::contains("3 would be removed"));
+    assert_eq!(server.sim.write_count(), 0);
+    assert_eq!(ours(&server, "g/b").len(), 2);
     gitlab_deps(&work, &server.url, None)
         .args(["hooks", "remove", "--public-url", PUBLIC])
         .assert()
