@@ -111,6 +111,19 @@ pub struct FileConfig {
     /// Server settings.
     #[serde(default)]
     pub serve: ServeFileConfig,
+    /// Webhook settings.
+    #[serde(default)]
+    pub hooks: HooksFileConfig,
+}
+
+/// `[hooks]` in the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksFileConfig {
+    /// One group hook per group of `[scan] groups` instead of a hook on each project (GitLab
+    /// Premium; on Free the projects keep their own hooks).
+    #[serde(default)]
+    pub group: bool,
 }
 
 /// `[scan]` in the config file.

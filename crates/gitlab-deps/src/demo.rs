@@ -13,7 +13,7 @@ use url::Url;
 use crate::config::{PathPatterns, ScanFileConfig, ScanSettings};
 use crate::gitlab::{GitLab, GitLabOptions, RetryPolicy};
 use crate::graph::DepGraph;
-use crate::hooks::sync_hooks;
+use crate::hooks::{SyncOptions, sync_hooks};
 use crate::scan::{DEPS_FILE, NoProgress, ScanRequest, Scanner};
 use crate::server::{self, Engine, EngineOptions, HttpOptions, describe};
 use crate::store::{SqliteStore, Store};
@@ -137,11 +137,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let secret = uuid::Uuid::new_v4().simple().to_string();
     let hooks = sync_hooks(
         &gitlab,
+        store.as_ref(),
         &store.projects()?,
-        &format!("{server_url}/hooks/gitlab"),
-        &secret,
+        &SyncOptions {
+            url: format!("{server_url}/hooks/gitlab"),
+            secret: secret.clone(),
+            rotate_secret: false,
+            dry_run: false,
+            groups: Vec::new(),
+        },
     )
-    .await;
+    .await?;
     println!(
         "gitlab-deps serving at {server_url} (status page; webhooks installed on {} projects).",
         hooks.created

@@ -123,7 +123,7 @@ fn systemd_units_run_the_right_commands() {
     let scan = read("systemd/gitlab-deps-scan.service");
     let exec = unit_values(&scan, "ExecStart");
     assert_eq!(exec.len(), 1, "{exec:?}");
-    assert!(exec[0].ends_with(" scan --full"), "{}", exec[0]);
+    assert!(exec[0].ends_with(" update --full"), "{}", exec[0]);
 
     let timer = read("systemd/gitlab-deps-scan.timer");
     assert_eq!(unit_values(&timer, "OnCalendar").len(), 1);

@@ -18,6 +18,9 @@ pub enum FaultResponse {
     },
     /// Waits this long, then serves the request normally (a slow server).
     Delay(Duration),
+    /// Serves the request (its effect happens), then answers this status instead of the real
+    /// answer: a write that succeeded behind a failing proxy.
+    StatusAfter(u16),
 }
 
 /// "The next `times` requests matching `method` and `path_contains` answer `response`."
@@ -57,6 +60,16 @@ impl FaultRule {
             path_contains: path_contains.to_owned(),
             times,
             response: FaultResponse::RateLimited { retry_after_secs },
+        }
+    }
+
+    /// The next `times` requests `method path_contains` take effect but answer `status`.
+    pub fn status_after(method: &str, path_contains: &str, times: usize, status: u16) -> Self {
+        Self {
+            method: Some(method.to_owned()),
+            path_contains: path_contains.to_owned(),
+            times,
+            response: FaultResponse::StatusAfter(status),
         }
     }
 

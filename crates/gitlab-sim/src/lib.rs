@@ -36,6 +36,25 @@ pub use model::{
 };
 
 use crate::state::{State, Urls};
+
+fn hook_info(h: &state::Hook) -> HookInfo {
+    HookInfo {
+        id: h.id,
+        project_id: h.project_id,
+        group_id: h.group_id,
+        url: h.url.clone(),
+        token: h.token.clone(),
+        push_events: h.push_events,
+        pipeline_events: h.pipeline_events,
+        tag_push_events: h.tag_push_events,
+        merge_requests_events: h.merge_requests_events,
+        enable_ssl_verification: h.enable_ssl_verification,
+        push_events_branch_filter: h.push_events_branch_filter.clone(),
+        branch_filter_strategy: h.branch_filter_strategy.clone(),
+        alert_status: h.alert_status.clone(),
+        uuid: h.uuid.clone(),
+    }
+}
 use crate::util::lock;
 
 /// Maximum number of entries kept by the request log (oldest dropped first);
@@ -81,6 +100,7 @@ pub(crate) struct Inner {
     pub state: Mutex<State>,
     pub faults: FaultHandle,
     pub request_count: AtomicU64,
+    pub write_count: AtomicU64,
     pub requests: Mutex<VecDeque<RequestLog>>,
     pub deliveries: Mutex<Vec<DeliveryLog>>,
     pub base_url: Mutex<Option<String>>,
@@ -126,6 +146,7 @@ impl Sim {
                 state: Mutex::new(State::new()),
                 faults: FaultHandle::default(),
                 request_count: AtomicU64::new(0),
+                write_count: AtomicU64::new(0),
                 requests: Mutex::new(VecDeque::new()),
                 deliveries: Mutex::new(Vec::new()),
                 base_url: Mutex::new(None),
@@ -499,20 +520,58 @@ impl Sim {
         p.hooks
             .iter()
             .filter_map(|id| st.hooks.get(id))
-            .map(|h| HookInfo {
-                id: h.id,
-                project_id: h.project_id,
-                url: h.url.clone(),
-                token: h.token.clone(),
-                push_events: h.push_events,
-                pipeline_events: h.pipeline_events,
-                tag_push_events: h.tag_push_events,
-                merge_requests_events: h.merge_requests_events,
-                enable_ssl_verification: h.enable_ssl_verification,
-                push_events_branch_filter: h.push_events_branch_filter.clone(),
-                uuid: h.uuid.clone(),
-            })
+            .map(hook_info)
             .collect()
+    }
+
+    /// Hooks of a group, token included.
+    pub fn group_hooks(&self, group: &str) -> Vec<HookInfo> {
+        let st = lock(&self.inner.state);
+        let Some(g) = st.find_group(group).and_then(|id| st.groups.get(&id)) else {
+            return Vec::new();
+        };
+        g.hooks
+            .iter()
+            .filter_map(|id| st.hooks.get(id))
+            .map(hook_info)
+            .collect()
+    }
+
+    /// Whether group hooks exist (GitLab Premium); without, their endpoints answer 404 as on a
+    /// Free instance. Default `false`.
+    pub fn set_premium(&self, yes: bool) {
+        lock(&self.inner.state).premium = yes;
+    }
+
+    /// Sets a hook's `alert_status` (`executable`, `temporarily_disabled`, `disabled`), as GitLab
+    /// does after failed deliveries; a disabled hook receives no events. `disabled_until` is set an
+    /// hour ahead for `temporarily_disabled`.
+    pub fn set_hook_alert_status(&self, hook_id: u64, status: &str) {
+        if let Some(h) = lock(&self.inner.state).hooks.get_mut(&hook_id) {
+            h.alert_status = status.to_owned();
+            h.disabled_until =
+                (status == "temporarily_disabled").then(|| util::now() + time::Duration::hours(1));
+        }
+    }
+
+    /// Changes a project's default branch, creating the branch at the current head if needed.
+    ///
+    /// # Panics
+    /// If the project does not exist or is empty.
+    #[track_caller]
+    pub fn set_default_branch(&self, project: &str, branch: &str) {
+        let mut st = lock(&self.inner.state);
+        let p = st
+            .find_project(project)
+            .and_then(|id| st.projects.get_mut(&id));
+        let Some(p) = p else {
+            panic!("gitlab-sim: unknown project {project}");
+        };
+        let Some(head) = p.head().cloned() else {
+            panic!("gitlab-sim: project {project} is empty");
+        };
+        p.branches.entry(branch.to_owned()).or_insert(head);
+        p.default_branch = Some(branch.to_owned());
     }
 
     /// Adds a hook with `pipeline_events` and `push_events`; returns its id.
@@ -540,6 +599,10 @@ impl Sim {
                 merge_requests_events: false,
                 enable_ssl_verification: true,
                 push_events_branch_filter: None,
+                branch_filter_strategy: "wildcard".to_owned(),
+                alert_status: "executable".to_owned(),
+                disabled_until: None,
+                group_id: None,
                 created_at: util::now(),
                 uuid: uuid::Uuid::new_v4().to_string(),
             },
@@ -565,6 +628,12 @@ impl Sim {
         self.inner.request_count.load(Ordering::Relaxed)
     }
 
+    /// Number of API requests other than GET and HEAD received (faulted ones included); reset by
+    /// [`Sim::reset_request_log`].
+    pub fn write_count(&self) -> u64 {
+        self.inner.write_count.load(Ordering::Relaxed)
+    }
+
     /// Logged requests, oldest first (at most [`REQUEST_LOG_CAPACITY`]).
     pub fn requests(&self) -> Vec<RequestLog> {
         lock(&self.inner.requests).iter().cloned().collect()
@@ -574,6 +643,7 @@ impl Sim {
     pub fn reset_request_log(&self) {
         lock(&self.inner.requests).clear();
         self.inner.request_count.store(0, Ordering::Relaxed);
+        self.inner.write_count.store(0, Ordering::Relaxed);
     }
 
     /// Webhook delivery attempts, oldest first.

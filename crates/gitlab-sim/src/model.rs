@@ -283,8 +283,10 @@ pub struct PipelineInfo {
 pub struct HookInfo {
     /// Hook id.
     pub id: u64,
-    /// Project id.
+    /// Project id (0 for a group hook).
     pub project_id: u64,
+    /// Group id, for a group hook.
+    pub group_id: Option<u64>,
     /// Target URL.
     pub url: String,
     /// Secret token (sent as `X-Gitlab-Token`).
@@ -301,6 +303,10 @@ pub struct HookInfo {
     pub enable_ssl_verification: bool,
     /// Branch filter for push events (`*` wildcard).
     pub push_events_branch_filter: Option<String>,
+    /// `wildcard`, `regex` or `all_branches`.
+    pub branch_filter_strategy: String,
+    /// `executable`, `temporarily_disabled` or `disabled`.
+    pub alert_status: String,
     /// Stable `X-Gitlab-Webhook-UUID`.
     pub uuid: String,
 }

@@ -21,6 +21,8 @@ pub(crate) struct Group {
     pub parent: Option<u64>,
     pub children: Vec<u64>,
     pub projects: Vec<u64>,
+    /// Group hooks (Premium).
+    pub hooks: Vec<u64>,
 }
 
 /// A file in a tree.
@@ -163,11 +165,17 @@ impl Pipeline {
     }
 }
 
-/// A project hook.
+/// A project hook, or a group hook (`group_id` set, `project_id` 0).
 #[derive(Debug, Clone)]
 pub(crate) struct Hook {
     pub id: u64,
     pub project_id: u64,
+    pub group_id: Option<u64>,
+    /// `wildcard`, `regex` or `all_branches`.
+    pub branch_filter_strategy: String,
+    /// `executable`, `temporarily_disabled` or `disabled`.
+    pub alert_status: String,
+    pub disabled_until: Option<OffsetDateTime>,
     pub url: String,
     pub token: String,
     pub push_events: bool,
@@ -197,6 +205,8 @@ pub(crate) struct State {
     pub next_project_id: u64,
     pub next_pipeline_id: u64,
     pub next_hook_id: u64,
+    /// Group hooks are available (GitLab Premium); otherwise their endpoints answer 404.
+    pub premium: bool,
 }
 
 /// Context needed to render URLs.
@@ -216,6 +226,21 @@ impl State {
             next_hook_id: 1,
             ..Self::default()
         }
+    }
+
+    /// The hooks GitLab delivers a project's events to: its own and those of its group and the
+    /// group's ancestors, skipping hooks GitLab has disabled.
+    pub fn delivering_hooks(&self, p: &Project) -> Vec<&Hook> {
+        let mut ids: Vec<u64> = p.hooks.clone();
+        let mut group = Some(p.namespace_id);
+        while let Some(g) = group.and_then(|g| self.groups.get(&g)) {
+            ids.extend(&g.hooks);
+            group = g.parent;
+        }
+        ids.iter()
+            .filter_map(|h| self.hooks.get(h))
+            .filter(|h| h.alert_status == "executable")
+            .collect()
     }
 
     /// Finds or creates a group (and its parents).
@@ -251,6 +276,7 @@ impl State {
                 parent,
                 children: Vec::new(),
                 projects: Vec::new(),
+                hooks: Vec::new(),
             },
         );
         self.group_by_path.insert(full_path.to_lowercase(), id);

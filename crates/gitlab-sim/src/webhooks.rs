@@ -248,10 +248,9 @@ pub(crate) fn pipeline_event(
     let (Some(p), Some(pl)) = (st.projects.get(&project_id), st.pipelines.get(&pipeline_id)) else {
         return;
     };
-    let hooks: Vec<_> = p
-        .hooks
-        .iter()
-        .filter_map(|h| st.hooks.get(h))
+    let hooks: Vec<_> = st
+        .delivering_hooks(p)
+        .into_iter()
         .filter(|h| h.pipeline_events)
         .collect();
     if hooks.is_empty() {
@@ -344,49 +343,16 @@ pub(crate) fn push_event(sim: &Sim, project_id: u64, branch: &str, before: &str,
     let Some(p) = st.projects.get(&project_id) else {
         return;
     };
-    let hooks: Vec<_> = p
-        .hooks
-        .iter()
-        .filter_map(|h| st.hooks.get(h))
+    let hooks: Vec<_> = st
+        .delivering_hooks(p)
+        .into_iter()
         .filter(|h| h.push_events)
-        .filter(|h| {
-            h.push_events_branch_filter
-                .as_deref()
-                .is_none_or(|f| f.is_empty() || glob_match(f, branch))
-        })
+        .filter(|h| branch_filter_matches(h, branch))
         .collect();
     if hooks.is_empty() {
         return;
     }
-    let payload = json!({
-        "object_kind": "push",
-        "event_name": "push",
-        "before": before,
-        "after": after,
-        "ref": format!("refs/heads/{branch}"),
-        "ref_protected": true,
-        "checkout_sha": after,
-        "message": null,
-        "user_id": 1,
-        "user_name": "Administrator",
-        "user_username": "root",
-        "user_email": "admin@example.com",
-        "user_avatar": null,
-        "project_id": p.id,
-        "project": project_hook_json(&st, p, &urls),
-        "commits": [commit_json(p, after, &urls, true)],
-        "total_commits_count": 1,
-        "push_options": {},
-        "repository": {
-            "name": p.name,
-            "url": format!("{}/{}.git", urls.base, p.full_path),
-            "description": null,
-            "homepage": format!("{}/{}", urls.base, p.full_path),
-            "git_http_url": format!("{}/{}.git", urls.base, p.full_path),
-            "git_ssh_url": project_hook_json(&st, p, &urls)["git_ssh_url"],
-            "visibility_level": 0,
-        },
-    });
+    let payload = push_payload(&st, p, branch, before, after, &urls);
     let body = Bytes::from(payload.to_string());
     let jobs = hooks
         .into_iter()
@@ -406,6 +372,57 @@ pub(crate) fn push_event(sim: &Sim, project_id: u64, branch: &str, before: &str,
         })
         .collect();
     enqueue(sim, project_id, jobs, true);
+}
+
+/// Whether a hook's push filter lets a push to `branch` through (the simulator knows the wildcard
+/// and all-branches strategies; a regex filter is compared literally).
+pub(crate) fn branch_filter_matches(h: &crate::state::Hook, branch: &str) -> bool {
+    let filter = h.push_events_branch_filter.as_deref().unwrap_or_default();
+    match h.branch_filter_strategy.as_str() {
+        "all_branches" => true,
+        "regex" => filter.is_empty() || filter == branch,
+        _ => filter.is_empty() || glob_match(filter, branch),
+    }
+}
+
+/// The Push Hook payload for the head of `branch` (also the test event of a hook).
+pub(crate) fn push_payload(
+    st: &State,
+    p: &crate::state::Project,
+    branch: &str,
+    before: &str,
+    after: &str,
+    urls: &Urls,
+) -> Value {
+    json!({
+        "object_kind": "push",
+        "event_name": "push",
+        "before": before,
+        "after": after,
+        "ref": format!("refs/heads/{branch}"),
+        "ref_protected": true,
+        "checkout_sha": after,
+        "message": null,
+        "user_id": 1,
+        "user_name": "Administrator",
+        "user_username": "root",
+        "user_email": "admin@example.com",
+        "user_avatar": null,
+        "project_id": p.id,
+        "project": project_hook_json(st, p, urls),
+        "commits": [commit_json(p, after, urls, true)],
+        "total_commits_count": 1,
+        "push_options": {},
+        "repository": {
+            "name": p.name,
+            "url": format!("{}/{}.git", urls.base, p.full_path),
+            "description": null,
+            "homepage": format!("{}/{}", urls.base, p.full_path),
+            "git_http_url": format!("{}/{}.git", urls.base, p.full_path),
+            "git_ssh_url": project_hook_json(st, p, urls)["git_ssh_url"],
+            "visibility_level": 0,
+        },
+    })
 }
 
 /// Resends the project's last event with the same idempotency keys.

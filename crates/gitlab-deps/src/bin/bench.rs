@@ -9,6 +9,9 @@
 //! Each subcommand is meant to run in its own process, so that the peak RSS it reports (`VmHWM`)
 //! belongs to that measurement alone. Performance is reported, never asserted.
 
+#[path = "bench/hooks.rs"]
+mod hooks;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,6 +89,18 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// `hooks sync` on a simulated instance: install, then a second run with nothing changed.
+    Hooks {
+        /// Projects on the simulated instance.
+        #[arg(long, default_value_t = 10_000)]
+        projects: usize,
+        /// Latency the simulator adds to every API request, in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Requests in flight at once (the client's `concurrency`).
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Webhook intake: events per second and time to acknowledge under concurrent load.
     Intake {
         /// Events to send.
@@ -154,6 +169,21 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(bench_cascade(projects, layers, pipeline_ms, seed))
+        }
+        Command::Hooks {
+            projects,
+            latency_ms,
+            concurrency,
+        } => {
+            anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(hooks::bench_hooks(
+                projects,
+                Duration::from_millis(latency_ms),
+                concurrency,
+            ))
         }
         Command::Intake {
             requests,

@@ -1,12 +1,14 @@
 //! The command line: argument definitions and one handler per command.
 
 mod context;
+mod hooks_cmd;
 mod output;
 mod query;
 mod scan_cmd;
 mod serve_cmd;
 
-pub use serve_cmd::{CancelArgs, HooksArgs, RebuildArgs, ServeArgs, StatusArgs, shutdown_signal};
+pub use hooks_cmd::{EndpointArgs, HooksArgs, HooksCommand, SyncArgs, UpdateArgs};
+pub use serve_cmd::{CancelArgs, RebuildArgs, ServeArgs, StatusArgs, shutdown_signal};
 
 use std::path::PathBuf;
 
@@ -90,6 +92,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Manage the webhooks gitlab-deps needs on every project
     Hooks(HooksArgs),
+    /// Scan, then sync the webhooks (for a system timer)
+    Update(UpdateArgs),
     /// Watch a live cascade on a simulated GitLab, all on this machine (no setup)
     Demo(DemoArgs),
 }
@@ -191,7 +195,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rebuild(args) => serve_cmd::rebuild(&ctx, args).await,
         Command::Cancel(args) => serve_cmd::cancel(&ctx, args),
         Command::Status(args) => serve_cmd::status(&ctx, args),
-        Command::Hooks(args) => serve_cmd::hooks(&ctx, args).await,
+        Command::Hooks(args) => hooks_cmd::run(&ctx, args).await,
+        Command::Update(args) => hooks_cmd::update(&ctx, args).await,
         Command::Demo(args) => {
             crate::demo::run(crate::demo::DemoOptions {
                 listen: args.listen,

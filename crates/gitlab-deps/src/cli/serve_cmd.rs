@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Subcommand};
+use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
+use super::hooks_cmd::{hook_groups, hook_url, public_url, webhook_secret};
 use super::output::{print_json, table};
 use crate::cascade::{Input, VAR_CASCADE, VAR_ROOT, VAR_UPSTREAM};
 use crate::config::{self, PathPatterns};
-use crate::hooks::sync_hooks;
+use crate::hooks::{DISABLED_META, SyncOptions, sync_hooks};
 use crate::scan::{DEPS_FILE, Scanner};
 use crate::server::{self, Engine, EngineOptions, HttpOptions, Snapshot, describe};
 
@@ -87,49 +88,6 @@ pub struct StatusArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
-}
-
-/// `hooks`.
-#[derive(Debug, Args)]
-pub struct HooksArgs {
-    /// What to do
-    #[command(subcommand)]
-    pub command: HooksCommand,
-}
-
-/// `hooks` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum HooksCommand {
-    /// Install or repair the webhook on every known project
-    Sync {
-        /// URL under which GitLab reaches the service
-        #[arg(long, env = "GITLAB_DEPS_PUBLIC_URL", value_name = "URL")]
-        public_url: Option<String>,
-        /// File holding the webhook secret (or set GITLAB_DEPS_WEBHOOK_SECRET)
-        #[arg(long, value_name = "FILE")]
-        webhook_secret_file: Option<PathBuf>,
-    },
-}
-
-fn webhook_secret(ctx: &Context, file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
-    if let Some(path) = file {
-        return Ok(Some(config::read_secret_file(path)?));
-    }
-    if let Ok(secret) = std::env::var("GITLAB_DEPS_WEBHOOK_SECRET")
-        && !secret.trim().is_empty()
-    {
-        return Ok(Some(secret.trim().to_owned()));
-    }
-    if let Some(path) = &ctx.file.serve.webhook_secret_file {
-        return Ok(Some(config::read_secret_file(path)?));
-    }
-    Ok(None)
-}
-
-fn public_url(ctx: &Context, flag: Option<&String>) -> Option<String> {
-    flag.cloned()
-        .or_else(|| ctx.file.serve.public_url.clone())
-        .map(|u| u.trim_end_matches('/').to_owned())
 }
 
 fn duration(
@@ -209,25 +167,56 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         .or_else(|| ctx.file.serve.listen.clone())
         .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
     let (listener, addr) = server::bind(&listen).await?;
+    // The disabled-hooks gauge starts from the last sync of any process (`update` from a timer).
+    if let Ok(Some(n)) = store.meta(DISABLED_META) {
+        engine.metrics.hooks_disabled.set(n.parse().unwrap_or(0));
+    }
     if args.sync_hooks {
         let Some(url) = public_url(ctx, args.public_url.as_ref()) else {
             bail!("--sync-hooks needs --public-url (how GitLab reaches this service)");
         };
-        let secret = secret.clone().unwrap_or_default();
-        let gitlab = gitlab.clone();
+        let options = SyncOptions {
+            url: hook_url(&url),
+            secret: secret.clone().unwrap_or_default(),
+            rotate_secret: false,
+            dry_run: false,
+            groups: hook_groups(ctx),
+        };
+        let (gitlab, store, engine) = (gitlab.clone(), Arc::clone(&store), Arc::clone(&engine));
         // In the background: on a large instance this takes minutes, and webhooks must be
         // answered meanwhile.
         tokio::spawn(async move {
-            let summary =
-                sync_hooks(&gitlab, &projects, &format!("{url}/hooks/gitlab"), &secret).await;
-            tracing::info!(
-                created = summary.created,
-                updated = summary.updated,
-                failed = summary.failed.len(),
-                "webhooks synced"
-            );
-            for f in &summary.failed {
-                tracing::warn!("webhook not installed: {f}");
+            match sync_hooks(&gitlab, store.as_ref(), &projects, &options).await {
+                Ok(summary) => {
+                    engine
+                        .metrics
+                        .hooks_disabled
+                        .set(summary.still_disabled() as i64);
+                    tracing::info!(
+                        created = summary.created,
+                        updated = summary.updated,
+                        unchanged = summary.unchanged,
+                        reenabled = summary.reenabled,
+                        still_disabled = summary.still_disabled(),
+                        failed = summary.failed.len(),
+                        "webhooks synced"
+                    );
+                    for f in &summary.failed {
+                        tracing::warn!("webhook not installed: {f}");
+                    }
+                    for d in summary.disabled.iter().filter(|d| !d.reenabled) {
+                        tracing::warn!(
+                            "webhook of {} is disabled by GitLab ({}): {}",
+                            d.target,
+                            d.alert_status,
+                            d.detail.as_deref().unwrap_or("")
+                        );
+                    }
+                    for n in &summary.notes {
+                        tracing::warn!("{n}");
+                    }
+                }
+                Err(e) => tracing::error!("webhook sync failed: {e}"),
             }
         });
     }
@@ -391,44 +380,4 @@ pub fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         .collect();
     print!("{}", table(&["PROJECT", "STATE", "DETAIL"], &rows));
     Ok(())
-}
-
-pub async fn hooks(ctx: &Context, args: HooksArgs) -> anyhow::Result<()> {
-    match args.command {
-        HooksCommand::Sync {
-            public_url: url,
-            webhook_secret_file,
-        } => {
-            let Some(url) = public_url(ctx, url.as_ref()) else {
-                bail!("no public URL: pass --public-url URL (how GitLab reaches the service)");
-            };
-            let Some(secret) = webhook_secret(ctx, webhook_secret_file.as_ref())? else {
-                bail!(
-                    "no webhook secret: pass --webhook-secret-file FILE or set GITLAB_DEPS_WEBHOOK_SECRET"
-                );
-            };
-            let store = ctx.store()?;
-            let projects = store.projects()?;
-            let gitlab = ctx.gitlab()?;
-            let summary =
-                sync_hooks(&gitlab, &projects, &format!("{url}/hooks/gitlab"), &secret).await;
-            println!(
-                "Webhooks: {} added, {} repaired, {} duplicates removed, {} failed.",
-                summary.created,
-                summary.updated,
-                summary.removed_duplicates,
-                summary.failed.len()
-            );
-            for f in &summary.failed {
-                println!("failed: {f}");
-            }
-            if !summary.failed.is_empty() {
-                bail!(
-                    "{} project(s) have no webhook (see above)",
-                    summary.failed.len()
-                );
-            }
-            Ok(())
-        }
-    }
 }

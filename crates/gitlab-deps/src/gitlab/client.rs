@@ -12,7 +12,7 @@ use url::Url;
 
 use super::error::{GitLabError, error_message};
 use super::retry::{RetryPolicy, is_retryable, requested_wait};
-use super::types::{Branch, Hook, HookSpec, Pipeline, Variable};
+use super::types::{Branch, Pipeline, Variable};
 
 /// How to reach GitLab.
 #[derive(Debug, Clone)]
@@ -340,51 +340,6 @@ impl GitLab {
             &what,
         )
         .await
-    }
-
-    /// A project's webhooks.
-    pub async fn hooks(&self, project_id: u64) -> Result<Vec<Hook>, GitLabError> {
-        let what = format!("list webhooks of project {project_id}");
-        self.get_json(&format!("projects/{project_id}/hooks?per_page=100"), &what)
-            .await
-    }
-
-    /// Adds a webhook.
-    pub async fn create_hook(&self, project_id: u64, spec: &HookSpec) -> Result<Hook, GitLabError> {
-        let what = format!("add a webhook to project {project_id}");
-        let body = serde_json::to_value(spec).map_err(|e| GitLabError::Decode {
-            what: what.clone(),
-            reason: e.to_string(),
-        })?;
-        let url = self.url(&format!("projects/{project_id}/hooks"))?;
-        let response = self.send(Method::POST, url, Some(&body), &what).await?;
-        decode(response, &what).await
-    }
-
-    /// Replaces a webhook's settings (the secret included, since GitLab never shows it).
-    pub async fn update_hook(
-        &self,
-        project_id: u64,
-        hook_id: u64,
-        spec: &HookSpec,
-    ) -> Result<Hook, GitLabError> {
-        let what = format!("update webhook {hook_id} of project {project_id}");
-        let body = serde_json::to_value(spec).map_err(|e| GitLabError::Decode {
-            what: what.clone(),
-            reason: e.to_string(),
-        })?;
-        let url = self.url(&format!("projects/{project_id}/hooks/{hook_id}"))?;
-        let response = self.send(Method::PUT, url, Some(&body), &what).await?;
-        decode(response, &what).await
-    }
-
-    /// Removes a webhook.
-    pub async fn delete_hook(&self, project_id: u64, hook_id: u64) -> Result<(), GitLabError> {
-        let what = format!("delete webhook {hook_id} of project {project_id}");
-        let url = self.url(&format!("projects/{project_id}/hooks/{hook_id}"))?;
-        self.send(Method::DELETE, url, None, &what)
-            .await
-            .map(|_| ())
     }
 
     /// One project by id or full path.

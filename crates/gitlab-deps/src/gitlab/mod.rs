@@ -6,11 +6,13 @@
 
 mod client;
 mod error;
+mod hooks;
 mod paginate;
 mod retry;
 pub mod types;
 
 pub use client::{GitLab, GitLabOptions, ProjectScope};
 pub use error::GitLabError;
+pub use hooks::{HookOwner, TestOutcome};
 pub use retry::RetryPolicy;
 pub use types::{Branch, Hook, HookSpec, Pipeline, Project, Variable};

@@ -78,23 +78,60 @@ pub struct Variable {
     pub value: String,
 }
 
-/// A project webhook (`token` is write-only and never returned).
+/// A project or group webhook as listed by GitLab (`token` is write-only and never returned).
+///
+/// Lenient: fields a version does not send, or sends as null, read as their default.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct Hook {
-    /// Hook id.
+    /// Hook id (unique across project and group hooks).
     pub id: u64,
     /// Target URL.
     pub url: String,
     /// Push events enabled.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub push_events: bool,
     /// Pipeline events enabled.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_false")]
     pub pipeline_events: bool,
+    /// Tag push events enabled.
+    #[serde(default, deserialize_with = "null_is_false")]
+    pub tag_push_events: bool,
+    /// Merge request events enabled.
+    #[serde(default, deserialize_with = "null_is_false")]
+    pub merge_requests_events: bool,
+    /// Whether GitLab verifies our TLS certificate.
+    #[serde(default)]
+    pub enable_ssl_verification: Option<bool>,
+    /// Which branches' pushes are delivered (empty or null: all).
+    #[serde(default)]
+    pub push_events_branch_filter: Option<String>,
+    /// How the filter is read: `wildcard`, `regex` or `all_branches` (absent from versions released before mid-2024).
+    #[serde(default)]
+    pub branch_filter_strategy: Option<String>,
+    /// `executable`, `temporarily_disabled` or `disabled` (GitLab 15.7+).
+    #[serde(default)]
+    pub alert_status: Option<String>,
+    /// Until when a temporarily disabled hook stays disabled.
+    #[serde(default)]
+    pub disabled_until: Option<String>,
+}
+
+impl Hook {
+    /// Whether GitLab has stopped delivering to this hook after repeated failures.
+    pub fn is_disabled(&self) -> bool {
+        matches!(
+            self.alert_status.as_deref(),
+            Some("disabled" | "temporarily_disabled")
+        )
+    }
+}
+
+fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
 }
 
 /// Settings for creating or updating a hook.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct HookSpec {
     /// Target URL.
     pub url: String,
@@ -110,4 +147,8 @@ pub struct HookSpec {
     pub merge_requests_events: bool,
     /// Verify TLS when GitLab calls us.
     pub enable_ssl_verification: bool,
+    /// The branch whose pushes are delivered (empty: all branches).
+    pub push_events_branch_filter: String,
+    /// How GitLab reads the filter; older versions ignore it and read a wildcard.
+    pub branch_filter_strategy: String,
 }

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub events_processed: Counter,
     /// Final statuses found by polling (lost webhooks).
     pub reconciled: Counter,
+    /// Hooks of ours GitLab still had disabled after the last hook sync.
+    pub hooks_disabled: Gauge,
 }
 
 impl Default for Metrics {
@@ -84,7 +86,14 @@ impl Metrics {
             "Final pipeline statuses found by polling instead of a webhook",
             reconciled.clone(),
         );
+        let hooks_disabled = Gauge::default();
+        registry.register(
+            "hooks_disabled",
+            "Webhooks of gitlab-deps that GitLab had disabled after failed deliveries and the last hook sync could not re-enable",
+            hooks_disabled.clone(),
+        );
         Self {
+            hooks_disabled,
             registry,
             webhooks,
             projects,
@@ -132,8 +141,16 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`. The disabled-hooks gauge is refreshed from the database, where every hook sync
+/// (this service's, or `update` run by a timer) leaves its count: no GitLab request per scrape.
 pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
+    let store = std::sync::Arc::clone(state.engine.store());
+    if let Ok(Ok(Some(n))) =
+        tokio::task::spawn_blocking(move || store.meta(crate::hooks::DISABLED_META)).await
+        && let Ok(n) = n.parse()
+    {
+        state.engine.metrics.hooks_disabled.set(n);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -74,4 +74,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         SELECT j.key, j.value FROM cascade_state, json_each(cascade_state.state, '$.projects') AS j;
     UPDATE cascade_state SET state = json_remove(state, '$.projects');
     "#,
+    // 4: per webhook, a keyed fingerprint of the secret and URL it was given (GitLab never shows a
+    // hook's secret), so `hooks sync` rewrites a hook only when something changed. The key is random
+    // per database; the secret itself is never stored.
+    r#"
+    CREATE TABLE hook_fingerprints (
+        hook_id INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL
+    );
+    INSERT OR IGNORE INTO meta (key, value) VALUES ('hook_fingerprint_key', lower(hex(randomblob(32))));
+    "#,
 ];

@@ -228,6 +228,15 @@ pub trait Store: Send + Sync {
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets a key/value setting.
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// The secret fingerprint recorded per webhook id.
+    fn hook_fingerprints(&self) -> Result<std::collections::HashMap<u64, String>, StoreError>;
+    /// Records fingerprints of hooks just written and forgets those of hooks removed, in one
+    /// transaction.
+    fn update_hook_fingerprints(
+        &self,
+        set: &[(u64, String)],
+        forget: &[u64],
+    ) -> Result<(), StoreError>;
 
     /// Records a webhook delivery durably unless `delivery_key` was seen before. Returns its sequence
     /// number, or `None` for a redelivery.

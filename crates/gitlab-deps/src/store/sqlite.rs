@@ -289,6 +289,37 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn hook_fingerprints(&self) -> Result<std::collections::HashMap<u64, String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT hook_id, fingerprint FROM hook_fingerprints")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn update_hook_fingerprints(
+        &self,
+        set: &[(u64, String)],
+        forget: &[u64],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut upsert = tx.prepare(
+                "INSERT INTO hook_fingerprints (hook_id, fingerprint) VALUES (?1, ?2)
+                 ON CONFLICT(hook_id) DO UPDATE SET fingerprint = excluded.fingerprint",
+            )?;
+            for (id, fingerprint) in set {
+                upsert.execute(params![*id as i64, fingerprint])?;
+            }
+            let mut delete = tx.prepare("DELETE FROM hook_fingerprints WHERE hook_id = ?1")?;
+            for id in forget {
+                delete.execute([*id as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn insert_event(
         &self,
         delivery_key: &str,
@@ -538,6 +569,22 @@ mod tests {
         let got = s.insert_events(&[e("a"), e("b"), e("b"), e("c")]).unwrap();
         assert!(got[0].is_none() && got[1].is_some() && got[2].is_none() && got[3].is_some());
         assert_eq!(s.unprocessed_events(10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn hook_fingerprints_are_set_replaced_and_forgotten() {
+        let s = SqliteStore::in_memory().unwrap();
+        let key = s.meta("hook_fingerprint_key").unwrap().unwrap();
+        assert_eq!(key.len(), 64, "a random 256-bit key, hex");
+        s.update_hook_fingerprints(&[(1, "a".into()), (2, "b".into())], &[])
+            .unwrap();
+        s.update_hook_fingerprints(&[(1, "c".into())], &[2])
+            .unwrap();
+        let got = s.hook_fingerprints().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[&1], "c");
+        let other = SqliteStore::in_memory().unwrap();
+        assert_ne!(other.meta("hook_fingerprint_key").unwrap().unwrap(), key);
     }
 
     #[test]

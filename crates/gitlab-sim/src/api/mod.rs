@@ -67,11 +67,27 @@ pub(crate) fn router(sim: Sim) -> Router {
         )
         .route(
             "/api/v4/projects/{id}/hooks",
-            get(hooks::list).post(hooks::create),
+            get(hooks::project_list).post(hooks::project_create),
         )
         .route(
             "/api/v4/projects/{id}/hooks/{hook_id}",
-            get(hooks::get_one).put(hooks::update).delete(hooks::delete),
+            get(hooks::project_get)
+                .put(hooks::project_update)
+                .delete(hooks::project_delete),
+        )
+        .route(
+            "/api/v4/projects/{id}/hooks/{hook_id}/test/{trigger}",
+            post(hooks::project_test),
+        )
+        .route(
+            "/api/v4/groups/{id}/hooks",
+            get(hooks::group_list).post(hooks::group_create),
+        )
+        .route(
+            "/api/v4/groups/{id}/hooks/{hook_id}",
+            get(hooks::group_get)
+                .put(hooks::group_update)
+                .delete(hooks::group_delete),
         )
         .fallback(fallback);
     api.layer(middleware::from_fn_with_state(sim.clone(), gate))
@@ -97,6 +113,11 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     sim.inner
         .request_count
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if !matches!(req.method().as_str(), "GET" | "HEAD") {
+        sim.inner
+            .write_count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
@@ -104,7 +125,9 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
         tokio::time::sleep(sim.inner.opts.latency).await;
     }
     let mut injected = None;
+    let mut after = None;
     match sim.inner.faults.take_request_fault(&method, &path) {
+        Some(FaultResponse::StatusAfter(code)) => after = Some(code),
         Some(FaultResponse::Status(code)) => injected = Some(status_response(code)),
         Some(FaultResponse::RateLimited { retry_after_secs }) => {
             injected = Some(rate_limited(retry_after_secs));
@@ -121,6 +144,11 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
         )
         .into_response(),
         None => next.run(req).await,
+    };
+    // The request took effect, but the client sees an error (a proxy timing out, say).
+    let (resp, was_injected) = match after {
+        Some(code) => (status_response(code), true),
+        None => (resp, was_injected),
     };
     sim.log_request(RequestLog {
         method,
