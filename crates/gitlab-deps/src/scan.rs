@@ -16,12 +16,12 @@ use url::Url;
 use crate::config::ScanSettings;
 use crate::discover::deps_file::parse_deps_file;
 use crate::discover::dockerfile::parse_dockerfile;
-use crate::discover::image::{ImageName, RegistryIndex};
+use crate::discover::image::{ImageName, RegistryIndex, normalise_prefix};
 use crate::gitlab::{GitLab, GitLabError, Project, ProjectScope};
 use crate::graph::DepGraph;
 use crate::store::{
-    Edge, External, ProjectRecord, ProjectScan, RefKind, Reference, Resolution, Store, StoreError,
-    Warning,
+    Edge, External, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference, ReplaceOutcome,
+    ResolveInput, Resolution, Store, StoreError, Warning,
 };
 use crate::util::{now_ms, parse_timestamp_ms};
 
@@ -102,6 +102,20 @@ mod duration_ms {
     ) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_millis() as u64)
     }
+}
+
+/// What a push-triggered rescan changed in the store's graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rescanned {
+    /// Only this project's upstream edges (and its record) may have changed.
+    Project {
+        /// Its GitLab id.
+        id: u64,
+    },
+    /// The project appeared, left, or moved: the whole graph was re-resolved.
+    Everything,
+    /// Nothing changed (the project could not be read this time, or is not one we keep).
+    Nothing,
 }
 
 /// Runs scans against one GitLab instance into one store.
@@ -329,23 +343,62 @@ impl Scanner {
         Ok(summary)
     }
 
-    /// Re-reads one project now (after a push changed its files), then re-resolves the graph.
-    pub async fn rescan_project(&self, path: &str) -> Result<(), ScanError> {
+    /// Re-reads one project now (after a push changed its files) and re-resolves what that
+    /// changes: the project's own edges, or everything when the project appeared, left, was
+    /// renamed or got another registry prefix (which changes what other projects resolve to).
+    pub async fn rescan_project(&self, path: &str) -> Result<Rescanned, ScanError> {
         let project = self.gitlab.project(path).await?;
         let stored = self.store.project(project.id)?;
         let (_, outcome) = self.handle(project, stored.as_ref(), true).await;
-        match outcome {
-            Outcome::Read(scan) => self.store.save_scans(&[scan])?,
-            Outcome::Unchanged(r) | Outcome::HeadUnchanged(r) => self.store.update_records(&[r])?,
-            Outcome::Gone(id) => self.store.remove_projects(&[id])?,
-            Outcome::Failed(message) => tracing::warn!("{message}"),
+        // Same path and prefix as stored: other projects' references resolve as before.
+        let same_place = |r: &ProjectRecord| {
+            stored
+                .as_ref()
+                .is_some_and(|s| s.path == r.path && s.registry_prefix == r.registry_prefix)
+        };
+        let id = match outcome {
+            Outcome::Read(scan) => {
+                let id = scan.record.id;
+                let local = same_place(&scan.record);
+                self.store.save_scans(&[scan])?;
+                local.then_some(id)
+            }
+            Outcome::Unchanged(r) | Outcome::HeadUnchanged(r) => {
+                let id = r.id;
+                let local = same_place(&r);
+                self.store.update_records(&[r])?;
+                local.then_some(id)
+            }
+            Outcome::Gone(id) => {
+                if stored.is_none() {
+                    return Ok(Rescanned::Nothing);
+                }
+                self.store.remove_projects(&[id])?;
+                None
+            }
+            Outcome::Failed(message) => {
+                tracing::warn!("{message}");
+                return Ok(Rescanned::Nothing);
+            }
+        };
+        if let Some(id) = id {
+            let resolved = resolve_project(
+                self.store.as_ref(),
+                id,
+                self.registry_override.as_deref(),
+                &self.instance,
+            )?;
+            // Forgotten meanwhile (by a scan of another process): that scan resolves everything.
+            if resolved.is_some() {
+                return Ok(Rescanned::Project { id });
+            }
         }
         resolve(
             self.store.as_ref(),
             self.registry_override.as_deref(),
             &self.instance,
         )?;
-        Ok(())
+        Ok(Rescanned::Everything)
     }
 
     /// Of the stored projects a complete listing did not return, those that are really gone,
@@ -592,18 +645,62 @@ pub fn load_graph(store: &dyn Store) -> Result<DepGraph, StoreError> {
     Ok(graph_of(&store.projects()?, store.edges()?))
 }
 
+/// How many times a whole resolve starts over when projects were added, removed or renamed while
+/// it ran, before leaving the write to whoever changed them (they resolve afterwards).
+const RESOLVE_TRIES: usize = 3;
+
 /// Derives edges, external images and unknown-project warnings from every stored reference, and
 /// stores them in one transaction.
+///
+/// Never writes over newer data: a project whose references were saved again while this ran keeps
+/// what its own (newer) resolve stores, and if the set of projects, their paths or registry
+/// prefixes changed meanwhile, the resolve starts over.
 pub fn resolve(
     store: &dyn Store,
     registry_override: Option<&str>,
     instance: &Url,
 ) -> Result<Resolution, StoreError> {
-    let projects = store.projects()?;
-    let by_lower: HashMap<String, &str> = projects
-        .iter()
-        .map(|p| (p.path.to_ascii_lowercase(), p.path.as_str()))
-        .collect();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let input = store.resolve_input()?;
+        let resolution = resolve_all(&input, registry_override, instance)?;
+        match store.replace_resolution_from(&resolution, &input.versions)? {
+            ReplaceOutcome::Written { kept } => {
+                if !kept.is_empty() {
+                    tracing::debug!(
+                        "kept the newer resolution of {} projects rescanned meanwhile",
+                        kept.len()
+                    );
+                }
+                return Ok(resolution);
+            }
+            ReplaceOutcome::CatalogMoved if tries < RESOLVE_TRIES => {
+                tracing::debug!("projects changed while resolving; resolving again");
+            }
+            ReplaceOutcome::CatalogMoved => {
+                tracing::warn!(
+                    "projects kept changing while resolving; leaving the graph to the scan that changed them"
+                );
+                return Ok(resolution);
+            }
+        }
+    }
+}
+
+fn resolve_all(
+    input: &ResolveInput,
+    registry_override: Option<&str>,
+    instance: &Url,
+) -> Result<Resolution, StoreError> {
+    let projects = &input.projects;
+    let mut by_lower: HashMap<String, &str> = HashMap::with_capacity(projects.len());
+    for p in projects {
+        // The first by path wins, as in the store's indexed look-up.
+        by_lower
+            .entry(p.path.to_ascii_lowercase())
+            .or_insert(p.path.as_str());
+    }
     let index = RegistryIndex::new(projects.iter().map(|p| {
         (
             p.path.clone(),
@@ -611,15 +708,115 @@ pub fn resolve(
         )
     }));
     let mut resolution = Resolution::default();
-    let mut edge_seen: HashSet<(String, String)> = HashSet::new();
-    for (project, reference) in store.references()? {
+    // References come ordered by project: derive each project's part from its run of them.
+    let refs = &input.references;
+    let mut start = 0;
+    while let Some((project, _)) = refs.get(start) {
+        let len = refs[start..]
+            .iter()
+            .take_while(|(p, _)| p == project)
+            .count();
+        let own: Vec<Reference> = refs[start..start + len]
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect();
+        let part = derive(
+            project,
+            &own,
+            &mut |path| Ok(by_lower.get(&path.to_ascii_lowercase()).map(|p| (*p).to_owned())),
+            &mut |image| Ok(index.resolve(image).map(str::to_owned)),
+        )?;
+        resolution.edges.extend(part.edges);
+        resolution.externals.extend(part.externals);
+        resolution.warnings.extend(part.warnings);
+        start += len;
+    }
+    Ok(resolution)
+}
+
+/// Re-derives one project's edges (to its upstreams), external images and unknown-project
+/// warnings from its stored references, with indexed look-ups, and replaces them in the same
+/// transaction. `None` when the project is not stored.
+///
+/// Only the project's own part of the graph changes: valid as long as no project was added,
+/// removed, renamed or given another registry prefix (those change what other projects' references
+/// resolve to; [`resolve`] handles them).
+pub fn resolve_project(
+    store: &dyn Store,
+    id: u64,
+    registry_override: Option<&str>,
+    instance: &Url,
+) -> Result<Option<Resolution>, StoreError> {
+    let rule = prefix_rule(registry_override, instance);
+    store.resolve_project(id, &rule, &mut |project, refs, lookup| {
+        // Two closures cannot both borrow the look-up mutably: share it through a cell.
+        let lookup = std::cell::RefCell::new(lookup);
+        derive(
+            project,
+            refs,
+            &mut |path| lookup.borrow_mut().project_by_path(path),
+            &mut |image| {
+                for prefix in candidate_prefixes(image) {
+                    if let Some(owner) = lookup.borrow_mut().project_by_prefix(&prefix)? {
+                        return Ok(Some(owner));
+                    }
+                }
+                Ok(None)
+            },
+        )
+    })
+}
+
+/// How [`registry_prefix`] derives prefixes, for the store's indexed look-ups.
+fn prefix_rule(registry_override: Option<&str>, instance: &Url) -> PrefixRule {
+    match registry_override {
+        Some(host) => PrefixRule {
+            reported: false,
+            base: normalise_prefix(&host.trim_end_matches('/').to_ascii_lowercase()),
+        },
+        None => PrefixRule {
+            reported: true,
+            base: format!(
+                "registry.{}",
+                instance.host_str().unwrap_or_default().to_ascii_lowercase()
+            ),
+        },
+    }
+}
+
+/// The prefixes a project owning `image` could have, longest first: `host/a/b/c`, `host/a/b`,
+/// `host/a` (the same walk as [`RegistryIndex::resolve`]).
+fn candidate_prefixes(image: &ImageName) -> Vec<String> {
+    let full = image.without_tag().to_ascii_lowercase();
+    let registry_len = image.registry.len();
+    let mut out = Vec::new();
+    let mut candidate = full.as_str();
+    loop {
+        out.push(candidate.to_owned());
+        match candidate.rfind('/') {
+            Some(cut) if cut > registry_len => candidate = &candidate[..cut],
+            _ => return out,
+        }
+    }
+}
+
+/// One project's part of the resolution, from its references in file and line order.
+fn derive(
+    project: &str,
+    refs: &[Reference],
+    by_path: &mut dyn FnMut(&str) -> Result<Option<String>, StoreError>,
+    by_image: &mut dyn FnMut(&ImageName) -> Result<Option<String>, StoreError>,
+) -> Result<Resolution, StoreError> {
+    let mut resolution = Resolution::default();
+    let mut edge_seen: HashSet<String> = HashSet::new();
+    for reference in refs {
         let via = format!("{}:{}", reference.file, reference.line);
         let upstream = match reference.kind {
-            RefKind::Project => match by_lower.get(&reference.value.to_ascii_lowercase()) {
-                Some(p) => Some((*p).to_owned()),
+            RefKind::Project => match by_path(&reference.value)? {
+                Some(p) => Some(p),
                 None => {
                     resolution.warnings.push(Warning {
-                        project: project.clone(),
+                        project: project.to_owned(),
                         file: Some(reference.file.clone()),
                         line: Some(reference.line),
                         message: format!("unknown project {:?}", reference.value),
@@ -627,33 +824,31 @@ pub fn resolve(
                     continue;
                 }
             },
-            RefKind::Image => ImageName::parse(&reference.value)
-                .ok()
-                .and_then(|image| index.resolve(&image).map(str::to_owned)),
+            RefKind::Image => match ImageName::parse(&reference.value) {
+                Ok(image) => by_image(&image)?,
+                Err(_) => None,
+            },
         };
         match upstream {
             // A project building on its own image (a cache stage, say) is not a dependency.
             Some(upstream) if upstream == project => {}
             Some(upstream) => {
-                if edge_seen.insert((upstream.clone(), project.clone())) {
+                if edge_seen.insert(upstream.clone()) {
                     resolution.edges.push(Edge {
                         upstream,
-                        downstream: project.clone(),
+                        downstream: project.to_owned(),
                         via,
                     });
                 }
             }
             None => resolution.externals.push(External {
-                project: project.clone(),
+                project: project.to_owned(),
                 image: reference.value.clone(),
             }),
         }
     }
-    resolution
-        .externals
-        .sort_by(|a, b| (&a.project, &a.image).cmp(&(&b.project, &b.image)));
+    resolution.externals.sort_by(|a, b| a.image.cmp(&b.image));
     resolution.externals.dedup();
-    store.replace_resolution(&resolution)?;
     Ok(resolution)
 }
 

@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use thiserror::Error;
@@ -88,7 +89,8 @@ impl Adj {
 pub struct DepGraph {
     /// Sorted, unique; a node's index is its position, so index order is name order and sorted
     /// index lists map to sorted name lists without another sort.
-    names: Vec<String>,
+    /// Shared between a graph and the ones derived from it by [`DepGraph::with_upstreams`].
+    names: Arc<[String]>,
     /// All edges, both directions.
     down: Adj,
     up: Adj,
@@ -137,14 +139,38 @@ impl DepGraph {
         }
         names.sort_unstable();
         names.dedup();
-        let n = names.len();
         let id = |s: &str| names.binary_search_by(|x| x.as_str().cmp(s)).ok();
-
-        let mut pairs: Vec<(u32, u32)> = edges
+        let pairs: Vec<(u32, u32)> = edges
             .iter()
             .filter_map(|(u, d)| Some((id(u)? as u32, id(d)? as u32)))
-            .filter(|(u, d)| u != d)
             .collect();
+        Self::from_indexed(names.into(), pairs)
+    }
+
+    /// This graph with `project`'s upstreams replaced by `upstreams` (the rest unchanged), or
+    /// `None` when one of the paths is not a project of the graph.
+    ///
+    /// No string is sorted or copied: the cycle and rank data are recomputed over the integer
+    /// edges, which keeps a one-project change on a 100,000-project graph in milliseconds.
+    pub fn with_upstreams(&self, project: &str, upstreams: &[String]) -> Option<Self> {
+        let p = self.index_of(project)?;
+        let new_ups = upstreams
+            .iter()
+            .map(|u| self.index_of(u))
+            .collect::<Option<Vec<u32>>>()?;
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(self.edge_count + new_ups.len());
+        for u in 0..self.names.len() as u32 {
+            pairs.extend(self.down.of(u).iter().filter(|&&d| d != p).map(|&d| (u, d)));
+        }
+        pairs.extend(new_ups.into_iter().map(|u| (u, p)));
+        Some(Self::from_indexed(self.names.clone(), pairs))
+    }
+
+    /// Builds from sorted unique names and edges as index pairs (self-edges and duplicates are
+    /// dropped here).
+    fn from_indexed(names: Arc<[String]>, mut pairs: Vec<(u32, u32)>) -> Self {
+        let n = names.len();
+        pairs.retain(|(u, d)| u != d);
         pairs.sort_unstable();
         pairs.dedup();
         let edge_count = pairs.len();
@@ -496,7 +522,7 @@ impl DepGraph {
         let seg_max = (seg.chars().count() / 3).max(1);
         let suffix = format!("/{full}");
         let mut scored: Vec<((u8, usize), &str)> = Vec::new();
-        for name in &self.names {
+        for name in self.names.iter() {
             let lower = name.to_lowercase();
             let nseg = last(&lower);
             let score = if nseg == seg {
@@ -522,7 +548,7 @@ impl DepGraph {
             format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
         }
         let mut out = String::from("digraph gitlab_deps {\n");
-        for name in &self.names {
+        for name in self.names.iter() {
             let _ = writeln!(out, "  {};", q(name));
         }
         for (u, d) in self.edges() {
