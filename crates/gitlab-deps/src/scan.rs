@@ -21,7 +21,7 @@ use crate::gitlab::{GitLab, GitLabError, Project, ProjectScope};
 use crate::graph::DepGraph;
 use crate::store::{
     Edge, External, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference, ReplaceOutcome,
-    ResolveInput, Resolution, Store, StoreError, Warning,
+    Resolution, ResolveInput, Store, StoreError, Warning,
 };
 use crate::util::{now_ms, parse_timestamp_ms};
 
@@ -723,7 +723,11 @@ fn resolve_all(
         let part = derive(
             project,
             &own,
-            &mut |path| Ok(by_lower.get(&path.to_ascii_lowercase()).map(|p| (*p).to_owned())),
+            &mut |path| {
+                Ok(by_lower
+                    .get(&path.to_ascii_lowercase())
+                    .map(|p| (*p).to_owned()))
+            },
             &mut |image| Ok(index.resolve(image).map(str::to_owned)),
         )?;
         resolution.edges.extend(part.edges);
@@ -891,5 +895,343 @@ mod tests {
             registry_prefix(&r, Some("other:443"), &url),
             "other:443/group/proj"
         );
+    }
+
+    mod resolving {
+        use super::*;
+        use crate::store::{ReplaceOutcome, SqliteStore};
+
+        fn url() -> Url {
+            Url::parse("https://git.example.org/").unwrap()
+        }
+
+        fn record(id: u64, path: &str, prefix: Option<&str>) -> ProjectRecord {
+            ProjectRecord {
+                id,
+                path: path.into(),
+                default_branch: Some("main".into()),
+                web_url: String::new(),
+                registry_prefix: prefix.map(str::to_owned),
+                last_activity_at: None,
+                head_sha: Some("h".into()),
+                checked_at_ms: None,
+            }
+        }
+
+        fn reference(kind: RefKind, line: u32, value: &str) -> Reference {
+            Reference {
+                kind,
+                file: if kind == RefKind::Project {
+                    DEPS_FILE.into()
+                } else {
+                    "Dockerfile".into()
+                },
+                line,
+                value: value.into(),
+            }
+        }
+
+        fn scan(record: ProjectRecord, refs: Vec<Reference>) -> ProjectScan {
+            ProjectScan {
+                record,
+                refs,
+                warnings: vec![],
+            }
+        }
+
+        fn image(line: u32, value: &str) -> Reference {
+            reference(RefKind::Image, line, value)
+        }
+
+        fn project(line: u32, value: &str) -> Reference {
+            reference(RefKind::Project, line, value)
+        }
+
+        /// base (registry from GitLab), tools (derived registry), app using both and more.
+        fn instance() -> SqliteStore {
+            let s = SqliteStore::in_memory().unwrap();
+            s.save_scans(&[
+                scan(
+                    record(1, "img/Base", Some("reg.example.org:5050/img/base")),
+                    vec![image(1, "docker.io/library/debian:12")],
+                ),
+                scan(record(2, "img/tools", None), vec![]),
+                scan(
+                    record(3, "apps/app", None),
+                    vec![
+                        image(1, "reg.example.org:5050/img/base/sub:1"),
+                        image(2, "registry.git.example.org/img/tools:2"),
+                        image(3, "registry.git.example.org/apps/app:cache"),
+                        image(4, "docker.io/library/alpine:3"),
+                        image(5, "docker.io/library/alpine:3"),
+                        project(1, "IMG/tools"),
+                        project(2, "gone/project"),
+                    ],
+                ),
+            ])
+            .unwrap();
+            s
+        }
+
+        #[test]
+        fn one_project_resolves_edges_externals_warnings_and_skips_itself() {
+            let s = instance();
+            resolve(&s, None, &url()).unwrap();
+            let r = resolve_project(&s, 3, None, &url()).unwrap().unwrap();
+            let edges: Vec<_> = r
+                .edges
+                .iter()
+                .map(|e| format!("{}->{} {}", e.upstream, e.downstream, e.via))
+                .collect();
+            // Tools is named twice: one edge, from the first reference in file and line order.
+            assert_eq!(
+                edges,
+                [
+                    "img/tools->apps/app .gitlab-deps:1",
+                    "img/Base->apps/app Dockerfile:1",
+                ]
+            );
+            assert_eq!(
+                r.externals,
+                [External {
+                    project: "apps/app".into(),
+                    image: "docker.io/library/alpine:3".into()
+                }]
+            );
+            assert_eq!(r.warnings.len(), 1);
+            assert_eq!(
+                r.warnings[0].to_string(),
+                "apps/app: .gitlab-deps:2: unknown project \"gone/project\""
+            );
+            // What it stored is what the whole resolve stores.
+            let whole = resolve(&s, None, &url()).unwrap();
+            assert_eq!(s.edges().unwrap().len(), whole.edges.len());
+            let mut own = r.edges.clone();
+            own.sort_by(|a, b| a.upstream.cmp(&b.upstream));
+            assert_eq!(s.upstream_edges("apps/app").unwrap(), own);
+        }
+
+        #[test]
+        fn one_project_resolve_replaces_only_that_projects_part() {
+            let s = instance();
+            resolve(&s, None, &url()).unwrap();
+            s.save_scans(&[scan(
+                record(3, "apps/app", None),
+                vec![image(1, "registry.git.example.org/img/tools")],
+            )])
+            .unwrap();
+            resolve_project(&s, 3, None, &url()).unwrap().unwrap();
+            let edges: Vec<_> = s
+                .edges()
+                .unwrap()
+                .into_iter()
+                .map(|e| format!("{}->{}", e.upstream, e.downstream))
+                .collect();
+            assert_eq!(edges, ["img/tools->apps/app"]);
+            let externals: Vec<_> = s
+                .externals()
+                .unwrap()
+                .into_iter()
+                .map(|e| e.project)
+                .collect();
+            assert_eq!(externals, ["img/Base"], "base's external stays");
+            assert!(s.warnings().unwrap().is_empty());
+            assert!(resolve_project(&s, 99, None, &url()).unwrap().is_none());
+        }
+
+        #[test]
+        fn one_project_resolve_follows_a_registry_override() {
+            let s = instance();
+            let r = resolve_project(&s, 3, Some("https://mirror:443/"), &url())
+                .unwrap()
+                .unwrap();
+            // Only the `.gitlab-deps` name resolves: every image is on another registry.
+            assert_eq!(r.edges.len(), 1);
+            assert_eq!(r.edges[0].via, ".gitlab-deps:1");
+            // Its own cache image is not recognised as its own either.
+            assert_eq!(r.externals.len(), 4);
+            s.save_scans(&[scan(
+                record(3, "apps/app", None),
+                vec![
+                    image(1, "mirror:443/img/base/x"),
+                    image(2, "reg.example.org:5050/img/base"),
+                ],
+            )])
+            .unwrap();
+            let r = resolve_project(&s, 3, Some("https://mirror:443/"), &url())
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.edges.len(), 1);
+            assert_eq!(r.edges[0].upstream, "img/Base");
+            assert_eq!(
+                r.externals.len(),
+                1,
+                "GitLab's prefix does not count under an override"
+            );
+        }
+
+        #[test]
+        fn a_whole_resolve_does_not_overwrite_a_newer_project_resolve() {
+            let s = instance();
+            resolve(&s, None, &url()).unwrap();
+            // A whole resolve (a scheduled rescan, another process) reads...
+            let read = s.resolve_input().unwrap();
+            let stale = resolve_all(&read, None, &url()).unwrap();
+            // ...a push saves and resolves the app's new references meanwhile...
+            s.save_scans(&[scan(
+                record(3, "apps/app", None),
+                vec![image(1, "registry.git.example.org/img/tools")],
+            )])
+            .unwrap();
+            resolve_project(&s, 3, None, &url()).unwrap().unwrap();
+            // ...then the whole resolve writes what it derived from the older references.
+            let outcome = s.replace_resolution_from(&stale, &read.versions).unwrap();
+            assert_eq!(
+                outcome,
+                ReplaceOutcome::Written {
+                    kept: vec!["apps/app".into()]
+                }
+            );
+            let ups: Vec<_> = s
+                .upstream_edges("apps/app")
+                .unwrap()
+                .into_iter()
+                .map(|e| e.upstream)
+                .collect();
+            assert_eq!(ups, ["img/tools"]);
+            assert!(
+                s.warnings().unwrap().is_empty(),
+                "the stale warning is not back"
+            );
+            // The other projects' part is written as read.
+            assert_eq!(s.externals().unwrap().len(), 1);
+        }
+
+        #[test]
+        fn a_whole_resolve_keeps_data_saved_but_not_yet_resolved() {
+            let s = instance();
+            resolve(&s, None, &url()).unwrap();
+            let read = s.resolve_input().unwrap();
+            let stale = resolve_all(&read, None, &url()).unwrap();
+            // A scan in another process saved new references; its own resolve comes later.
+            s.save_scans(&[scan(record(3, "apps/app", None), vec![])])
+                .unwrap();
+            s.replace_resolution_from(&stale, &read.versions).unwrap();
+            resolve(&s, None, &url()).unwrap();
+            assert!(s.upstream_edges("apps/app").unwrap().is_empty());
+        }
+
+        #[test]
+        fn a_whole_resolve_is_not_written_over_a_changed_catalog() {
+            let s = instance();
+            let read = s.resolve_input().unwrap();
+            let stale = resolve_all(&read, None, &url()).unwrap();
+            // Renaming tools changes what `.gitlab-deps` names resolve to.
+            s.update_records(&[record(2, "img/tools2", None)]).unwrap();
+            assert_eq!(
+                s.replace_resolution_from(&stale, &read.versions).unwrap(),
+                ReplaceOutcome::CatalogMoved
+            );
+            assert!(s.edges().unwrap().is_empty(), "nothing written");
+            // Metadata that other projects do not resolve against leaves the catalog alone.
+            let read = s.resolve_input().unwrap();
+            let mut touched = record(2, "img/tools2", None);
+            touched.checked_at_ms = Some(5);
+            s.update_records(&[touched]).unwrap();
+            assert!(matches!(
+                s.replace_resolution_from(&stale, &read.versions).unwrap(),
+                ReplaceOutcome::Written { .. }
+            ));
+            // Removing a project moves it too.
+            let read = s.resolve_input().unwrap();
+            s.remove_projects(&[2]).unwrap();
+            assert_eq!(
+                s.replace_resolution_from(&stale, &read.versions).unwrap(),
+                ReplaceOutcome::CatalogMoved
+            );
+        }
+
+        #[test]
+        fn the_whole_resolve_starts_over_and_writes_the_current_catalog() {
+            let s = instance();
+            s.update_records(&[record(2, "img/tools2", None)]).unwrap();
+            resolve(&s, None, &url()).unwrap();
+            let ups: Vec<_> = s
+                .upstream_edges("apps/app")
+                .unwrap()
+                .into_iter()
+                .map(|e| e.upstream)
+                .collect();
+            assert_eq!(ups, ["img/Base"]);
+        }
+
+        mod agreement {
+            use super::*;
+            use proptest::prelude::*;
+
+            const PATHS: &[&str] = &["a/x", "A/y", "a/x/sub", "b/z", "b"];
+            const HOSTS: &[&str] = &["registry.git.example.org", "reg:5050", "mirror"];
+
+            fn value(kind: bool, host: usize, path: usize, tail: bool) -> Reference {
+                if kind {
+                    project(1, PATHS[path])
+                } else {
+                    let tail = if tail { "/img:1" } else { "" };
+                    image(
+                        1,
+                        &format!("{}/{}{tail}", HOSTS[host], PATHS[path].to_ascii_lowercase()),
+                    )
+                }
+            }
+
+            proptest! {
+                /// Every project's one-project resolve derives what the whole resolve derives
+                /// for it, whatever the catalog and the override.
+                #[test]
+                fn one_project_and_whole_resolves_agree(
+                    present in proptest::collection::vec(any::<bool>(), PATHS.len()),
+                    prefixed in proptest::collection::vec(any::<bool>(), PATHS.len()),
+                    refs in proptest::collection::vec(
+                        (0..PATHS.len(), proptest::collection::vec(
+                            (any::<bool>(), 0..HOSTS.len(), 0..PATHS.len(), any::<bool>()), 0..4)),
+                        0..6),
+                    over in proptest::option::of(Just("mirror")),
+                ) {
+                    let s = SqliteStore::in_memory().unwrap();
+                    let mut by_project: HashMap<usize, Vec<Reference>> = HashMap::new();
+                    for (owner, values) in refs {
+                        let list = by_project.entry(owner).or_default();
+                        for (i, (k, h, p, t)) in values.into_iter().enumerate() {
+                            let mut r = value(k, h, p, t);
+                            r.line = list.len() as u32 + i as u32 + 1;
+                            list.push(r);
+                        }
+                    }
+                    let scans: Vec<ProjectScan> = (0..PATHS.len())
+                        .filter(|&i| present[i])
+                        .map(|i| {
+                            let prefix = prefixed[i]
+                                .then(|| format!("reg:5050/{}", PATHS[i].to_ascii_lowercase()));
+                            scan(
+                                record(i as u64 + 1, PATHS[i], prefix.as_deref()),
+                                by_project.remove(&i).unwrap_or_default(),
+                            )
+                        })
+                        .collect();
+                    s.save_scans(&scans).unwrap();
+                    let whole = resolve(&s, over, &url()).unwrap();
+                    for sc in &scans {
+                        let one = resolve_project(&s, sc.record.id, over, &url()).unwrap().unwrap();
+                        let path = &sc.record.path;
+                        let edges: Vec<_> = whole.edges.iter().filter(|e| &e.downstream == path).cloned().collect();
+                        let externals: Vec<_> = whole.externals.iter().filter(|e| &e.project == path).cloned().collect();
+                        let warnings: Vec<_> = whole.warnings.iter().filter(|w| &w.project == path).cloned().collect();
+                        prop_assert_eq!(one.edges, edges);
+                        prop_assert_eq!(one.externals, externals);
+                        prop_assert_eq!(one.warnings, warnings);
+                    }
+                }
+            }
+        }
     }
 }

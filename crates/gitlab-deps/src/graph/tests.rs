@@ -233,3 +233,40 @@ fn big_graph_plan_is_fast_and_complete() {
     assert_eq!(chain.topo_rank("c/100000"), Some(100_000));
     assert_eq!(chain.plan(&["c/000000"]).len(), 100_000);
 }
+
+#[test]
+fn with_upstreams_replaces_only_that_projects_upstreams() {
+    let d = diamond();
+    let moved = d
+        .with_upstreams("apps/app", &["img/base".to_string()])
+        .unwrap();
+    let expected = g(&[
+        ("img/base", "img/ruby"),
+        ("img/base", "img/tools"),
+        ("img/base", "apps/app"),
+    ]);
+    assert_eq!(moved, expected);
+    assert_eq!(moved.plan(&["img/ruby"]), Vec::<Vec<String>>::new());
+    assert_eq!(moved.topo_rank("apps/app"), Some(1));
+    // The original is untouched (engine readers may still hold it).
+    assert_eq!(d.upstreams("apps/app"), ["img/ruby", "img/tools"]);
+}
+
+#[test]
+fn with_upstreams_can_close_and_open_a_cycle_and_refuses_unknown_paths() {
+    let d = diamond();
+    let cyclic = d
+        .with_upstreams(
+            "img/base",
+            &["apps/app".to_string(), "img/base".to_string()],
+        )
+        .unwrap();
+    assert_eq!(cyclic.edge_count(), 5, "the self-edge is dropped");
+    assert_eq!(cyclic.cycles().len(), 1);
+    assert_eq!(cyclic.with_upstreams("img/base", &[]).unwrap(), d);
+    assert!(d.with_upstreams("nope/x", &[]).is_none());
+    assert!(
+        d.with_upstreams("apps/app", &["nope/x".to_string()])
+            .is_none()
+    );
+}

@@ -234,8 +234,8 @@ pub trait ResolveLookup {
 }
 
 /// Derives one project's resolution from its path and references, with look-ups.
-pub type DeriveFn<'a> = dyn FnMut(&str, &[Reference], &mut dyn ResolveLookup) -> Result<Resolution, StoreError>
-    + 'a;
+pub type DeriveFn<'a> =
+    dyn FnMut(&str, &[Reference], &mut dyn ResolveLookup) -> Result<Resolution, StoreError> + 'a;
 
 /// The stored orchestration state: the counters and each project's state, as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -9,9 +9,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::migrations::MIGRATIONS;
 use super::{
-    DeriveFn, Edge, External, NewEvent, PrefixRule, ProjectRecord, ProjectScan, RefKind,
-    Reference, ReplaceOutcome, ResolveInput, ResolveLookup, ResolveVersions, Resolution, Store,
-    StoreError, StoredCascade, StoredEvent, Warning,
+    DeriveFn, Edge, External, NewEvent, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference,
+    ReplaceOutcome, Resolution, ResolveInput, ResolveLookup, ResolveVersions, Store, StoreError,
+    StoredCascade, StoredEvent, Warning,
 };
 use crate::discover::image::normalise_prefix;
 
@@ -90,9 +90,11 @@ fn bump_catalog(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
 
 fn catalog_version(conn: &Connection) -> Result<i64, StoreError> {
     let value: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [CATALOG_KEY], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [CATALOG_KEY],
+            |r| r.get(0),
+        )
         .optional()?;
     Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
@@ -104,9 +106,9 @@ fn upsert_record(tx: &rusqlite::Transaction<'_>, r: &ProjectRecord) -> Result<()
         .prepare_cached("SELECT path, registry_prefix FROM projects WHERE id = ?1")?
         .query_row([r.id as i64], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    let moved = before.as_ref().is_none_or(|(path, prefix)| {
-        *path != r.path || *prefix != r.registry_prefix
-    });
+    let moved = before
+        .as_ref()
+        .is_none_or(|(path, prefix)| *path != r.path || *prefix != r.registry_prefix);
     // A renamed project keeps its id; free its new path from a stale row first.
     let freed = tx.execute(
         "DELETE FROM projects WHERE path = ?1 AND id != ?2",
@@ -409,9 +411,8 @@ impl Store for SqliteStore {
             ..ResolveVersions::default()
         };
         {
-            let mut stmt = tx.prepare_cached(&format!(
-                "{PROJECT_COLUMNS_WITH_VERSION} ORDER BY path"
-            ))?;
+            let mut stmt =
+                tx.prepare_cached(&format!("{PROJECT_COLUMNS_WITH_VERSION} ORDER BY path"))?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let record = read_project(row)?;
@@ -423,7 +424,9 @@ impl Store for SqliteStore {
         }
         let references = tx
             .prepare_cached(REFERENCES_SQL)?
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, read_reference(row, 1)?)))?
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, read_reference(row, 1)?))
+            })?
             .collect::<Result<_, _>>()?;
         tx.commit()?;
         Ok(ResolveInput {
@@ -863,5 +866,52 @@ mod tests {
         drop(conn);
         let err = SqliteStore::open(&path).err().unwrap();
         assert!(err.to_string().contains("upgrade gitlab-deps"), "{err}");
+    }
+
+    #[test]
+    fn migration_4_keys_existing_registry_prefixes_and_versions_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.execute(
+                "INSERT INTO projects (id, path, registry_prefix) VALUES (1, 'G/A', 'HTTPS://Reg:5050/g/a/'), (2, 'g/b', NULL)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let conn = s.conn();
+        let keys: Vec<(i64, Option<String>, i64)> = conn
+            .prepare("SELECT id, registry_key, refs_version FROM projects ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, [(1, Some("reg:5050/g/a".into()), 0), (2, None, 0)]);
+    }
+
+    #[test]
+    fn saving_references_bumps_their_version_and_moves_only_the_catalog_on_moves() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.save_scans(&[scan(1, "g/a", &["x"])]).unwrap();
+        let before = s.resolve_input().unwrap().versions;
+        s.save_scans(&[scan(1, "g/a", &["y"])]).unwrap();
+        let after = s.resolve_input().unwrap().versions;
+        assert_eq!(after.catalog, before.catalog);
+        assert_eq!(after.projects[&1].1, before.projects[&1].1 + 1);
+        s.update_records(&[record(1, "g/a")]).unwrap();
+        assert_eq!(s.resolve_input().unwrap().versions, after);
+        s.update_records(&[record(1, "g/renamed")]).unwrap();
+        let renamed = s.resolve_input().unwrap().versions;
+        assert!(renamed.catalog > after.catalog);
+        assert!(renamed.projects[&1].1 > after.projects[&1].1);
     }
 }
