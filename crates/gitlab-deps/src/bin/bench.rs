@@ -26,6 +26,7 @@ use gitlab_sim::{ProjectSpec, Sim, SimOptions};
 use serde_json::json;
 use url::Url;
 
+#[path = "bench/push_rescan.rs"]
 mod push_rescan;
 
 /// Projects per listing page (the client asks for the maximum GitLab allows).

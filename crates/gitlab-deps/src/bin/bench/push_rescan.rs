@@ -81,10 +81,7 @@ pub async fn bench_push_rescan(
     let setup = Instant::now();
     let mut batch = Vec::new();
     for (i, path) in names.iter().enumerate() {
-        let id = sim_ids
-            .get(&i)
-            .copied()
-            .unwrap_or(OFFLINE_IDS + i as u64);
+        let id = sim_ids.get(&i).copied().unwrap_or(OFFLINE_IDS + i as u64);
         batch.push(ProjectScan {
             record: ProjectRecord {
                 id,
@@ -224,6 +221,31 @@ pub async fn bench_push_rescan(
         own.push(elapsed.saturating_sub(api));
     }
 
+    // The two steps beyond the reads, alone: the one-project resolve in the store, and the new
+    // graph with that project's upstreams swapped in.
+    let graph = engine.snapshot().await.graph;
+    let mut store_step = Vec::new();
+    let mut graph_step = Vec::new();
+    for k in 0..pushes.min(20) {
+        let i = pushed[k % pushed.len()];
+        let started = Instant::now();
+        gitlab_deps::scan::resolve_project(store.as_ref(), sim_ids[&i], None, &base)?
+            .context("pushed project not stored")?;
+        store_step.push(started.elapsed());
+        let ups: Vec<String> = graph
+            .upstreams(&names[i])
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let started = Instant::now();
+        std::hint::black_box(
+            graph
+                .with_upstreams(&names[i], &ups)
+                .context("known project")?,
+        );
+        graph_step.push(started.elapsed());
+    }
+
     // What a push cost before: resolving every reference and reloading the whole graph.
     let mut whole = Vec::new();
     for _ in 0..3 {
@@ -240,6 +262,8 @@ pub async fn bench_push_rescan(
     reads.sort_unstable();
     own.sort_unstable();
     whole.sort_unstable();
+    store_step.sort_unstable();
+    graph_step.sort_unstable();
     let p = |v: &[Duration], q: f64| (ms(percentile(v, q)) * 100.0).round() / 100.0;
     println!("== bench push-rescan: {n} projects, {distinct_edges} edges, {pushes} pushes ==");
     println!(
@@ -259,12 +283,17 @@ pub async fn bench_push_rescan(
         p(&own, 0.99)
     );
     println!(
+        "of which         one-project resolve p50 {:.1} ms, graph swap p50 {:.1} ms",
+        p(&store_step, 0.5),
+        p(&graph_step, 0.5)
+    );
+    println!(
         "before: whole resolve + reload median {:.0} ms ({:.0}x the p50 beyond the reads)",
         p(&whole, 0.5),
         p(&whole, 0.5) / p(&own, 0.5).max(0.01)
     );
     println!(
-        "setup {:.1} s (store 100k projects + first resolve), peak RSS {:.0} MiB",
+        "setup {:.1} s (storing {n} projects + the first resolve), peak RSS {:.0} MiB",
         setup.as_secs_f64(),
         mib(peak)
     );
@@ -281,6 +310,8 @@ pub async fn bench_push_rescan(
         "beyond_reads_p50_ms": p(&own, 0.5),
         "beyond_reads_p99_ms": p(&own, 0.99),
         "whole_resolve_reload_median_ms": p(&whole, 0.5),
+        "resolve_project_p50_ms": p(&store_step, 0.5),
+        "graph_swap_p50_ms": p(&graph_step, 0.5),
         "peak_rss_mib": mib(peak).round(),
     });
     println!("{summary}");
