@@ -774,12 +774,19 @@ impl Engine {
         let Some(graph) = self.graph().with_upstreams(&record.path, &upstreams) else {
             return Ok(false);
         };
+        // The engine uses a record's id, default branch and web URL; the id and path are the same.
+        // Copying the maps for a head commit alone would cost O(projects) per push.
+        let stale = self.records().by_path.get(&record.path).is_none_or(|r| {
+            r.default_branch != record.default_branch || r.web_url != record.web_url
+        });
+        if stale {
+            let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
+            // Copies the maps only while a reader still holds the old ones.
+            Arc::make_mut(&mut records)
+                .by_path
+                .insert(record.path.clone(), record);
+        }
         *self.graph.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(graph);
-        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
-        // Copies the maps only while a reader still holds the old ones.
-        Arc::make_mut(&mut records)
-            .by_path
-            .insert(record.path.clone(), record);
         Ok(true)
     }
 
