@@ -892,3 +892,7 @@ pub fn enqueue_operator_input(store: &dyn Store, input: &Input) -> Result<(), St
     store.insert_event(&key, INPUT_EVENT, &body)?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "engine_rescan_tests.rs"]
+mod rescan_tests;
