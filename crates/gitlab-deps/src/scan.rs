@@ -16,12 +16,12 @@ use url::Url;
 use crate::config::ScanSettings;
 use crate::discover::deps_file::parse_deps_file;
 use crate::discover::dockerfile::parse_dockerfile;
-use crate::discover::image::{ImageName, RegistryIndex};
+use crate::discover::image::{ImageName, RegistryIndex, normalise_prefix};
 use crate::gitlab::{GitLab, GitLabError, Project, ProjectScope};
 use crate::graph::DepGraph;
 use crate::store::{
-    Edge, External, ProjectRecord, ProjectScan, RefKind, Reference, Resolution, Store, StoreError,
-    Warning,
+    Edge, External, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference, ReplaceOutcome,
+    Resolution, ResolveInput, Store, StoreError, Warning,
 };
 use crate::util::{now_ms, parse_timestamp_ms};
 
@@ -102,6 +102,20 @@ mod duration_ms {
     ) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_millis() as u64)
     }
+}
+
+/// What a push-triggered rescan changed in the store's graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rescanned {
+    /// Only this project's upstream edges (and its record) may have changed.
+    Project {
+        /// Its GitLab id.
+        id: u64,
+    },
+    /// The project appeared, left, or moved: the whole graph was re-resolved.
+    Everything,
+    /// Nothing changed (the project could not be read this time, or is not one we keep).
+    Nothing,
 }
 
 /// Runs scans against one GitLab instance into one store.
@@ -329,23 +343,62 @@ impl Scanner {
         Ok(summary)
     }
 
-    /// Re-reads one project now (after a push changed its files), then re-resolves the graph.
-    pub async fn rescan_project(&self, path: &str) -> Result<(), ScanError> {
+    /// Re-reads one project now (after a push changed its files) and re-resolves what that
+    /// changes: the project's own edges, or everything when the project appeared, left, was
+    /// renamed or got another registry prefix (which changes what other projects resolve to).
+    pub async fn rescan_project(&self, path: &str) -> Result<Rescanned, ScanError> {
         let project = self.gitlab.project(path).await?;
         let stored = self.store.project(project.id)?;
         let (_, outcome) = self.handle(project, stored.as_ref(), true).await;
-        match outcome {
-            Outcome::Read(scan) => self.store.save_scans(&[scan])?,
-            Outcome::Unchanged(r) | Outcome::HeadUnchanged(r) => self.store.update_records(&[r])?,
-            Outcome::Gone(id) => self.store.remove_projects(&[id])?,
-            Outcome::Failed(message) => tracing::warn!("{message}"),
+        // Same path and prefix as stored: other projects' references resolve as before.
+        let same_place = |r: &ProjectRecord| {
+            stored
+                .as_ref()
+                .is_some_and(|s| s.path == r.path && s.registry_prefix == r.registry_prefix)
+        };
+        let id = match outcome {
+            Outcome::Read(scan) => {
+                let id = scan.record.id;
+                let local = same_place(&scan.record);
+                self.store.save_scans(&[scan])?;
+                local.then_some(id)
+            }
+            Outcome::Unchanged(r) | Outcome::HeadUnchanged(r) => {
+                let id = r.id;
+                let local = same_place(&r);
+                self.store.update_records(&[r])?;
+                local.then_some(id)
+            }
+            Outcome::Gone(id) => {
+                if stored.is_none() {
+                    return Ok(Rescanned::Nothing);
+                }
+                self.store.remove_projects(&[id])?;
+                None
+            }
+            Outcome::Failed(message) => {
+                tracing::warn!("{message}");
+                return Ok(Rescanned::Nothing);
+            }
+        };
+        if let Some(id) = id {
+            let resolved = resolve_project(
+                self.store.as_ref(),
+                id,
+                self.registry_override.as_deref(),
+                &self.instance,
+            )?;
+            // Forgotten meanwhile (by a scan of another process): that scan resolves everything.
+            if resolved.is_some() {
+                return Ok(Rescanned::Project { id });
+            }
         }
         resolve(
             self.store.as_ref(),
             self.registry_override.as_deref(),
             &self.instance,
         )?;
-        Ok(())
+        Ok(Rescanned::Everything)
     }
 
     /// Of the stored projects a complete listing did not return, those that are really gone,
@@ -593,18 +646,62 @@ pub fn load_graph(store: &dyn Store) -> Result<DepGraph, StoreError> {
     Ok(graph_of(&store.projects()?, store.edges()?))
 }
 
+/// How many times a whole resolve starts over when projects were added, removed or renamed while
+/// it ran, before leaving the write to whoever changed them (they resolve afterwards).
+const RESOLVE_TRIES: usize = 3;
+
 /// Derives edges, external images and unknown-project warnings from every stored reference, and
 /// stores them in one transaction.
+///
+/// Never writes over newer data: a project whose references were saved again while this ran keeps
+/// what its own (newer) resolve stores, and if the set of projects, their paths or registry
+/// prefixes changed meanwhile, the resolve starts over.
 pub fn resolve(
     store: &dyn Store,
     registry_override: Option<&str>,
     instance: &Url,
 ) -> Result<Resolution, StoreError> {
-    let projects = store.projects()?;
-    let by_lower: HashMap<String, &str> = projects
-        .iter()
-        .map(|p| (p.path.to_ascii_lowercase(), p.path.as_str()))
-        .collect();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let input = store.resolve_input()?;
+        let resolution = resolve_all(&input, registry_override, instance)?;
+        match store.replace_resolution_from(&resolution, &input.versions)? {
+            ReplaceOutcome::Written { kept } => {
+                if !kept.is_empty() {
+                    tracing::debug!(
+                        "kept the newer resolution of {} projects rescanned meanwhile",
+                        kept.len()
+                    );
+                }
+                return Ok(resolution);
+            }
+            ReplaceOutcome::CatalogMoved if tries < RESOLVE_TRIES => {
+                tracing::debug!("projects changed while resolving; resolving again");
+            }
+            ReplaceOutcome::CatalogMoved => {
+                tracing::warn!(
+                    "projects kept changing while resolving; leaving the graph to the scan that changed them"
+                );
+                return Ok(resolution);
+            }
+        }
+    }
+}
+
+fn resolve_all(
+    input: &ResolveInput,
+    registry_override: Option<&str>,
+    instance: &Url,
+) -> Result<Resolution, StoreError> {
+    let projects = &input.projects;
+    let mut by_lower: HashMap<String, &str> = HashMap::with_capacity(projects.len());
+    for p in projects {
+        // The first by path wins, as in the store's indexed look-up.
+        by_lower
+            .entry(p.path.to_ascii_lowercase())
+            .or_insert(p.path.as_str());
+    }
     let index = RegistryIndex::new(projects.iter().map(|p| {
         (
             p.path.clone(),
@@ -612,15 +709,119 @@ pub fn resolve(
         )
     }));
     let mut resolution = Resolution::default();
-    let mut edge_seen: HashSet<(String, String)> = HashSet::new();
-    for (project, reference) in store.references()? {
+    // References come ordered by project: derive each project's part from its run of them.
+    let refs = &input.references;
+    let mut start = 0;
+    while let Some((project, _)) = refs.get(start) {
+        let len = refs[start..]
+            .iter()
+            .take_while(|(p, _)| p == project)
+            .count();
+        let own: Vec<Reference> = refs[start..start + len]
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect();
+        let part = derive(
+            project,
+            &own,
+            &mut |path| {
+                Ok(by_lower
+                    .get(&path.to_ascii_lowercase())
+                    .map(|p| (*p).to_owned()))
+            },
+            &mut |image| Ok(index.resolve(image).map(str::to_owned)),
+        )?;
+        resolution.edges.extend(part.edges);
+        resolution.externals.extend(part.externals);
+        resolution.warnings.extend(part.warnings);
+        start += len;
+    }
+    Ok(resolution)
+}
+
+/// Re-derives one project's edges (to its upstreams), external images and unknown-project
+/// warnings from its stored references, with indexed look-ups, and replaces them in the same
+/// transaction. `None` when the project is not stored.
+///
+/// Only the project's own part of the graph changes: valid as long as no project was added,
+/// removed, renamed or given another registry prefix (those change what other projects' references
+/// resolve to; [`resolve`] handles them).
+pub fn resolve_project(
+    store: &dyn Store,
+    id: u64,
+    registry_override: Option<&str>,
+    instance: &Url,
+) -> Result<Option<Resolution>, StoreError> {
+    let rule = prefix_rule(registry_override, instance);
+    store.resolve_project(id, &rule, &mut |project, refs, lookup| {
+        // Two closures cannot both borrow the look-up mutably: share it through a cell.
+        let lookup = std::cell::RefCell::new(lookup);
+        derive(
+            project,
+            refs,
+            &mut |path| lookup.borrow_mut().project_by_path(path),
+            &mut |image| {
+                for prefix in candidate_prefixes(image) {
+                    if let Some(owner) = lookup.borrow_mut().project_by_prefix(&prefix)? {
+                        return Ok(Some(owner));
+                    }
+                }
+                Ok(None)
+            },
+        )
+    })
+}
+
+/// How [`registry_prefix`] derives prefixes, for the store's indexed look-ups.
+fn prefix_rule(registry_override: Option<&str>, instance: &Url) -> PrefixRule {
+    match registry_override {
+        Some(host) => PrefixRule {
+            reported: false,
+            base: normalise_prefix(&host.trim_end_matches('/').to_ascii_lowercase()),
+        },
+        None => PrefixRule {
+            reported: true,
+            base: format!(
+                "registry.{}",
+                instance.host_str().unwrap_or_default().to_ascii_lowercase()
+            ),
+        },
+    }
+}
+
+/// The prefixes a project owning `image` could have, longest first: `host/a/b/c`, `host/a/b`,
+/// `host/a` (the same walk as [`RegistryIndex::resolve`]).
+fn candidate_prefixes(image: &ImageName) -> Vec<String> {
+    let full = image.without_tag().to_ascii_lowercase();
+    let registry_len = image.registry.len();
+    let mut out = Vec::new();
+    let mut candidate = full.as_str();
+    loop {
+        out.push(candidate.to_owned());
+        match candidate.rfind('/') {
+            Some(cut) if cut > registry_len => candidate = &candidate[..cut],
+            _ => return out,
+        }
+    }
+}
+
+/// One project's part of the resolution, from its references in file and line order.
+fn derive(
+    project: &str,
+    refs: &[Reference],
+    by_path: &mut dyn FnMut(&str) -> Result<Option<String>, StoreError>,
+    by_image: &mut dyn FnMut(&ImageName) -> Result<Option<String>, StoreError>,
+) -> Result<Resolution, StoreError> {
+    let mut resolution = Resolution::default();
+    let mut edge_seen: HashSet<String> = HashSet::new();
+    for reference in refs {
         let via = format!("{}:{}", reference.file, reference.line);
         let upstream = match reference.kind {
-            RefKind::Project => match by_lower.get(&reference.value.to_ascii_lowercase()) {
-                Some(p) => Some((*p).to_owned()),
+            RefKind::Project => match by_path(&reference.value)? {
+                Some(p) => Some(p),
                 None => {
                     resolution.warnings.push(Warning {
-                        project: project.clone(),
+                        project: project.to_owned(),
                         file: Some(reference.file.clone()),
                         line: Some(reference.line),
                         message: format!("unknown project {:?}", reference.value),
@@ -628,33 +829,31 @@ pub fn resolve(
                     continue;
                 }
             },
-            RefKind::Image => ImageName::parse(&reference.value)
-                .ok()
-                .and_then(|image| index.resolve(&image).map(str::to_owned)),
+            RefKind::Image => match ImageName::parse(&reference.value) {
+                Ok(image) => by_image(&image)?,
+                Err(_) => None,
+            },
         };
         match upstream {
             // A project building on its own image (a cache stage, say) is not a dependency.
             Some(upstream) if upstream == project => {}
             Some(upstream) => {
-                if edge_seen.insert((upstream.clone(), project.clone())) {
+                if edge_seen.insert(upstream.clone()) {
                     resolution.edges.push(Edge {
                         upstream,
-                        downstream: project.clone(),
+                        downstream: project.to_owned(),
                         via,
                     });
                 }
             }
             None => resolution.externals.push(External {
-                project: project.clone(),
+                project: project.to_owned(),
                 image: reference.value.clone(),
             }),
         }
     }
-    resolution
-        .externals
-        .sort_by(|a, b| (&a.project, &a.image).cmp(&(&b.project, &b.image)));
+    resolution.externals.sort_by(|a, b| a.image.cmp(&b.image));
     resolution.externals.dedup();
-    store.replace_resolution(&resolution)?;
     Ok(resolution)
 }
 
@@ -697,5 +896,343 @@ mod tests {
             registry_prefix(&r, Some("other:443"), &url),
             "other:443/group/proj"
         );
+    }
+
+    mod resolving {
+        use super::*;
+        use crate::store::{ReplaceOutcome, SqliteStore};
+
+        fn url() -> Url {
+            Url::parse("https://git.example.org/").unwrap()
+        }
+
+        fn record(id: u64, path: &str, prefix: Option<&str>) -> ProjectRecord {
+            ProjectRecord {
+                id,
+                path: path.into(),
+                default_branch: Some("main".into()),
+                web_url: String::new(),
+                registry_prefix: prefix.map(str::to_owned),
+                last_activity_at: None,
+                head_sha: Some("h".into()),
+                checked_at_ms: None,
+            }
+        }
+
+        fn reference(kind: RefKind, line: u32, value: &str) -> Reference {
+            Reference {
+                kind,
+                file: if kind == RefKind::Project {
+                    DEPS_FILE.into()
+                } else {
+                    "Dockerfile".into()
+                },
+                line,
+                value: value.into(),
+            }
+        }
+
+        fn scan(record: ProjectRecord, refs: Vec<Reference>) -> ProjectScan {
+            ProjectScan {
+                record,
+                refs,
+                warnings: vec![],
+            }
+        }
+
+        fn image(line: u32, value: &str) -> Reference {
+            reference(RefKind::Image, line, value)
+        }
+
+        fn project(line: u32, value: &str) -> Reference {
+            reference(RefKind::Project, line, value)
+        }
+
+        /// base (registry from GitLab), tools (derived registry), app using both and more.
+        fn instance() -> SqliteStore {
+            let s = SqliteStore::in_memory().unwrap();
+            s.save_scans(&[
+                scan(
+                    record(1, "img/Base", Some("reg.example.org:5050/img/base")),
+                    vec![image(1, "docker.io/library/debian:12")],
+                ),
+                scan(record(2, "img/tools", None), vec![]),
+                scan(
+                    record(3, "apps/app", None),
+                    vec![
+                        image(1, "reg.example.org:5050/img/base/sub:1"),
+                        image(2, "registry.git.example.org/img/tools:2"),
+                        image(3, "registry.git.example.org/apps/app:cache"),
+                        image(4, "docker.io/library/alpine:3"),
+                        image(5, "docker.io/library/alpine:3"),
+                        project(1, "IMG/tools"),
+                        project(2, "gone/project"),
+                    ],
+                ),
+            ])
+            .unwrap();
+            s
+        }
+
+        #[test]
+        fn one_project_resolves_edges_externals_warnings_and_skips_itself() {
+            let s = instance();
+            resolve(&s, None, &url()).unwrap();
+            let r = resolve_project(&s, 3, None, &url()).unwrap().unwrap();
+            let edges: Vec<_> = r
+                .edges
+                .iter()
+                .map(|e| format!("{}->{} {}", e.upstream, e.downstream, e.via))
+                .collect();
+            // Tools is named twice: one edge, from the first reference in file and line order.
+            assert_eq!(
+                edges,
+                [
+                    "img/tools->apps/app .gitlab-deps:1",
+                    "img/Base->apps/app Dockerfile:1",
+                ]
+            );
+            assert_eq!(
+                r.externals,
+                [External {
+                    project: "apps/app".into(),
+                    image: "docker.io/library/alpine:3".into()
+                }]
+            );
+            assert_eq!(r.warnings.len(), 1);
+            assert_eq!(
+                r.warnings[0].to_string(),
+                "apps/app: .gitlab-deps:2: unknown project \"gone/project\""
+            );
+            // What it stored is what the whole resolve stores.
+            let whole = resolve(&s, None, &url()).unwrap();
+            assert_eq!(s.edges().unwrap().len(), whole.edges.len());
+            let mut own = r.edges.clone();
+            own.sort_by(|a, b| a.upstream.cmp(&b.upstream));
+            assert_eq!(s.upstream_edges("apps/app").unwrap(), own);
+        }
+
+        #[test]
+        fn one_project_resolve_replaces_only_that_projects_part() {
+            let s = instance();
+            resolve(&s, None, &url()).unwrap();
+            s.save_scans(&[scan(
+                record(3, "apps/app", None),
+                vec![image(1, "registry.git.example.org/img/tools")],
+            )])
+            .unwrap();
+            resolve_project(&s, 3, None, &url()).unwrap().unwrap();
+            let edges: Vec<_> = s
+                .edges()
+                .unwrap()
+                .into_iter()
+                .map(|e| format!("{}->{}", e.upstream, e.downstream))
+                .collect();
+            assert_eq!(edges, ["img/tools->apps/app"]);
+            let externals: Vec<_> = s
+                .externals()
+                .unwrap()
+                .into_iter()
+                .map(|e| e.project)
+                .collect();
+            assert_eq!(externals, ["img/Base"], "base's external stays");
+            assert!(s.warnings().unwrap().is_empty());
+            assert!(resolve_project(&s, 99, None, &url()).unwrap().is_none());
+        }
+
+        #[test]
+        fn one_project_resolve_follows_a_registry_override() {
+            let s = instance();
+            let r = resolve_project(&s, 3, Some("https://mirror:443/"), &url())
+                .unwrap()
+                .unwrap();
+            // Only the `.gitlab-deps` name resolves: every image is on another registry.
+            assert_eq!(r.edges.len(), 1);
+            assert_eq!(r.edges[0].via, ".gitlab-deps:1");
+            // Its own cache image is not recognised as its own either.
+            assert_eq!(r.externals.len(), 4);
+            s.save_scans(&[scan(
+                record(3, "apps/app", None),
+                vec![
+                    image(1, "mirror:443/img/base/x"),
+                    image(2, "reg.example.org:5050/img/base"),
+                ],
+            )])
+            .unwrap();
+            let r = resolve_project(&s, 3, Some("https://mirror:443/"), &url())
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.edges.len(), 1);
+            assert_eq!(r.edges[0].upstream, "img/Base");
+            assert_eq!(
+                r.externals.len(),
+                1,
+                "GitLab's prefix does not count under an override"
+            );
+        }
+
+        #[test]
+        fn a_whole_resolve_does_not_overwrite_a_newer_project_resolve() {
+            let s = instance();
+            resolve(&s, None, &url()).unwrap();
+            // A whole resolve (a scheduled rescan, another process) reads...
+            let read = s.resolve_input().unwrap();
+            let stale = resolve_all(&read, None, &url()).unwrap();
+            // ...a push saves and resolves the app's new references meanwhile...
+            s.save_scans(&[scan(
+                record(3, "apps/app", None),
+                vec![image(1, "registry.git.example.org/img/tools")],
+            )])
+            .unwrap();
+            resolve_project(&s, 3, None, &url()).unwrap().unwrap();
+            // ...then the whole resolve writes what it derived from the older references.
+            let outcome = s.replace_resolution_from(&stale, &read.versions).unwrap();
+            assert_eq!(
+                outcome,
+                ReplaceOutcome::Written {
+                    kept: vec!["apps/app".into()]
+                }
+            );
+            let ups: Vec<_> = s
+                .upstream_edges("apps/app")
+                .unwrap()
+                .into_iter()
+                .map(|e| e.upstream)
+                .collect();
+            assert_eq!(ups, ["img/tools"]);
+            assert!(
+                s.warnings().unwrap().is_empty(),
+                "the stale warning is not back"
+            );
+            // The other projects' part is written as read.
+            assert_eq!(s.externals().unwrap().len(), 1);
+        }
+
+        #[test]
+        fn a_whole_resolve_keeps_data_saved_but_not_yet_resolved() {
+            let s = instance();
+            resolve(&s, None, &url()).unwrap();
+            let read = s.resolve_input().unwrap();
+            let stale = resolve_all(&read, None, &url()).unwrap();
+            // A scan in another process saved new references; its own resolve comes later.
+            s.save_scans(&[scan(record(3, "apps/app", None), vec![])])
+                .unwrap();
+            s.replace_resolution_from(&stale, &read.versions).unwrap();
+            resolve(&s, None, &url()).unwrap();
+            assert!(s.upstream_edges("apps/app").unwrap().is_empty());
+        }
+
+        #[test]
+        fn a_whole_resolve_is_not_written_over_a_changed_catalog() {
+            let s = instance();
+            let read = s.resolve_input().unwrap();
+            let stale = resolve_all(&read, None, &url()).unwrap();
+            // Renaming tools changes what `.gitlab-deps` names resolve to.
+            s.update_records(&[record(2, "img/tools2", None)]).unwrap();
+            assert_eq!(
+                s.replace_resolution_from(&stale, &read.versions).unwrap(),
+                ReplaceOutcome::CatalogMoved
+            );
+            assert!(s.edges().unwrap().is_empty(), "nothing written");
+            // Metadata that other projects do not resolve against leaves the catalog alone.
+            let read = s.resolve_input().unwrap();
+            let mut touched = record(2, "img/tools2", None);
+            touched.checked_at_ms = Some(5);
+            s.update_records(&[touched]).unwrap();
+            assert!(matches!(
+                s.replace_resolution_from(&stale, &read.versions).unwrap(),
+                ReplaceOutcome::Written { .. }
+            ));
+            // Removing a project moves it too.
+            let read = s.resolve_input().unwrap();
+            s.remove_projects(&[2]).unwrap();
+            assert_eq!(
+                s.replace_resolution_from(&stale, &read.versions).unwrap(),
+                ReplaceOutcome::CatalogMoved
+            );
+        }
+
+        #[test]
+        fn the_whole_resolve_starts_over_and_writes_the_current_catalog() {
+            let s = instance();
+            s.update_records(&[record(2, "img/tools2", None)]).unwrap();
+            resolve(&s, None, &url()).unwrap();
+            let ups: Vec<_> = s
+                .upstream_edges("apps/app")
+                .unwrap()
+                .into_iter()
+                .map(|e| e.upstream)
+                .collect();
+            assert_eq!(ups, ["img/Base"]);
+        }
+
+        mod agreement {
+            use super::*;
+            use proptest::prelude::*;
+
+            const PATHS: &[&str] = &["a/x", "A/y", "a/x/sub", "b/z", "b"];
+            const HOSTS: &[&str] = &["registry.git.example.org", "reg:5050", "mirror"];
+
+            fn value(kind: bool, host: usize, path: usize, tail: bool) -> Reference {
+                if kind {
+                    project(1, PATHS[path])
+                } else {
+                    let tail = if tail { "/img:1" } else { "" };
+                    image(
+                        1,
+                        &format!("{}/{}{tail}", HOSTS[host], PATHS[path].to_ascii_lowercase()),
+                    )
+                }
+            }
+
+            proptest! {
+                /// Every project's one-project resolve derives what the whole resolve derives
+                /// for it, whatever the catalog and the override.
+                #[test]
+                fn one_project_and_whole_resolves_agree(
+                    present in proptest::collection::vec(any::<bool>(), PATHS.len()),
+                    prefixed in proptest::collection::vec(any::<bool>(), PATHS.len()),
+                    refs in proptest::collection::vec(
+                        (0..PATHS.len(), proptest::collection::vec(
+                            (any::<bool>(), 0..HOSTS.len(), 0..PATHS.len(), any::<bool>()), 0..4)),
+                        0..6),
+                    over in proptest::option::of(Just("mirror")),
+                ) {
+                    let s = SqliteStore::in_memory().unwrap();
+                    let mut by_project: HashMap<usize, Vec<Reference>> = HashMap::new();
+                    for (owner, values) in refs {
+                        let list = by_project.entry(owner).or_default();
+                        for (i, (k, h, p, t)) in values.into_iter().enumerate() {
+                            let mut r = value(k, h, p, t);
+                            r.line = list.len() as u32 + i as u32 + 1;
+                            list.push(r);
+                        }
+                    }
+                    let scans: Vec<ProjectScan> = (0..PATHS.len())
+                        .filter(|&i| present[i])
+                        .map(|i| {
+                            let prefix = prefixed[i]
+                                .then(|| format!("reg:5050/{}", PATHS[i].to_ascii_lowercase()));
+                            scan(
+                                record(i as u64 + 1, PATHS[i], prefix.as_deref()),
+                                by_project.remove(&i).unwrap_or_default(),
+                            )
+                        })
+                        .collect();
+                    s.save_scans(&scans).unwrap();
+                    let whole = resolve(&s, over, &url()).unwrap();
+                    for sc in &scans {
+                        let one = resolve_project(&s, sc.record.id, over, &url()).unwrap().unwrap();
+                        let path = &sc.record.path;
+                        let edges: Vec<_> = whole.edges.iter().filter(|e| &e.downstream == path).cloned().collect();
+                        let externals: Vec<_> = whole.externals.iter().filter(|e| &e.project == path).cloned().collect();
+                        let warnings: Vec<_> = whole.warnings.iter().filter(|w| &w.project == path).cloned().collect();
+                        prop_assert_eq!(one.edges, edges);
+                        prop_assert_eq!(one.externals, externals);
+                        prop_assert_eq!(one.warnings, warnings);
+                    }
+                }
+            }
+        }
     }
 }

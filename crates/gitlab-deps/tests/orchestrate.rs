@@ -520,6 +520,51 @@ fn a_rewind_with_no_commits_listed_rescans_the_project() {
     });
 }
 
+/// The service's graph counts from `/api/status`.
+fn graph_edges(s: &Setup) -> Option<u64> {
+    let url = format!("{}/api/status", s.service.url);
+    let body = s
+        .server
+        .runtime
+        .block_on(async { reqwest::get(&url).await?.text().await })
+        .ok()?;
+    serde_json::from_str::<serde_json::Value>(&body).ok()?["graph"]["edges"].as_u64()
+}
+
+#[test]
+fn a_push_that_moves_an_edge_changes_what_the_next_cascade_builds() {
+    let s = setup(SimOptions::default(), &[]);
+    let sim = s.sim();
+    assert_eq!(graph_edges(&s), Some(6));
+    // z moves from app onto solo and below: app -> z goes, solo -> z and below -> z come.
+    let reg = sim.registry_host();
+    let dockerfile = format!("FROM {reg}/other/solo AS tools\nFROM {reg}/other/below\n");
+    sim.push("apps/z", &[("Dockerfile", Some(dockerfile.as_str()))]);
+    wait_until(60, "the service's graph has the new edges", || {
+        graph_edges(&s) == Some(7)
+    });
+    wait_until(60, "z's own push pipeline done", || {
+        sim.pipelines("apps/z")
+            .iter()
+            .all(|p| p.status.is_finished())
+    });
+
+    // The next cascade from solo follows the new edges: below, then z after it.
+    sim.run_pipeline("other/solo", "push");
+    wait_until(60, "z built after below", || succeeded(sim, "apps/z", 1));
+    wait_until(30, "nothing pending", || settled(&s));
+    let below = &ours(sim, "other/below")[0];
+    let z = &ours(sim, "apps/z")[0];
+    assert!(z.created_at >= below.finished_at.unwrap());
+    assert_eq!(var(z, "GITLAB_DEPS_ROOT"), Some("other/solo"));
+
+    // And a cascade from base no longer reaches z.
+    sim.run_pipeline("images/base", "push");
+    wait_until(60, "app built", || succeeded(sim, "apps/app", 1));
+    wait_until(30, "nothing pending", || settled(&s));
+    assert_eq!(ours(sim, "apps/z").len(), 1, "z was not rebuilt for base");
+}
+
 #[test]
 fn the_http_endpoint_checks_secrets_shapes_and_sizes() {
     let s = setup(SimOptions::default(), &["--max-body-bytes", "4096"]);

@@ -5,6 +5,7 @@
 //!   The baseline is the ideal bound `requests × latency / concurrency`: what a client that keeps
 //!   every request slot busy all the time would need.
 //! * `bench plan`: builds a large random layered dependency graph and times `DepGraph::plan`.
+//! * `bench push-rescan`: push -> new edges in the engine's graph on 100,000 projects.
 //!
 //! Each subcommand is meant to run in its own process, so that the peak RSS it reports (`VmHWM`)
 //! belongs to that measurement alone. Performance is reported, never asserted.
@@ -28,6 +29,8 @@ use gitlab_sim::{ProjectSpec, Sim, SimOptions};
 use serde_json::json;
 use url::Url;
 
+#[path = "bench/push_rescan.rs"]
+mod push_rescan;
 #[path = "bench/webhooks.rs"]
 mod webhooks;
 
@@ -100,6 +103,21 @@ enum Command {
         /// Requests in flight at once (the client's `concurrency`).
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+    },
+    /// A push changing a Dockerfile, until its new edges are in the engine's graph.
+    PushRescan {
+        /// Projects in the stored graph.
+        #[arg(long, default_value_t = 100_000)]
+        projects: usize,
+        /// Pushes timed.
+        #[arg(long, default_value_t = 50)]
+        pushes: usize,
+        /// Latency the simulator adds to every API request, in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Seed of the graph generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Webhook intake: events per second and time to acknowledge under concurrent load.
     Intake {
@@ -185,6 +203,17 @@ fn main() -> anyhow::Result<()> {
                 concurrency,
             ))
         }
+        Command::PushRescan {
+            projects,
+            pushes,
+            latency_ms,
+            seed,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(push_rescan::bench_push_rescan(
+                projects, pushes, latency_ms, seed,
+            )),
         Command::Intake {
             requests,
             clients,

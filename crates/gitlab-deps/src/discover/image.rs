@@ -147,7 +147,8 @@ impl RegistryIndex {
     }
 }
 
-fn normalise_prefix(prefix: &str) -> String {
+/// A registry image prefix as the index compares it: no scheme, no surrounding `/`, lowercase.
+pub(crate) fn normalise_prefix(prefix: &str) -> String {
     let prefix = prefix.trim();
     let prefix = ["https://", "http://"]
         .iter()

@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use thiserror::Error;
@@ -74,6 +75,53 @@ impl Adj {
         Self::from_sorted(n, &pairs)
     }
 
+    /// A copy with row `i` replaced by `row` (sorted, unique).
+    fn with_row(&self, i: u32, row: &[u32]) -> Self {
+        let i = i as usize;
+        let (a, b) = match (self.off.get(i), self.off.get(i + 1)) {
+            (Some(&a), Some(&b)) => (a as usize, b as usize),
+            _ => return self.clone(),
+        };
+        let mut adj = Vec::with_capacity(self.adj.len() - (b - a) + row.len());
+        adj.extend_from_slice(&self.adj[..a]);
+        adj.extend_from_slice(row);
+        adj.extend_from_slice(&self.adj[b..]);
+        let (grow, shrink) = (row.len() as u32, (b - a) as u32);
+        let off = self
+            .off
+            .iter()
+            .enumerate()
+            .map(|(k, &o)| if k > i { o + grow - shrink } else { o })
+            .collect();
+        Adj { off, adj }
+    }
+
+    /// A copy with `x` taken out of the rows `from` and put into the rows `to` (both sorted;
+    /// rows stay sorted).
+    fn moving(&self, x: u32, from: &[u32], to: &[u32]) -> Self {
+        let n = self.off.len().saturating_sub(1);
+        let mut off = Vec::with_capacity(n + 1);
+        off.push(0u32);
+        let mut adj = Vec::with_capacity(self.adj.len() + to.len());
+        for r in 0..n as u32 {
+            let row = self.of(r);
+            match (from.binary_search(&r).is_ok(), to.binary_search(&r).is_ok()) {
+                (true, false) => adj.extend(row.iter().copied().filter(|&y| y != x)),
+                (false, true) => {
+                    let at = row.partition_point(|&y| y < x);
+                    adj.extend_from_slice(&row[..at]);
+                    if row.get(at) != Some(&x) {
+                        adj.push(x);
+                    }
+                    adj.extend_from_slice(&row[at..]);
+                }
+                _ => adj.extend_from_slice(row),
+            }
+            off.push(adj.len() as u32);
+        }
+        Adj { off, adj }
+    }
+
     fn of(&self, i: u32) -> &[u32] {
         let i = i as usize;
         match (self.off.get(i), self.off.get(i + 1)) {
@@ -88,7 +136,8 @@ impl Adj {
 pub struct DepGraph {
     /// Sorted, unique; a node's index is its position, so index order is name order and sorted
     /// index lists map to sorted name lists without another sort.
-    names: Vec<String>,
+    /// Shared between a graph and the ones derived from it by [`DepGraph::with_upstreams`].
+    names: Arc<[String]>,
     /// All edges, both directions.
     down: Adj,
     up: Adj,
@@ -137,14 +186,107 @@ impl DepGraph {
         }
         names.sort_unstable();
         names.dedup();
-        let n = names.len();
         let id = |s: &str| names.binary_search_by(|x| x.as_str().cmp(s)).ok();
-
-        let mut pairs: Vec<(u32, u32)> = edges
+        let pairs: Vec<(u32, u32)> = edges
             .iter()
             .filter_map(|(u, d)| Some((id(u)? as u32, id(d)? as u32)))
-            .filter(|(u, d)| u != d)
             .collect();
+        Self::from_indexed(names.into(), pairs)
+    }
+
+    /// This graph with `project`'s upstreams replaced by `upstreams` (the rest unchanged), or
+    /// `None` when one of the paths is not a project of the graph.
+    ///
+    /// When the project is in no cycle before or after, the cycles cannot change: the adjacency
+    /// lists are copied with the project's edges moved, and only the ranks of the project and its
+    /// descendants are recomputed, with no string sorted or copied. Otherwise the cycle data is
+    /// recomputed over the integer edges.
+    pub fn with_upstreams(&self, project: &str, upstreams: &[String]) -> Option<Self> {
+        let p = self.index_of(project)?;
+        let mut new_ups = upstreams
+            .iter()
+            .map(|u| self.index_of(u))
+            .collect::<Option<Vec<u32>>>()?;
+        new_ups.retain(|&u| u != p);
+        new_ups.sort_unstable();
+        new_ups.dedup();
+        let in_cycle = self.cyclic.iter().any(|c| c.binary_search(&p).is_ok());
+        if !in_cycle {
+            // A new upstream that the project reaches would close a cycle.
+            let below = self.reach_ids(&[p], false, true);
+            if new_ups.iter().all(|u| below.binary_search(u).is_err()) {
+                return Some(self.with_acyclic_upstreams(p, &new_ups));
+            }
+        }
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(self.edge_count + new_ups.len());
+        for u in 0..self.names.len() as u32 {
+            pairs.extend(self.down.of(u).iter().filter(|&&d| d != p).map(|&d| (u, d)));
+        }
+        pairs.extend(new_ups.into_iter().map(|u| (u, p)));
+        Some(Self::from_indexed(self.names.clone(), pairs))
+    }
+
+    /// [`Self::with_upstreams`] for a project in no cycle before or after: every edge into it is
+    /// acyclic, and the components stay as they are.
+    fn with_acyclic_upstreams(&self, p: u32, new_ups: &[u32]) -> Self {
+        let old_ups = self.up.of(p).to_vec();
+        let mut graph = DepGraph {
+            names: self.names.clone(),
+            down: self.down.moving(p, &old_ups, new_ups),
+            up: self.up.with_row(p, new_ups),
+            adown: self.adown.moving(p, &old_ups, new_ups),
+            aup: self.aup.with_row(p, new_ups),
+            scc: self.scc.clone(),
+            cyclic: self.cyclic.clone(),
+            rank: self.rank.clone(),
+            edge_count: self.edge_count - old_ups.len() + new_ups.len(),
+        };
+        // Only the project and what is below it can change rank: Kahn's algorithm over them,
+        // the ranks of everything else being final.
+        let below = graph.reach_unsorted(&[p], true, true);
+        let mut inside = vec![false; graph.names.len()];
+        inside[p as usize] = true;
+        for &v in &below {
+            inside[v as usize] = true;
+        }
+        let mut indeg: std::collections::HashMap<u32, u32> = below
+            .iter()
+            .map(|&v| {
+                let n = graph
+                    .aup
+                    .of(v)
+                    .iter()
+                    .filter(|&&u| inside[u as usize])
+                    .count();
+                (v, n as u32)
+            })
+            .collect();
+        let mut queue = vec![p];
+        while let Some(v) = queue.pop() {
+            graph.rank[v as usize] = graph
+                .aup
+                .of(v)
+                .iter()
+                .map(|&u| graph.rank[u as usize] + 1)
+                .max()
+                .unwrap_or(0);
+            for &d in graph.adown.of(v) {
+                if let Some(n) = indeg.get_mut(&d) {
+                    *n -= 1;
+                    if *n == 0 {
+                        queue.push(d);
+                    }
+                }
+            }
+        }
+        graph
+    }
+
+    /// Builds from sorted unique names and edges as index pairs (self-edges and duplicates are
+    /// dropped here).
+    fn from_indexed(names: Arc<[String]>, mut pairs: Vec<(u32, u32)>) -> Self {
+        let n = names.len();
+        pairs.retain(|(u, d)| u != d);
         pairs.sort_unstable();
         pairs.dedup();
         let edge_count = pairs.len();
@@ -496,7 +638,7 @@ impl DepGraph {
         let seg_max = (seg.chars().count() / 3).max(1);
         let suffix = format!("/{full}");
         let mut scored: Vec<((u8, usize), &str)> = Vec::new();
-        for name in &self.names {
+        for name in self.names.iter() {
             let lower = name.to_lowercase();
             let nseg = last(&lower);
             let score = if nseg == seg {
@@ -522,7 +664,7 @@ impl DepGraph {
             format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
         }
         let mut out = String::from("digraph gitlab_deps {\n");
-        for name in &self.names {
+        for name in self.names.iter() {
             let _ = writeln!(out, "  {};", q(name));
         }
         for (u, d) in self.edges() {

@@ -233,3 +233,91 @@ fn big_graph_plan_is_fast_and_complete() {
     assert_eq!(chain.topo_rank("c/100000"), Some(100_000));
     assert_eq!(chain.plan(&["c/000000"]).len(), 100_000);
 }
+
+#[test]
+fn with_upstreams_replaces_only_that_projects_upstreams() {
+    let d = diamond();
+    let moved = d
+        .with_upstreams("apps/app", &["img/base".to_string()])
+        .unwrap();
+    let expected = g(&[
+        ("img/base", "img/ruby"),
+        ("img/base", "img/tools"),
+        ("img/base", "apps/app"),
+    ]);
+    assert_same(&moved, &expected);
+    assert_eq!(moved.plan(&["img/ruby"]), Vec::<Vec<String>>::new());
+    assert_eq!(moved.topo_rank("apps/app"), Some(1));
+    // The original is untouched (engine readers may still hold it).
+    assert_eq!(d.upstreams("apps/app"), ["img/ruby", "img/tools"]);
+}
+
+#[test]
+fn with_upstreams_can_close_and_open_a_cycle_and_refuses_unknown_paths() {
+    let d = diamond();
+    let cyclic = d
+        .with_upstreams(
+            "img/base",
+            &["apps/app".to_string(), "img/base".to_string()],
+        )
+        .unwrap();
+    assert_eq!(cyclic.edge_count(), 5, "the self-edge is dropped");
+    assert_eq!(cyclic.cycles().len(), 1);
+    assert_same(&cyclic.with_upstreams("img/base", &[]).unwrap(), &d);
+    assert!(d.with_upstreams("nope/x", &[]).is_none());
+    assert!(
+        d.with_upstreams("apps/app", &["nope/x".to_string()])
+            .is_none()
+    );
+}
+
+/// Same projects, edges, cycles, acyclic adjacency and ranks (component ids may differ).
+fn assert_same(a: &DepGraph, b: &DepGraph) {
+    assert_eq!(a.projects(), b.projects());
+    assert_eq!(a.edges(), b.edges());
+    assert_eq!(a.edge_count(), b.edge_count());
+    assert_eq!(a.cycles(), b.cycles());
+    for p in a.projects() {
+        assert_eq!(a.acyclic_upstreams(p), b.acyclic_upstreams(p), "{p}");
+        assert_eq!(a.acyclic_downstreams(p), b.acyclic_downstreams(p), "{p}");
+        assert_eq!(a.topo_rank(p), b.topo_rank(p), "rank of {p}");
+        assert_eq!(a.plan(&[p]), b.plan(&[p]), "plan from {p}");
+    }
+}
+
+mod with_upstreams_agrees {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name(i: usize) -> String {
+        format!("g/p{i:02}")
+    }
+
+    proptest! {
+        /// Swapping one project's upstreams gives the graph built from scratch with them, on
+        /// random graphs with and without cycles.
+        #[test]
+        fn with_a_graph_built_from_scratch(
+            edges in proptest::collection::vec((0..12usize, 0..12usize), 0..30),
+            project in 0..12usize,
+            ups in proptest::collection::vec(0..12usize, 0..4),
+        ) {
+            let all: Vec<String> = (0..12).map(name).collect();
+            let before = DepGraph::from_parts(
+                all.clone(),
+                edges.iter().map(|&(u, d)| (name(u), name(d))),
+            );
+            let new_ups: Vec<String> = ups.iter().map(|&u| name(u)).collect();
+            let swapped = before.with_upstreams(&name(project), &new_ups).unwrap();
+            let expected = DepGraph::from_parts(
+                all,
+                edges
+                    .iter()
+                    .filter(|&&(_, d)| d != project)
+                    .map(|&(u, d)| (name(u), name(d)))
+                    .chain(new_ups.iter().map(|u| (u.clone(), name(project)))),
+            );
+            assert_same(&swapped, &expected);
+        }
+    }
+}

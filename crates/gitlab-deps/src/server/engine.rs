@@ -18,7 +18,7 @@ use crate::cascade::{
 use crate::config::PathPatterns;
 use crate::gitlab::{GitLab, GitLabError};
 use crate::graph::DepGraph;
-use crate::scan::{ScanRequest, Scanner};
+use crate::scan::{Rescanned, ScanRequest, Scanner};
 use crate::store::{ProjectRecord, Store, StoreError, StoredEvent};
 use crate::util::now_ms;
 
@@ -63,6 +63,7 @@ enum Claim {
 /// A pipeline creation to resolve: project, attempt, variables.
 type Intent = (String, String, Vec<(String, String)>);
 
+#[derive(Clone)]
 struct Records {
     by_path: HashMap<String, ProjectRecord>,
     path_by_id: HashMap<u64, String>,
@@ -86,6 +87,10 @@ pub struct Engine {
     opts: EngineOptions,
     graph: RwLock<Arc<DepGraph>>,
     records: RwLock<Arc<Records>>,
+    /// Held from reading the store to installing the result, by whole reloads and one-project
+    /// updates alike: each installs what the store held when it read, so neither can install
+    /// older data over the other's newer.
+    graph_writer: Mutex<()>,
     cascade: tokio::sync::Mutex<Cascade>,
     wake: Notify,
     in_flight: Mutex<HashSet<String>>,
@@ -119,6 +124,7 @@ impl Engine {
                 by_path: HashMap::new(),
                 path_by_id: HashMap::new(),
             })),
+            graph_writer: Mutex::new(()),
             cascade: tokio::sync::Mutex::new(cascade),
             wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
@@ -137,6 +143,7 @@ impl Engine {
 
     /// Re-reads the graph and project records from the store (after a scan).
     pub fn reload(&self) -> Result<(), StoreError> {
+        let _writer = lock(&self.graph_writer);
         let projects = self.store.projects()?;
         let graph = crate::scan::graph_of(&projects, self.store.edges()?);
         let records = Records {
@@ -713,10 +720,15 @@ impl Engine {
                 let mut delay = Duration::from_secs(2);
                 for attempt in 1..=RESCAN_TRIES {
                     match scanner.rescan_project(&project).await {
-                        Ok(()) => {
+                        Ok(Rescanned::Project { id }) => {
+                            self.after_project_rescan(id).await;
+                            break;
+                        }
+                        Ok(Rescanned::Everything) => {
                             self.after_scan().await;
                             break;
                         }
+                        Ok(Rescanned::Nothing) => break,
                         Err(e) if attempt < RESCAN_TRIES => {
                             tracing::warn!("{project}: rescan failed, trying again: {e}");
                             tokio::time::sleep(delay).await;
@@ -735,6 +747,52 @@ impl Engine {
                 }
             }
         });
+    }
+
+    /// Takes one rescanned project's new upstream edges and record into the graph and records,
+    /// without reloading the rest. Falls back to a whole reload when the project is not where
+    /// the graph has it (a scan of another process moved things meanwhile).
+    pub async fn after_project_rescan(&self, id: u64) {
+        match self.update_project(id) {
+            // The next engine step uses the new graph.
+            Ok(true) => self.notify(),
+            Ok(false) => self.after_scan().await,
+            Err(e) => tracing::error!("cannot update the graph: {e}"),
+        }
+    }
+
+    /// `Ok(false)` when a one-project update does not fit the current graph.
+    fn update_project(&self, id: u64) -> Result<bool, StoreError> {
+        let _writer = lock(&self.graph_writer);
+        let Some(record) = self.store.project(id)? else {
+            return Ok(false);
+        };
+        if self.records().path_by_id.get(&id) != Some(&record.path) {
+            return Ok(false);
+        }
+        let upstreams: Vec<String> = self
+            .store
+            .upstream_edges(&record.path)?
+            .into_iter()
+            .map(|e| e.upstream)
+            .collect();
+        let Some(graph) = self.graph().with_upstreams(&record.path, &upstreams) else {
+            return Ok(false);
+        };
+        // The engine uses a record's id, default branch and web URL; the id and path are the same.
+        // Copying the maps for a head commit alone would cost O(projects) per push.
+        let stale = self.records().by_path.get(&record.path).is_none_or(|r| {
+            r.default_branch != record.default_branch || r.web_url != record.web_url
+        });
+        if stale {
+            let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
+            // Copies the maps only while a reader still holds the old ones.
+            Arc::make_mut(&mut records)
+                .by_path
+                .insert(record.path.clone(), record);
+        }
+        *self.graph.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(graph);
+        Ok(true)
     }
 
     async fn after_scan(&self) {
@@ -839,3 +897,7 @@ pub fn enqueue_operator_input(store: &dyn Store, input: &Input) -> Result<(), St
     store.insert_event(&key, INPUT_EVENT, &body)?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "engine_rescan_tests.rs"]
+mod rescan_tests;

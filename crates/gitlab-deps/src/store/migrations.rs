@@ -84,4 +84,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     INSERT OR IGNORE INTO meta (key, value) VALUES ('hook_fingerprint_key', lower(hex(randomblob(32))));
     "#,
+    // 5: push rescans resolve one project with indexed look-ups, and concurrent resolves never
+    // write older edges over newer ones. `refs_version` counts changes of a project's references
+    // (and of its path or registry prefix); `registry_key` is GitLab's registry prefix normalised
+    // (the store rewrites it on every save; this back-fill covers the usual shapes). The catalog
+    // version counts changes to the set of paths and prefixes that other projects resolve against.
+    r#"
+    ALTER TABLE projects ADD COLUMN refs_version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE projects ADD COLUMN registry_key TEXT;
+    UPDATE projects SET registry_key = lower(trim(
+        CASE WHEN lower(substr(trim(registry_prefix), 1, 8)) = 'https://' THEN substr(trim(registry_prefix), 9)
+             WHEN lower(substr(trim(registry_prefix), 1, 7)) = 'http://' THEN substr(trim(registry_prefix), 8)
+             ELSE trim(registry_prefix) END, '/'))
+        WHERE registry_prefix IS NOT NULL;
+    CREATE INDEX projects_path_lower ON projects(lower(path));
+    CREATE INDEX projects_registry_key ON projects(registry_key);
+    CREATE INDEX edges_downstream ON edges(downstream);
+    CREATE INDEX resolve_warnings_project ON resolve_warnings(project);
+    INSERT OR IGNORE INTO meta (key, value) VALUES ('resolve.catalog_version', '0');
+    "#,
 ];

@@ -4,12 +4,21 @@
 //! The discovery data model: per project, its listing metadata, the raw references found in its
 //! files (`refs`) and its warnings, replaced atomically per project. The edges are *derived* from all
 //! projects' references by [`crate::scan::resolve`] and replaced in one transaction at the end of a
-//! scan, so a reader never sees a half-written graph and an interrupted scan loses nothing.
+//! scan, so a reader never sees a half-written graph and an interrupted scan loses nothing. A push
+//! re-derives one project's part with [`Store::resolve_project`] instead.
+//!
+//! Resolves never go backwards: each project's references carry a version, bumped whenever they
+//! (or the project's path or registry prefix) change, and the store counts changes to the catalog
+//! of paths and prefixes that references resolve against. A whole resolve writes only if the
+//! catalog is still the one it read, and leaves alone the projects whose version moved since; a
+//! one-project resolve reads and writes in one transaction.
 
 mod migrations;
 mod sqlite;
 
 pub use sqlite::SqliteStore;
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -171,6 +180,63 @@ pub struct Resolution {
     pub warnings: Vec<Warning>,
 }
 
+/// What a whole resolve read, and the versions its result is valid for.
+#[derive(Debug, Clone, Default)]
+pub struct ResolveInput {
+    /// Every project, by path.
+    pub projects: Vec<ProjectRecord>,
+    /// Every reference with its project's path, by path, file, line.
+    pub references: Vec<(String, Reference)>,
+    /// The versions read with them.
+    pub versions: ResolveVersions,
+}
+
+/// The versions a whole resolve read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolveVersions {
+    /// Per project id: its path and references version.
+    pub projects: HashMap<u64, (String, i64)>,
+    /// The catalog version (paths and registry prefixes of all projects).
+    pub catalog: i64,
+}
+
+/// What became of a whole resolve's write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplaceOutcome {
+    /// Written; the projects listed (by path) were left alone because their references changed
+    /// after the read (a newer resolve of theirs stands, or will).
+    Written {
+        /// Projects whose newer data was kept.
+        kept: Vec<String>,
+    },
+    /// Nothing written: projects were added, removed, renamed or got another registry prefix
+    /// after the read, so the result may resolve references against a stale catalog.
+    CatalogMoved,
+}
+
+/// How image prefixes of projects are derived, for indexed look-ups (mirrors
+/// [`crate::scan::registry_prefix`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixRule {
+    /// Whether GitLab's reported prefix counts (false under a registry override).
+    pub reported: bool,
+    /// The normalised base of derived prefixes `base/lowercase path`: the override, or
+    /// `registry.<GitLab host>`.
+    pub base: String,
+}
+
+/// Indexed look-ups for resolving one project, answered inside the store's transaction.
+pub trait ResolveLookup {
+    /// The project whose path equals `path` ignoring ASCII case (the first by path if several).
+    fn project_by_path(&mut self, path: &str) -> Result<Option<String>, StoreError>;
+    /// The project whose normalised image prefix is exactly `prefix` (the first by path if several).
+    fn project_by_prefix(&mut self, prefix: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// Derives one project's resolution from its path and references, with look-ups.
+pub type DeriveFn<'a> =
+    dyn FnMut(&str, &[Reference], &mut dyn ResolveLookup) -> Result<Resolution, StoreError> + 'a;
+
 /// The stored orchestration state: the counters and each project's state, as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredCascade {
@@ -216,8 +282,29 @@ pub trait Store: Send + Sync {
     fn remove_projects(&self, ids: &[u64]) -> Result<(), StoreError>;
     /// Every project's references, with the project's path.
     fn references(&self) -> Result<Vec<(String, Reference)>, StoreError>;
-    /// Replaces the derived graph in one transaction.
+    /// Replaces the derived graph in one transaction, unconditionally.
     fn replace_resolution(&self, resolution: &Resolution) -> Result<(), StoreError>;
+    /// Every project and reference, with their versions, read in one transaction.
+    fn resolve_input(&self) -> Result<ResolveInput, StoreError>;
+    /// Replaces the derived graph in one transaction if the catalog is still the one `read`, and
+    /// keeps the stored data of projects whose references changed since.
+    fn replace_resolution_from(
+        &self,
+        resolution: &Resolution,
+        read: &ResolveVersions,
+    ) -> Result<ReplaceOutcome, StoreError>;
+    /// Re-derives one project's part of the graph in one transaction: reads its path and
+    /// references, calls `derive` (whose look-ups see the same transaction), and replaces the
+    /// project's upstream edges, externals and resolve warnings with the result. `None` when the
+    /// project is not stored.
+    fn resolve_project(
+        &self,
+        id: u64,
+        rule: &PrefixRule,
+        derive: &mut DeriveFn<'_>,
+    ) -> Result<Option<Resolution>, StoreError>;
+    /// The edges into one project (its upstreams).
+    fn upstream_edges(&self, downstream: &str) -> Result<Vec<Edge>, StoreError>;
     /// The dependency edges.
     fn edges(&self) -> Result<Vec<Edge>, StoreError>;
     /// External images.

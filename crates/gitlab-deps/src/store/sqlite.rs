@@ -1,16 +1,21 @@
 //! The embedded SQLite store: one file, WAL journal, one connection behind a mutex (SQLite
 //! serialises writers anyway, and every operation here is short).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::migrations::MIGRATIONS;
 use super::{
-    Edge, External, NewEvent, ProjectRecord, ProjectScan, RefKind, Reference, Resolution, Store,
-    StoreError, StoredCascade, StoredEvent, Warning,
+    DeriveFn, Edge, External, NewEvent, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference,
+    ReplaceOutcome, Resolution, ResolveInput, ResolveLookup, ResolveVersions, Store, StoreError,
+    StoredCascade, StoredEvent, Warning,
 };
+use crate::discover::image::normalise_prefix;
+
+const CATALOG_KEY: &str = "resolve.catalog_version";
 
 /// SQLite implementation of [`Store`].
 pub struct SqliteStore {
@@ -74,34 +79,220 @@ impl SqliteStore {
     }
 }
 
-fn upsert_record(tx: &rusqlite::Transaction<'_>, r: &ProjectRecord) -> Result<(), StoreError> {
-    // A renamed project keeps its id; free its new path from a stale row first.
+fn bump_catalog(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     tx.execute(
-        "DELETE FROM projects WHERE path = ?1 AND id != ?2",
-        params![r.path, r.id as i64],
-    )?;
-    tx.execute(
-        "INSERT INTO projects (id, path, default_branch, web_url, registry_prefix, last_activity_at, head_sha, checked_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT(id) DO UPDATE SET path = excluded.path, default_branch = excluded.default_branch,
-           web_url = excluded.web_url, registry_prefix = excluded.registry_prefix,
-           last_activity_at = excluded.last_activity_at, head_sha = excluded.head_sha,
-           checked_at_ms = excluded.checked_at_ms",
-        params![
-            r.id as i64,
-            r.path,
-            r.default_branch,
-            r.web_url,
-            r.registry_prefix,
-            r.last_activity_at,
-            r.head_sha,
-            r.checked_at_ms
-        ],
+        "INSERT INTO meta (key, value) VALUES (?1, '1')
+         ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [CATALOG_KEY],
     )?;
     Ok(())
 }
 
+fn catalog_version(conn: &Connection) -> Result<i64, StoreError> {
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [CATALOG_KEY],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+fn upsert_record(tx: &rusqlite::Transaction<'_>, r: &ProjectRecord) -> Result<(), StoreError> {
+    // What other projects resolve against: a new project, a new path or a new prefix changes the
+    // catalog, and the project's own derived rows (keyed by path) with it.
+    let before: Option<(String, Option<String>)> = tx
+        .prepare_cached("SELECT path, registry_prefix FROM projects WHERE id = ?1")?
+        .query_row([r.id as i64], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let moved = before
+        .as_ref()
+        .is_none_or(|(path, prefix)| *path != r.path || *prefix != r.registry_prefix);
+    // A renamed project keeps its id; free its new path from a stale row first.
+    let freed = tx.execute(
+        "DELETE FROM projects WHERE path = ?1 AND id != ?2",
+        params![r.path, r.id as i64],
+    )?;
+    if moved || freed > 0 {
+        bump_catalog(tx)?;
+    }
+    let key = r.registry_prefix.as_deref().map(normalise_prefix);
+    tx.prepare_cached(
+        "INSERT INTO projects (id, path, default_branch, web_url, registry_prefix, last_activity_at, head_sha, checked_at_ms, registry_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(id) DO UPDATE SET path = excluded.path, default_branch = excluded.default_branch,
+           web_url = excluded.web_url, registry_prefix = excluded.registry_prefix,
+           last_activity_at = excluded.last_activity_at, head_sha = excluded.head_sha,
+           checked_at_ms = excluded.checked_at_ms, registry_key = excluded.registry_key,
+           refs_version = refs_version + ?10",
+    )?
+    .execute(params![
+        r.id as i64,
+        r.path,
+        r.default_branch,
+        r.web_url,
+        r.registry_prefix,
+        r.last_activity_at,
+        r.head_sha,
+        r.checked_at_ms,
+        key,
+        i64::from(moved),
+    ])?;
+    Ok(())
+}
+
+fn read_reference(row: &rusqlite::Row<'_>, from: usize) -> rusqlite::Result<Reference> {
+    Ok(Reference {
+        kind: RefKind::parse(&row.get::<_, String>(from)?),
+        file: row.get(from + 1)?,
+        line: row.get::<_, i64>(from + 2)? as u32,
+        value: row.get(from + 3)?,
+    })
+}
+
+fn read_edge(row: &rusqlite::Row<'_>) -> rusqlite::Result<Edge> {
+    Ok(Edge {
+        upstream: row.get(0)?,
+        downstream: row.get(1)?,
+        via: row.get(2)?,
+    })
+}
+
+/// Inserts derived rows.
+fn insert_resolution(
+    tx: &rusqlite::Transaction<'_>,
+    resolution: &Resolution,
+    skip: &HashSet<String>,
+) -> Result<(), StoreError> {
+    let mut ins = tx.prepare_cached(
+        "INSERT OR IGNORE INTO edges (upstream, downstream, via) VALUES (?1, ?2, ?3)",
+    )?;
+    for e in resolution
+        .edges
+        .iter()
+        .filter(|e| !skip.contains(&e.downstream))
+    {
+        ins.execute(params![e.upstream, e.downstream, e.via])?;
+    }
+    let mut ext =
+        tx.prepare_cached("INSERT OR IGNORE INTO externals (project, image) VALUES (?1, ?2)")?;
+    for e in resolution
+        .externals
+        .iter()
+        .filter(|e| !skip.contains(&e.project))
+    {
+        ext.execute(params![e.project, e.image])?;
+    }
+    let mut warn = tx.prepare_cached(
+        "INSERT INTO resolve_warnings (project, file, line, message) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for w in resolution
+        .warnings
+        .iter()
+        .filter(|w| !skip.contains(&w.project))
+    {
+        warn.execute(params![w.project, w.file, w.line, w.message])?;
+    }
+    Ok(())
+}
+
+/// One project's derived rows as stored.
+fn stored_resolution_of(
+    tx: &rusqlite::Transaction<'_>,
+    project: &str,
+) -> Result<Resolution, StoreError> {
+    let edges = tx
+        .prepare_cached("SELECT upstream, downstream, via FROM edges WHERE downstream = ?1")?
+        .query_map([project], read_edge)?
+        .collect::<Result<_, _>>()?;
+    let externals = tx
+        .prepare_cached("SELECT project, image FROM externals WHERE project = ?1")?
+        .query_map([project], |row| {
+            Ok(External {
+                project: row.get(0)?,
+                image: row.get(1)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let warnings = tx
+        .prepare_cached(
+            "SELECT project, file, line, message FROM resolve_warnings WHERE project = ?1",
+        )?
+        .query_map([project], read_warning)?
+        .collect::<Result<_, _>>()?;
+    Ok(Resolution {
+        edges,
+        externals,
+        warnings,
+    })
+}
+
+fn delete_resolution_of(tx: &rusqlite::Transaction<'_>, project: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM edges WHERE downstream = ?1")?
+        .execute([project])?;
+    tx.prepare_cached("DELETE FROM externals WHERE project = ?1")?
+        .execute([project])?;
+    tx.prepare_cached("DELETE FROM resolve_warnings WHERE project = ?1")?
+        .execute([project])?;
+    Ok(())
+}
+
+/// [`ResolveLookup`] inside a transaction.
+struct TxLookup<'t, 'c> {
+    tx: &'t rusqlite::Transaction<'c>,
+    rule: &'t PrefixRule,
+}
+
+impl ResolveLookup for TxLookup<'_, '_> {
+    fn project_by_path(&mut self, path: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT path FROM projects WHERE lower(path) = lower(?1) ORDER BY path LIMIT 1",
+            )?
+            .query_row([path], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn project_by_prefix(&mut self, prefix: &str) -> Result<Option<String>, StoreError> {
+        let mut found: Vec<String> = Vec::new();
+        if self.rule.reported {
+            found.extend(
+                self.tx
+                    .prepare_cached(
+                        "SELECT path FROM projects WHERE registry_key = ?1 ORDER BY path LIMIT 1",
+                    )?
+                    .query_row([prefix], |r| r.get(0))
+                    .optional()?,
+            );
+        }
+        // A derived prefix is the base and the lowercase path.
+        let derived = prefix
+            .strip_prefix(self.rule.base.as_str())
+            .and_then(|rest| rest.strip_prefix('/'));
+        if let Some(path) = derived {
+            let sql = if self.rule.reported {
+                "SELECT path FROM projects WHERE lower(path) = ?1
+                   AND (registry_prefix IS NULL OR registry_prefix = '') ORDER BY path LIMIT 1"
+            } else {
+                "SELECT path FROM projects WHERE lower(path) = ?1 ORDER BY path LIMIT 1"
+            };
+            found.extend(
+                self.tx
+                    .prepare_cached(sql)?
+                    .query_row([path], |r| r.get(0))
+                    .optional()?,
+            );
+        }
+        Ok(found.into_iter().min())
+    }
+}
+
 const PROJECT_COLUMNS: &str = "SELECT id, path, default_branch, web_url, registry_prefix, last_activity_at, head_sha, checked_at_ms FROM projects";
+const PROJECT_COLUMNS_WITH_VERSION: &str = "SELECT id, path, default_branch, web_url, registry_prefix, last_activity_at, head_sha, checked_at_ms, refs_version FROM projects";
+const REFERENCES_SQL: &str = "SELECT p.path, r.kind, r.file, r.line, r.value FROM refs r JOIN projects p ON p.id = r.project_id
+     ORDER BY p.path, r.file, r.line";
 
 fn read_project(row: &rusqlite::Row<'_>) -> rusqlite::Result<ProjectRecord> {
     Ok(ProjectRecord {
@@ -145,6 +336,8 @@ impl Store for SqliteStore {
         for scan in scans {
             upsert_record(&tx, &scan.record)?;
             let id = scan.record.id as i64;
+            tx.prepare_cached("UPDATE projects SET refs_version = refs_version + 1 WHERE id = ?1")?
+                .execute([id])?;
             tx.execute("DELETE FROM refs WHERE project_id = ?1", [id])?;
             tx.execute("DELETE FROM scan_warnings WHERE project_id = ?1", [id])?;
             let mut ins = tx.prepare_cached(
@@ -177,8 +370,12 @@ impl Store for SqliteStore {
     fn remove_projects(&self, ids: &[u64]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        let mut removed = 0;
         for id in ids {
-            tx.execute("DELETE FROM projects WHERE id = ?1", [*id as i64])?;
+            removed += tx.execute("DELETE FROM projects WHERE id = ?1", [*id as i64])?;
+        }
+        if removed > 0 {
+            bump_catalog(&tx)?;
         }
         tx.commit()?;
         Ok(())
@@ -186,20 +383,9 @@ impl Store for SqliteStore {
 
     fn references(&self) -> Result<Vec<(String, Reference)>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT p.path, r.kind, r.file, r.line, r.value FROM refs r JOIN projects p ON p.id = r.project_id
-             ORDER BY p.path, r.file, r.line",
-        )?;
+        let mut stmt = conn.prepare_cached(REFERENCES_SQL)?;
         let rows = stmt.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                Reference {
-                    kind: RefKind::parse(&row.get::<_, String>(1)?),
-                    file: row.get(2)?,
-                    line: row.get::<_, i64>(3)? as u32,
-                    value: row.get(4)?,
-                },
-            ))
+            Ok((row.get::<_, String>(0)?, read_reference(row, 1)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -210,28 +396,123 @@ impl Store for SqliteStore {
         tx.execute_batch(
             "DELETE FROM edges; DELETE FROM externals; DELETE FROM resolve_warnings;",
         )?;
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO edges (upstream, downstream, via) VALUES (?1, ?2, ?3)",
-            )?;
-            for e in &resolution.edges {
-                ins.execute(params![e.upstream, e.downstream, e.via])?;
-            }
-            let mut ext = tx.prepare_cached(
-                "INSERT OR IGNORE INTO externals (project, image) VALUES (?1, ?2)",
-            )?;
-            for e in &resolution.externals {
-                ext.execute(params![e.project, e.image])?;
-            }
-            let mut warn = tx.prepare_cached(
-                "INSERT INTO resolve_warnings (project, file, line, message) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for w in &resolution.warnings {
-                warn.execute(params![w.project, w.file, w.line, w.message])?;
-            }
-        }
+        insert_resolution(&tx, resolution, &HashSet::new())?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn resolve_input(&self) -> Result<ResolveInput, StoreError> {
+        let mut conn = self.conn();
+        // A read transaction: projects, references and versions from one snapshot.
+        let tx = conn.transaction()?;
+        let mut projects = Vec::new();
+        let mut versions = ResolveVersions {
+            catalog: catalog_version(&tx)?,
+            ..ResolveVersions::default()
+        };
+        {
+            let mut stmt =
+                tx.prepare_cached(&format!("{PROJECT_COLUMNS_WITH_VERSION} ORDER BY path"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let record = read_project(row)?;
+                versions
+                    .projects
+                    .insert(record.id, (record.path.clone(), row.get(8)?));
+                projects.push(record);
+            }
+        }
+        let references = tx
+            .prepare_cached(REFERENCES_SQL)?
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, read_reference(row, 1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        tx.commit()?;
+        Ok(ResolveInput {
+            projects,
+            references,
+            versions,
+        })
+    }
+
+    fn replace_resolution_from(
+        &self,
+        resolution: &Resolution,
+        read: &ResolveVersions,
+    ) -> Result<ReplaceOutcome, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if catalog_version(&tx)? != read.catalog {
+            return Ok(ReplaceOutcome::CatalogMoved);
+        }
+        // Same catalog: same projects and paths; only references may have moved on.
+        let mut kept: Vec<String> = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached("SELECT id, path, refs_version FROM projects")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let id = row.get::<_, i64>(0)? as u64;
+                let now: (String, i64) = (row.get(1)?, row.get(2)?);
+                if read.projects.get(&id) != Some(&now) {
+                    kept.push(now.0);
+                }
+            }
+        }
+        let mut newer = Resolution::default();
+        for project in &kept {
+            let stored = stored_resolution_of(&tx, project)?;
+            newer.edges.extend(stored.edges);
+            newer.externals.extend(stored.externals);
+            newer.warnings.extend(stored.warnings);
+        }
+        tx.execute_batch(
+            "DELETE FROM edges; DELETE FROM externals; DELETE FROM resolve_warnings;",
+        )?;
+        let skip: HashSet<String> = kept.iter().cloned().collect();
+        insert_resolution(&tx, resolution, &skip)?;
+        insert_resolution(&tx, &newer, &HashSet::new())?;
+        tx.commit()?;
+        kept.sort();
+        Ok(ReplaceOutcome::Written { kept })
+    }
+
+    fn resolve_project(
+        &self,
+        id: u64,
+        rule: &PrefixRule,
+        derive: &mut DeriveFn<'_>,
+    ) -> Result<Option<Resolution>, StoreError> {
+        let mut conn = self.conn();
+        // Immediate: the write lock from the first read, so no other process writes in between.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(path) = tx
+            .prepare_cached("SELECT path FROM projects WHERE id = ?1")?
+            .query_row([id as i64], |r| r.get::<_, String>(0))
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let refs: Vec<Reference> = tx
+            .prepare_cached(
+                "SELECT kind, file, line, value FROM refs WHERE project_id = ?1 ORDER BY file, line",
+            )?
+            .query_map([id as i64], |row| read_reference(row, 0))?
+            .collect::<Result<_, _>>()?;
+        let resolution = derive(&path, &refs, &mut TxLookup { tx: &tx, rule })?;
+        delete_resolution_of(&tx, &path)?;
+        insert_resolution(&tx, &resolution, &HashSet::new())?;
+        tx.commit()?;
+        Ok(Some(resolution))
+    }
+
+    fn upstream_edges(&self, downstream: &str) -> Result<Vec<Edge>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT upstream, downstream, via FROM edges WHERE downstream = ?1 ORDER BY upstream",
+        )?;
+        let rows = stmt.query_map([downstream], read_edge)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn edges(&self) -> Result<Vec<Edge>, StoreError> {
@@ -239,13 +520,7 @@ impl Store for SqliteStore {
         let mut stmt = conn.prepare_cached(
             "SELECT upstream, downstream, via FROM edges ORDER BY downstream, upstream",
         )?;
-        let rows = stmt.query_map([], |row| {
-            Ok(Edge {
-                upstream: row.get(0)?,
-                downstream: row.get(1)?,
-                via: row.get(2)?,
-            })
-        })?;
+        let rows = stmt.query_map([], read_edge)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -638,5 +913,52 @@ mod tests {
         drop(conn);
         let err = SqliteStore::open(&path).err().unwrap();
         assert!(err.to_string().contains("upgrade gitlab-deps"), "{err}");
+    }
+
+    #[test]
+    fn migration_4_keys_existing_registry_prefixes_and_versions_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.execute(
+                "INSERT INTO projects (id, path, registry_prefix) VALUES (1, 'G/A', 'HTTPS://Reg:5050/g/a/'), (2, 'g/b', NULL)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let conn = s.conn();
+        let keys: Vec<(i64, Option<String>, i64)> = conn
+            .prepare("SELECT id, registry_key, refs_version FROM projects ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, [(1, Some("reg:5050/g/a".into()), 0), (2, None, 0)]);
+    }
+
+    #[test]
+    fn saving_references_bumps_their_version_and_moves_only_the_catalog_on_moves() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.save_scans(&[scan(1, "g/a", &["x"])]).unwrap();
+        let before = s.resolve_input().unwrap().versions;
+        s.save_scans(&[scan(1, "g/a", &["y"])]).unwrap();
+        let after = s.resolve_input().unwrap().versions;
+        assert_eq!(after.catalog, before.catalog);
+        assert_eq!(after.projects[&1].1, before.projects[&1].1 + 1);
+        s.update_records(&[record(1, "g/a")]).unwrap();
+        assert_eq!(s.resolve_input().unwrap().versions, after);
+        s.update_records(&[record(1, "g/renamed")]).unwrap();
+        let renamed = s.resolve_input().unwrap().versions;
+        assert!(renamed.catalog > after.catalog);
+        assert!(renamed.projects[&1].1 > after.projects[&1].1);
     }
 }

@@ -1,0 +1,126 @@
+//! The engine's side of push rescans: one project's edges swapped in place, and the fall-back
+//! to a whole reload when the update does not fit the graph it has.
+
+use super::*;
+use crate::gitlab::{GitLabOptions, RetryPolicy};
+use crate::scan::{resolve, resolve_project};
+use crate::store::{ProjectScan, RefKind, Reference, SqliteStore};
+use url::Url;
+
+fn url() -> Url {
+    Url::parse("https://git.example.org/").unwrap()
+}
+
+fn scan(id: u64, path: &str, froms: &[&str]) -> ProjectScan {
+    ProjectScan {
+        record: ProjectRecord {
+            id,
+            path: path.into(),
+            default_branch: Some("main".into()),
+            web_url: format!("https://git.example.org/{path}"),
+            registry_prefix: None,
+            last_activity_at: None,
+            head_sha: Some("h".into()),
+            checked_at_ms: None,
+        },
+        refs: froms
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Reference {
+                kind: RefKind::Image,
+                file: "Dockerfile".into(),
+                line: i as u32 + 1,
+                value: format!("registry.git.example.org/{f}:1"),
+            })
+            .collect(),
+        warnings: vec![],
+    }
+}
+
+/// base, tools, app (from base), resolved, and an engine on it (which never calls GitLab here).
+fn engine() -> (Arc<dyn Store>, Engine) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    store
+        .save_scans(&[
+            scan(1, "img/base", &[]),
+            scan(2, "img/tools", &[]),
+            scan(3, "apps/app", &["img/base"]),
+        ])
+        .unwrap();
+    resolve(store.as_ref(), None, &url()).unwrap();
+    let gitlab = GitLab::new(GitLabOptions {
+        base_url: Url::parse("http://127.0.0.1:9/").unwrap(),
+        token: "t".into(),
+        concurrency: 1,
+        timeout: Duration::from_secs(1),
+        retry: RetryPolicy::default(),
+    })
+    .unwrap();
+    let engine = Engine::new(
+        Arc::clone(&store),
+        gitlab,
+        None,
+        EngineOptions {
+            max_running: 1,
+            max_per_minute: None,
+            exclude: PathPatterns::new("exclude", &[]).unwrap(),
+            reconcile_after: Duration::from_secs(600),
+            rescan_every: None,
+            watched_files: vec!["Dockerfile".into()],
+        },
+    )
+    .unwrap();
+    (store, engine)
+}
+
+#[tokio::test]
+async fn a_push_rescan_swaps_that_projects_edges_into_the_graph() {
+    let (store, engine) = engine();
+    assert_eq!(engine.graph().upstreams("apps/app"), ["img/base"]);
+    store
+        .save_scans(&[scan(3, "apps/app", &["img/tools"])])
+        .unwrap();
+    resolve_project(store.as_ref(), 3, None, &url())
+        .unwrap()
+        .unwrap();
+    assert!(engine.update_project(3).unwrap());
+    assert_eq!(engine.graph().upstreams("apps/app"), ["img/tools"]);
+    assert!(engine.graph().downstreams("img/base").is_empty());
+}
+
+#[tokio::test]
+async fn an_update_naming_a_project_the_graph_lacks_falls_back_to_a_reload() {
+    let (store, engine) = engine();
+    // A scan by another process added a project; the engine has not reloaded yet when a push
+    // moves app onto it.
+    store.save_scans(&[scan(4, "img/new", &[])]).unwrap();
+    store
+        .save_scans(&[scan(3, "apps/app", &["img/new"])])
+        .unwrap();
+    resolve_project(store.as_ref(), 3, None, &url())
+        .unwrap()
+        .unwrap();
+    assert!(!engine.update_project(3).unwrap());
+    engine.after_project_rescan(3).await;
+    // The reload brings both: the other process's project and the push's edge.
+    assert_eq!(engine.graph().upstreams("apps/app"), ["img/new"]);
+    assert!(engine.records().path_by_id.contains_key(&4));
+}
+
+#[tokio::test]
+async fn a_reload_and_a_later_push_update_both_install_the_stores_current_edges() {
+    let (store, engine) = engine();
+    store
+        .save_scans(&[scan(3, "apps/app", &["img/tools"])])
+        .unwrap();
+    resolve_project(store.as_ref(), 3, None, &url())
+        .unwrap()
+        .unwrap();
+    // Another process's whole scan resolves meanwhile (it sees the push's references).
+    resolve(store.as_ref(), None, &url()).unwrap();
+    engine.reload().unwrap();
+    assert_eq!(engine.graph().upstreams("apps/app"), ["img/tools"]);
+    // The push's own update, arriving after the reload, reads the store as it is now.
+    assert!(engine.update_project(3).unwrap());
+    assert_eq!(engine.graph().upstreams("apps/app"), ["img/tools"]);
+}
