@@ -204,3 +204,203 @@ pub(crate) async fn branches(
             .map_or(Value::Null, |r| branch_json(&sim, p, n, r))
     }))
 }
+
+/// One entry of a repository tree listing.
+struct TreeItem {
+    id: String,
+    name: String,
+    kind: &'static str,
+    path: String,
+    mode: &'static str,
+}
+
+/// The entries of `files` directly under `dir` (or all of them below it when
+/// `recursive`): directories as `tree` entries, files as `blob` entries. Trees
+/// come first, then blobs, each sorted by name, as GitLab lists them. `None`
+/// when nothing lies under `dir`.
+fn tree_items(
+    files: &std::collections::BTreeMap<String, FileEntry>,
+    dir: &str,
+    recursive: bool,
+) -> Option<Vec<TreeItem>> {
+    use std::collections::BTreeMap;
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let mut trees: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut blobs = Vec::new();
+    let mut any = false;
+    for (path, entry) in files.range(prefix.clone()..) {
+        let Some(rest) = path.strip_prefix(&prefix) else {
+            break;
+        };
+        any = true;
+        let segments: Vec<&str> = rest.split('/').collect();
+        let dirs = if recursive { segments.len() - 1 } else { 1 };
+        for depth in 0..dirs.min(segments.len() - 1) {
+            let tree_path = format!("{prefix}{}", segments[..=depth].join("/"));
+            // Each directory's id stands for its content: the ids below it.
+            trees
+                .entry(tree_path)
+                .or_default()
+                .push(format!("{rest} {}", entry.blob_id));
+        }
+        if segments.len() == 1 || recursive {
+            blobs.push(TreeItem {
+                id: entry.blob_id.clone(),
+                name: segments.last().copied().unwrap_or_default().to_owned(),
+                kind: "blob",
+                path: path.clone(),
+                mode: entry.mode,
+            });
+        }
+    }
+    if !any {
+        return None;
+    }
+    let mut items: Vec<TreeItem> = trees
+        .into_iter()
+        .map(|(path, content)| TreeItem {
+            id: crate::util::git_blob_id(content.join("\n").as_bytes()),
+            name: path.rsplit('/').next().unwrap_or(&path).to_owned(),
+            kind: "tree",
+            path,
+            mode: "040000",
+        })
+        .collect();
+    items.sort_by(|a, b| a.name.cmp(&b.name));
+    blobs.sort_by(|a, b| a.name.cmp(&b.name));
+    items.extend(blobs);
+    Some(items)
+}
+
+/// `GET /projects/:id/repository/tree`: `ref` (default branch when absent),
+/// `path`, `recursive`, offset pagination (`per_page` at most 100). An
+/// unknown ref, an empty repository or a path with nothing under it answer
+/// `404 Tree Not Found`.
+pub(crate) async fn tree(
+    State(sim): State<Sim>,
+    Path(key): Path<String>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let params = Params::from_raw(q.as_deref());
+    let st = state(&sim);
+    let id = project_id(&st, &key)?;
+    let p = st
+        .projects
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("Project"))?;
+    let name = match params.get("ref").filter(|r| !r.is_empty()) {
+        Some(r) => r.to_owned(),
+        None => p
+            .default_branch
+            .clone()
+            .ok_or_else(|| ApiError::not_found("Tree"))?,
+    };
+    let (r, _) = p
+        .resolve_ref(&name)
+        .ok_or_else(|| ApiError::not_found("Tree"))?;
+    let dir = params.get("path").unwrap_or("").trim_matches('/');
+    let recursive = params.get("recursive") == Some("true");
+    let items = tree_items(&r.files, dir, recursive).ok_or_else(|| ApiError::not_found("Tree"))?;
+    Ok(paginate(&sim, uri.path(), &params, &items, |item| {
+        json!({
+            "id": item.id,
+            "name": item.name,
+            "type": item.kind,
+            "path": item.path,
+            "mode": item.mode,
+        })
+    }))
+}
+
+/// `GET /projects/:id/repository/blobs/:sha/raw`: a blob's content by id, from
+/// any branch or tag of the project.
+pub(crate) async fn blob_raw(
+    State(sim): State<Sim>,
+    Path((key, sha)): Path<(String, String)>,
+) -> ApiResult {
+    let st = state(&sim);
+    let id = project_id(&st, &key)?;
+    let p = st
+        .projects
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("Project"))?;
+    let content = p
+        .branches
+        .values()
+        .chain(p.tags.values())
+        .find_map(|r| r.files.values().find(|f| f.blob_id == sha))
+        .map(|f| f.content.to_string())
+        .ok_or_else(|| ApiError::not_found("Blob"))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok((headers, content).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(paths: &[&str]) -> std::collections::BTreeMap<String, FileEntry> {
+        paths
+            .iter()
+            .map(|p| {
+                (
+                    (*p).to_owned(),
+                    FileEntry {
+                        content: std::sync::Arc::from(*p),
+                        blob_id: crate::util::git_blob_id(p.as_bytes()),
+                        last_commit_id: String::new(),
+                        mode: "100644",
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn listing(items: &[TreeItem]) -> Vec<(String, &'static str)> {
+        items.iter().map(|i| (i.path.clone(), i.kind)).collect()
+    }
+
+    #[test]
+    fn trees_list_one_level_trees_first() {
+        let f = files(&[
+            "b.txt",
+            "docker/Dockerfile",
+            "docker/x/y",
+            "a/z",
+            "Dockerfile",
+        ]);
+        let root = tree_items(&f, "", false).unwrap();
+        assert_eq!(
+            listing(&root),
+            [
+                ("a".to_owned(), "tree"),
+                ("docker".to_owned(), "tree"),
+                ("Dockerfile".to_owned(), "blob"),
+                ("b.txt".to_owned(), "blob"),
+            ]
+        );
+        let docker = tree_items(&f, "docker", false).unwrap();
+        assert_eq!(
+            listing(&docker),
+            [
+                ("docker/x".to_owned(), "tree"),
+                ("docker/Dockerfile".to_owned(), "blob"),
+            ]
+        );
+        assert!(tree_items(&f, "nope", false).is_none());
+        // `docker` is not a prefix of `dockerfiles/...`.
+        assert!(tree_items(&files(&["dockerfiles/a"]), "docker", false).is_none());
+        let all = tree_items(&f, "", true).unwrap();
+        assert_eq!(all.iter().filter(|i| i.kind == "blob").count(), 5);
+        assert_eq!(all.iter().filter(|i| i.kind == "tree").count(), 3);
+    }
+}
