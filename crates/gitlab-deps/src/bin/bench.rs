@@ -497,7 +497,7 @@ async fn bench_scan(
     println!(
         "               read {}, heads checked {}, skipped {}; listing alone {:.0} ms ({listed} projects), resolve alone {:.0} ms",
         rescan_summary.projects_read,
-        rescan_summary.heads_unchanged,
+        rescan_summary.files_unchanged,
         rescan_summary.skipped_unchanged,
         ms(listing_alone),
         ms(resolve_alone)

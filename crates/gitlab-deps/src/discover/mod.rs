@@ -7,7 +7,7 @@ pub mod dockerfile;
 mod expand;
 pub mod image;
 
-pub use deps_file::{DepsEntry, DepsWarning, parse_deps_file};
+pub use deps_file::{DepsEntry, DepsWarning, InstanceUrls, parse_deps_file};
 pub use dockerfile::{
     DockerfileError, ImageRef, ParsedDockerfile, RefKind, Warning, parse_dockerfile,
 };

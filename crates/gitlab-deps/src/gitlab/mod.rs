@@ -13,4 +13,4 @@ pub mod types;
 pub use client::{GitLab, GitLabOptions, ProjectScope};
 pub use error::GitLabError;
 pub use retry::RetryPolicy;
-pub use types::{Branch, Hook, HookSpec, Pipeline, Project, Variable};
+pub use types::{Branch, Hook, HookSpec, Pipeline, Project, TreeEntry, Variable};

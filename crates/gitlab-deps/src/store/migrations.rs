@@ -74,4 +74,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         SELECT j.key, j.value FROM cascade_state, json_each(cascade_state.state, '$.projects') AS j;
     UPDATE cascade_state SET state = json_remove(state, '$.projects');
     "#,
+    // 4: the blob id of each dependency file a project had when it was last read, so a scan
+    // re-reads only files whose content changed (blob ids are content hashes).
+    r#"
+    CREATE TABLE project_files (
+        project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        file TEXT NOT NULL,
+        blob_id TEXT NOT NULL,
+        PRIMARY KEY (project_id, file)
+    ) WITHOUT ROWID;
+    "#,
 ];

@@ -138,7 +138,12 @@ pub struct ProjectScan {
     pub refs: Vec<Reference>,
     /// Problems found in its files.
     pub warnings: Vec<Warning>,
+    /// The dependency files present, each with its git blob id (replaced with the references).
+    pub files: FileBlobs,
 }
+
+/// Dependency file path -> git blob id (a hash of its content).
+pub type FileBlobs = std::collections::BTreeMap<String, String>;
 
 /// A dependency edge: `downstream` is built on `upstream`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +219,12 @@ pub trait Store: Send + Sync {
     fn update_records(&self, records: &[ProjectRecord]) -> Result<(), StoreError>;
     /// Forgets projects (gone, archived, emptied, or excluded).
     fn remove_projects(&self, ids: &[u64]) -> Result<(), StoreError>;
+    /// The stored dependency-file blob ids of every project.
+    fn file_blobs(&self) -> Result<std::collections::HashMap<u64, FileBlobs>, StoreError>;
+    /// The stored dependency-file blob ids of one project.
+    fn project_file_blobs(&self, id: u64) -> Result<FileBlobs, StoreError>;
+    /// One project's stored references and file warnings.
+    fn project_findings(&self, id: u64) -> Result<(Vec<Reference>, Vec<Warning>), StoreError>;
     /// Every project's references, with the project's path.
     fn references(&self) -> Result<Vec<(String, Reference)>, StoreError>;
     /// Replaces the derived graph in one transaction.
