@@ -954,4 +954,61 @@ mod tests {
             "other:443/group/proj"
         );
     }
+
+    /// The public addresses learned by a scan are stored, so a single-project rescan (after a
+    /// push) recognises them; the rescan reads the changed file by blob id.
+    #[tokio::test]
+    async fn a_single_project_rescan_knows_the_public_addresses() {
+        use crate::config::{ScanFileConfig, ScanSettings};
+        use crate::gitlab::{GitLabOptions, RetryPolicy};
+        use crate::store::SqliteStore;
+
+        let sim = gitlab_sim::Sim::new(gitlab_sim::SimOptions {
+            external_url: Some("https://gitlab.example.org/gitlab".into()),
+            ..Default::default()
+        });
+        sim.add_project(gitlab_sim::ProjectSpec::new("g/base").file("README.md", "x"));
+        sim.add_project(gitlab_sim::ProjectSpec::new("g/app").file(".gitlab-deps", "# none\n"));
+        let url = Url::parse(&sim.start().await.unwrap()).unwrap();
+        let gitlab = GitLab::new(GitLabOptions {
+            base_url: url.clone(),
+            token: sim.token(),
+            concurrency: 4,
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let settings = ScanSettings::from_file(&ScanFileConfig::default()).unwrap();
+        let scanner = Scanner::new(gitlab, store.clone(), settings, url, None);
+        scanner
+            .scan(&ScanRequest::default(), &NoProgress)
+            .await
+            .unwrap();
+        let stored: InstanceUrls =
+            serde_json::from_str(&store.meta(INSTANCE_URLS_KEY).unwrap().unwrap()).unwrap();
+        let (entries, warnings) = parse_deps_file(
+            "https://gitlab.example.org/gitlab/g/base.git\ngit@gitlab.example.org:g/base\n",
+            &stored,
+        );
+        assert_eq!((entries.len(), warnings.len()), (2, 0), "{warnings:?}");
+
+        sim.set_file(
+            "g/app",
+            ".gitlab-deps",
+            "https://gitlab.example.org/gitlab/g/base/-/tree/main\n",
+        );
+        sim.reset_request_log();
+        scanner.rescan_project("g/app").await.unwrap();
+        let edges: Vec<(String, String)> = store
+            .edges()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.upstream, e.downstream))
+            .collect();
+        assert_eq!(edges, [("g/base".to_owned(), "g/app".to_owned())]);
+        assert!(store.warnings().unwrap().is_empty());
+        assert_eq!(sim.endpoint_count(gitlab_sim::Endpoint::Blob), 1);
+        assert_eq!(sim.endpoint_count(gitlab_sim::Endpoint::File), 0);
+    }
 }

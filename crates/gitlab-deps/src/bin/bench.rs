@@ -25,6 +25,9 @@ use gitlab_sim::{ProjectSpec, Sim, SimOptions};
 use serde_json::json;
 use url::Url;
 
+#[path = "bench/scan_requests.rs"]
+mod scan_requests;
+
 /// Projects per listing page (the client asks for the maximum GitLab allows).
 const PER_PAGE: u64 = 100;
 
@@ -55,6 +58,8 @@ enum Command {
         #[arg(long, default_value_t = 2_000)]
         floor_requests: usize,
     },
+    /// Requests of a tree-based scan: cold, serial per-file baseline, re-scan after commits.
+    ScanRequests(scan_requests::Args),
     /// Graph build and `plan()` on a random layered DAG.
     Plan {
         /// Projects in the graph.
@@ -126,6 +131,7 @@ fn main() -> anyhow::Result<()> {
                 floor_requests,
             ))
         }
+        Command::ScanRequests(args) => scan_requests::run(args),
         Command::Plan {
             projects,
             runs,
