@@ -59,7 +59,8 @@ pub struct ProjectRecord {
     pub registry_prefix: Option<String>,
     /// `last_activity_at` from the listing.
     pub last_activity_at: Option<String>,
-    /// Head commit of the default branch when files were last read.
+    /// Head commit of the default branch when files were last read by an older version. Scans
+    /// now detect changes by blob ids (`project_files`) and keep this value as it was.
     pub head_sha: Option<String>,
     /// When the head commit was last verified (Unix ms).
     pub checked_at_ms: Option<i64>,
