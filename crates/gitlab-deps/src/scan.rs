@@ -167,23 +167,28 @@ struct ScanContext {
     stored_files: HashMap<u64, FileBlobs>,
     /// The configured URL and the addresses stored by earlier scans.
     known_urls: InstanceUrls,
-    /// The addresses the projects of this scan show, to store at the end.
+    /// The configured URL and the addresses the projects of this scan show.
     learned_urls: Mutex<InstanceUrls>,
 }
 
 impl ScanContext {
-    fn new(known_urls: InstanceUrls, stored_files: HashMap<u64, FileBlobs>) -> Self {
+    fn new(
+        configured: InstanceUrls,
+        known_urls: InstanceUrls,
+        stored_files: HashMap<u64, FileBlobs>,
+    ) -> Self {
         Self {
             blobs: BlobCache::default(),
             stored_files,
-            learned_urls: Mutex::new(known_urls.clone()),
+            learned_urls: Mutex::new(configured),
             known_urls,
         }
     }
 
-    /// Records a project's addresses; returns the instance addresses to parse its files with.
+    /// Records a project's addresses; returns the instance addresses to parse its files with
+    /// (the known ones and the project's own).
     fn learn(&self, project: &Project) -> InstanceUrls {
-        let mut own = self.known_urls.clone();
+        let mut own = InstanceUrls::default();
         own.add_project(
             &project.path_with_namespace,
             &project.web_url,
@@ -194,9 +199,12 @@ impl ScanContext {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(&own);
-        own
+        let mut urls = self.known_urls.clone();
+        urls.extend(&own);
+        urls
     }
 
+    /// The configured URL and what this scan's projects showed.
     fn learned_urls(&self) -> InstanceUrls {
         self.learned_urls
             .lock()
@@ -255,7 +263,11 @@ impl Scanner {
             .into_iter()
             .map(|p| (p.id, p))
             .collect();
-        let ctx = ScanContext::new(self.known_urls()?, self.store.file_blobs()?);
+        let ctx = ScanContext::new(
+            InstanceUrls::new(&self.instance),
+            self.known_urls()?,
+            self.store.file_blobs()?,
+        );
         let groups = if request.groups.is_empty() {
             self.settings.groups.clone()
         } else {
@@ -434,12 +446,17 @@ impl Scanner {
     pub async fn rescan_project(&self, path: &str) -> Result<(), ScanError> {
         let project = self.gitlab.project(path).await?;
         let stored = self.store.project(project.id)?;
+        let known = self.known_urls()?;
         let ctx = ScanContext::new(
-            self.known_urls()?,
+            InstanceUrls::new(&self.instance),
+            known.clone(),
             HashMap::from([(project.id, self.store.project_file_blobs(project.id)?)]),
         );
         let (_, outcome) = self.handle(project, stored.as_ref(), true, &ctx).await;
-        self.save_urls(&ctx.learned_urls())?;
+        // One project says nothing about the others' addresses: add to what is known.
+        let mut urls = known;
+        urls.extend(&ctx.learned_urls());
+        self.save_urls(&urls)?;
         match outcome {
             Outcome::Read(scan) => self.store.save_scans(&[scan])?,
             Outcome::Unchanged(r) | Outcome::FilesUnchanged(r) => {
@@ -981,12 +998,18 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let settings = ScanSettings::from_file(&ScanFileConfig::default()).unwrap();
         let scanner = Scanner::new(gitlab, store.clone(), settings, url, None);
+        // An address no project shows any more is forgotten by a complete scan.
+        let stale = InstanceUrls::new(&Url::parse("https://old.example.org/").unwrap());
+        store
+            .set_meta(INSTANCE_URLS_KEY, &serde_json::to_string(&stale).unwrap())
+            .unwrap();
         scanner
             .scan(&ScanRequest::default(), &NoProgress)
             .await
             .unwrap();
-        let stored: InstanceUrls =
-            serde_json::from_str(&store.meta(INSTANCE_URLS_KEY).unwrap().unwrap()).unwrap();
+        let json = store.meta(INSTANCE_URLS_KEY).unwrap().unwrap();
+        assert!(!json.contains("old.example.org"), "{json}");
+        let stored: InstanceUrls = serde_json::from_str(&json).unwrap();
         let (entries, warnings) = parse_deps_file(
             "https://gitlab.example.org/gitlab/g/base.git\ngit@gitlab.example.org:g/base\n",
             &stored,
@@ -1010,5 +1033,9 @@ mod tests {
         assert!(store.warnings().unwrap().is_empty());
         assert_eq!(sim.endpoint_count(gitlab_sim::Endpoint::Blob), 1);
         assert_eq!(sim.endpoint_count(gitlab_sim::Endpoint::File), 0);
+        // The rescan added to the stored addresses, it did not replace them.
+        let after: InstanceUrls =
+            serde_json::from_str(&store.meta(INSTANCE_URLS_KEY).unwrap().unwrap()).unwrap();
+        assert_eq!(after, stored);
     }
 }
