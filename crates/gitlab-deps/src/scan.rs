@@ -532,8 +532,10 @@ impl Scanner {
 
     /// What the stored references depend on besides the files: a change forces a full re-read.
     fn fingerprint(&self) -> String {
+        // v2: files are tracked by blob id; a store written before has no blob ids, so its
+        // first scan re-reads everything (a file deleted meanwhile would otherwise go unnoticed).
         format!(
-            "v1|{}|{}",
+            "v2|{}|{}",
             self.settings.dockerfiles.join(","),
             self.settings.build_args.fingerprint()
         )

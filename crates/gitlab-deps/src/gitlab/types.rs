@@ -53,11 +53,11 @@ pub struct TreeEntry {
     #[serde(rename = "type")]
     pub kind: String,
     /// Path from the repository root.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub path: String,
     /// Git file mode: `100644`/`100755` for files, `120000` for a symbolic link, `040000` for a
     /// directory, `160000` for a submodule.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub mode: String,
 }
 
@@ -156,4 +156,40 @@ pub struct HookSpec {
     pub merge_requests_events: bool,
     /// Verify TLS when GitLab calls us.
     pub enable_ssl_verification: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_entries_are_read_leniently_and_classified() {
+        let entries: Vec<TreeEntry> = serde_json::from_str(
+            r#"[
+                {"id": "a1", "name": "docker", "type": "tree", "path": "docker", "mode": "040000"},
+                {"id": "b2", "name": "Dockerfile", "type": "blob", "path": "Dockerfile", "mode": "100644", "extra": 1},
+                {"id": "c3", "name": "run.sh", "type": "blob", "path": null, "mode": "100755"},
+                {"id": "d4", "name": "Containerfile", "type": "blob", "mode": "120000"},
+                {"id": "e5", "name": "vendor", "type": "commit", "path": "vendor", "mode": "160000"}
+            ]"#,
+        )
+        .unwrap();
+        let regular: Vec<bool> = entries.iter().map(TreeEntry::is_regular_file).collect();
+        assert_eq!(regular, [false, true, true, false, false]);
+        let links: Vec<bool> = entries.iter().map(TreeEntry::is_symlink).collect();
+        assert_eq!(links, [false, false, false, true, false]);
+        assert_eq!(entries[2].path, "");
+    }
+
+    #[test]
+    fn project_url_fields_may_be_missing_or_null() {
+        let p: Project = serde_json::from_str(
+            r#"{"id": 1, "path_with_namespace": "g/p", "web_url": null, "ssh_url_to_repo": null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.web_url.as_str(), p.http_url_to_repo, p.ssh_url_to_repo),
+            ("", None, None)
+        );
+    }
 }
