@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, Params, paginate, project_id, state};
+use super::{ApiError, ApiResult, PageReq, Params, page_url, paginate, project_id, state};
 use crate::Sim;
 use crate::state::{FileEntry, Project, Ref};
 use crate::util::{api_time, base64};
@@ -306,7 +306,7 @@ pub(crate) async fn tree(
     let dir = params.get("path").unwrap_or("").trim_matches('/');
     let recursive = params.get("recursive") == Some("true");
     let items = tree_items(&r.files, dir, recursive).ok_or_else(|| ApiError::not_found("Tree"))?;
-    Ok(paginate(&sim, uri.path(), &params, &items, |item| {
+    let render = |item: &TreeItem| {
         json!({
             "id": item.id,
             "name": item.name,
@@ -314,7 +314,49 @@ pub(crate) async fn tree(
             "path": item.path,
             "mode": item.mode,
         })
-    }))
+    };
+    if params.get("pagination") == Some("keyset") {
+        return Ok(tree_keyset(&sim, uri.path(), &params, &items, render));
+    }
+    Ok(paginate(&sim, uri.path(), &params, &items, render))
+}
+
+/// Keyset pages of a tree: `page_token` names the last entry of the previous page (opaque to
+/// clients, which follow the `Link: rel="next"` URL); no `X-*` page headers.
+fn tree_keyset(
+    sim: &Sim,
+    path: &str,
+    params: &Params,
+    items: &[TreeItem],
+    render: impl Fn(&TreeItem) -> Value,
+) -> axum::response::Response {
+    let per_page = PageReq::from(params).per_page;
+    let start = params
+        .get("page_token")
+        .and_then(|token| items.iter().position(|i| i.path == token))
+        .map_or(0, |i| i + 1);
+    let end = items.len().min(start + per_page);
+    let page = &items[start..end];
+    let mut headers = HeaderMap::new();
+    if end < items.len()
+        && let Some(last) = page.last()
+    {
+        let url = page_url(
+            &sim.url(),
+            path,
+            params,
+            &[
+                ("page_token", last.path.clone()),
+                ("per_page", per_page.to_string()),
+            ],
+            &["page"],
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=\"next\"")) {
+            headers.insert("link", v);
+        }
+    }
+    let body: Vec<Value> = page.iter().map(render).collect();
+    (headers, axum::Json(body)).into_response()
 }
 
 /// `GET /projects/:id/repository/blobs/:sha/raw`: a blob's content by id, from
@@ -367,6 +409,54 @@ mod tests {
 
     fn listing(items: &[TreeItem]) -> Vec<(String, &'static str)> {
         items.iter().map(|i| (i.path.clone(), i.kind)).collect()
+    }
+
+    /// Offset and keyset pages of a long tree, over HTTP.
+    #[tokio::test]
+    async fn tree_pages_offset_and_keyset() {
+        let sim = Sim::default();
+        let mut spec = crate::ProjectSpec::new("g/p");
+        for i in 0..250 {
+            spec = spec.file(format!("f{i:03}"), format!("{i}"));
+        }
+        sim.add_project(spec);
+        let url = sim.start().await.unwrap();
+        let http = reqwest::Client::new();
+        let get = |u: String| {
+            let req = http.get(u).header("PRIVATE-TOKEN", sim.token());
+            async move { req.send().await.unwrap() }
+        };
+        let base = format!("{url}/api/v4/projects/g%2Fp/repository/tree?ref=main&per_page=100");
+        let first = get(format!("{base}&page=3")).await;
+        assert_eq!(first.headers()["x-next-page"], "");
+        let last: Vec<Value> = first.json().await.unwrap();
+        assert_eq!(last.len(), 50);
+
+        let mut next = Some(format!("{base}&pagination=keyset"));
+        let mut names = Vec::new();
+        while let Some(u) = next.take() {
+            let response = get(u).await;
+            assert!(response.headers().get("x-next-page").is_none());
+            next = response
+                .headers()
+                .get("link")
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| l.strip_prefix('<'))
+                .and_then(|l| l.split_once('>'))
+                .map(|(u, _)| u.to_owned());
+            let page: Vec<Value> = response.json().await.unwrap();
+            names.extend(
+                page.into_iter()
+                    .map(|e| e["name"].as_str().unwrap().to_owned()),
+            );
+        }
+        assert_eq!(names.len(), 250);
+        assert_eq!(names[249], "f249");
+        let missing = get(format!(
+            "{url}/api/v4/projects/g%2Fp/repository/tree?ref=nope"
+        ))
+        .await;
+        assert_eq!(missing.status(), 404);
     }
 
     #[test]
