@@ -739,3 +739,60 @@ fn project_urls_on_the_public_address_are_recognised_through_an_internal_one() {
         );
     }
 }
+
+#[test]
+fn a_missing_tree_drops_the_project_and_a_refused_one_keeps_it() {
+    let server = budget_instance();
+    let work = Workdir::new();
+    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .arg("scan")
+        .assert()
+        .success();
+    let listed = |work: &Workdir| query(work, &server.url, &["list-projects", "--json"]);
+    assert!(
+        listed(&work)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "own/a")
+    );
+
+    // Refused (403): skipped this time, kept with what was known.
+    server.sim.set_file("own/a", "README.md", "touched\n");
+    server
+        .sim
+        .faults()
+        .fail_next("GET", "/repository/tree", 1, 403);
+    let summary = scan_json(&work, &server, &cfg);
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert!(
+        summary["warnings"]
+            .to_string()
+            .contains("own/a: skipped this time"),
+        "{summary}"
+    );
+    let deps = query(&work, &server.url, &["deps", "own/a", "--json"]);
+    assert_eq!(deps, serde_json::json!(["shared/p0"]));
+
+    // 404 (no such branch or repository): dropped, as the branch-head check did.
+    server.sim.set_file("own/a", "README.md", "touched again\n");
+    server
+        .sim
+        .faults()
+        .fail_next("GET", "/repository/tree", 1, 404);
+    let summary = scan_json(&work, &server, &cfg);
+    assert_eq!(summary["removed"], 1, "{summary}");
+    assert!(
+        !listed(&work)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "own/a")
+    );
+
+    // Back when the tree is there again.
+    scan_json(&work, &server, &cfg);
+    let deps = query(&work, &server.url, &["deps", "own/a", "--json"]);
+    assert_eq!(deps, serde_json::json!(["shared/p0"]));
+}
