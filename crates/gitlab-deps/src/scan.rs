@@ -1,27 +1,29 @@
 //! Discovery: list projects, read their Dockerfiles and `.gitlab-deps`, store references, and
 //! resolve them into the dependency graph.
 //!
-//! Incremental by default. A project's files are re-read only when its default-branch head moved
-//! since the last scan, and the head is only asked for when the listing hints at a change: a new
-//! `last_activity_at`, or one still inside GitLab's hourly throttle window for that field
-//! (`scan.activity_grace`). An unchanged instance therefore costs the listing requests alone.
+//! Incremental by default. A project's repository tree is listed only when the listing hints at a
+//! change: a new `last_activity_at`, or one still inside GitLab's hourly throttle window for that
+//! field (`scan.activity_grace`). An unchanged instance therefore costs the listing requests alone.
+//! The tree gives each dependency file's blob id, a hash of its content: a file is read only when
+//! its blob id differs from the stored one, by that id, and a blob shared by several projects is
+//! read once per scan. See `docs/discovery.md` for the request budget.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 use url::Url;
 
 use crate::config::ScanSettings;
-use crate::discover::deps_file::parse_deps_file;
+use crate::discover::deps_file::{InstanceUrls, parse_deps_file};
 use crate::discover::dockerfile::parse_dockerfile;
 use crate::discover::image::{ImageName, RegistryIndex, normalise_prefix};
-use crate::gitlab::{GitLab, GitLabError, Project, ProjectScope};
+use crate::gitlab::{GitLab, GitLabError, Project, ProjectScope, TreeEntry};
 use crate::graph::DepGraph;
 use crate::store::{
-    Edge, External, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference, ReplaceOutcome,
-    Resolution, ResolveInput, Store, StoreError, Warning,
+    Edge, External, FileBlobs, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference,
+    ReplaceOutcome, Resolution, ResolveInput, Store, StoreError, Warning,
 };
 use crate::util::{now_ms, parse_timestamp_ms};
 
@@ -29,6 +31,9 @@ use crate::util::{now_ms, parse_timestamp_ms};
 pub const DEPS_FILE: &str = ".gitlab-deps";
 const SAVE_BATCH: usize = 200;
 const FINGERPRINT_KEY: &str = "scan.fingerprint";
+/// Store key holding the instance addresses learned from project URLs (JSON), so that a
+/// single-project rescan recognises them too.
+const INSTANCE_URLS_KEY: &str = "scan.instance_urls";
 /// Store key holding when the last complete scan ended (Unix ms); the service reloads its graph
 /// when it changes.
 pub const LAST_SCAN_KEY: &str = "scan.last_at_ms";
@@ -72,8 +77,8 @@ pub struct ScanSummary {
     pub projects_seen: usize,
     /// Projects whose files were read.
     pub projects_read: usize,
-    /// Projects whose head commit was checked but had not moved.
-    pub heads_unchanged: usize,
+    /// Projects whose tree was listed but whose dependency files had not changed.
+    pub files_unchanged: usize,
     /// Projects skipped on the listing alone.
     pub skipped_unchanged: usize,
     /// Projects removed from the store (gone, archived, emptied, excluded).
@@ -130,9 +135,109 @@ pub struct Scanner {
 enum Outcome {
     Read(ProjectScan),
     Unchanged(ProjectRecord),
-    HeadUnchanged(ProjectRecord),
+    FilesUnchanged(ProjectRecord),
     Gone(u64),
     Failed(String),
+}
+
+/// Blob contents read during one scan, by blob id. Blob ids are content hashes, so projects sharing
+/// a file (a common base Dockerfile) share one read; concurrent tasks asking for the same blob wait
+/// for the one read in flight.
+#[derive(Default)]
+struct BlobCache {
+    blobs: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<str>>>>>,
+}
+
+impl BlobCache {
+    async fn read(
+        &self,
+        gitlab: &GitLab,
+        project_id: u64,
+        blob_id: &str,
+    ) -> Result<Arc<str>, GitLabError> {
+        let cell = self
+            .blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(blob_id.to_owned())
+            .or_default()
+            .clone();
+        // A failed read leaves the cell empty: the next project that needs the blob tries again.
+        cell.get_or_try_init(|| async {
+            gitlab
+                .blob_raw(project_id, blob_id)
+                .await
+                .map(Arc::<str>::from)
+        })
+        .await
+        .cloned()
+    }
+}
+
+/// What one scan (or single-project rescan) shares between its project tasks.
+struct ScanContext {
+    blobs: BlobCache,
+    /// Blob ids of each project's dependency files when last read.
+    stored_files: HashMap<u64, FileBlobs>,
+    /// The configured URL and the addresses stored by earlier scans.
+    known_urls: InstanceUrls,
+    /// The configured URL and the addresses the projects of this scan show.
+    learned_urls: Mutex<InstanceUrls>,
+}
+
+impl ScanContext {
+    fn new(
+        configured: InstanceUrls,
+        known_urls: InstanceUrls,
+        stored_files: HashMap<u64, FileBlobs>,
+    ) -> Self {
+        Self {
+            blobs: BlobCache::default(),
+            stored_files,
+            learned_urls: Mutex::new(configured),
+            known_urls,
+        }
+    }
+
+    /// Records a project's addresses; returns the instance addresses to parse its files with
+    /// (the known ones and the project's own).
+    fn learn(&self, project: &Project) -> InstanceUrls {
+        let mut own = InstanceUrls::default();
+        own.add_project(
+            &project.path_with_namespace,
+            &project.web_url,
+            project.http_url_to_repo.as_deref(),
+            project.ssh_url_to_repo.as_deref(),
+        );
+        self.learned_urls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(&own);
+        let mut urls = self.known_urls.clone();
+        urls.extend(&own);
+        urls
+    }
+
+    /// The configured URL and what this scan's projects showed.
+    fn learned_urls(&self) -> InstanceUrls {
+        self.learned_urls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The tree entry found for each configured dependency file that exists.
+type ListedFiles = BTreeMap<String, TreeEntry>;
+
+/// How a listed file is remembered: its blob id, or for a link or submodule (never read) its mode
+/// and id, so that turning one into the other counts as a change.
+fn remembered_id(entry: &TreeEntry) -> String {
+    if entry.is_regular_file() {
+        entry.id.clone()
+    } else {
+        format!("{}:{}", entry.mode, entry.id)
+    }
 }
 
 impl Scanner {
@@ -172,6 +277,11 @@ impl Scanner {
             .into_iter()
             .map(|p| (p.id, p))
             .collect();
+        let ctx = ScanContext::new(
+            InstanceUrls::new(&self.instance),
+            self.known_urls()?,
+            self.store.file_blobs()?,
+        );
         let groups = if request.groups.is_empty() {
             self.settings.groups.clone()
         } else {
@@ -209,6 +319,7 @@ impl Scanner {
             let work = projects
                 .map(|item| {
                     let stored = &stored;
+                    let ctx = &ctx;
                     let seen_before = match &item {
                         Ok(p) => !seen.insert(p.id),
                         Err(_) => false,
@@ -219,7 +330,7 @@ impl Scanner {
                             Ok(_) if seen_before => Ok(None),
                             Ok(p) => {
                                 let previous = stored.get(&p.id);
-                                Ok(Some(self.handle(p, previous, full).await))
+                                Ok(Some(self.handle(p, previous, full, ctx).await))
                             }
                         }
                     }
@@ -248,9 +359,9 @@ impl Scanner {
                                     touched.push(record);
                                 }
                             }
-                            Outcome::HeadUnchanged(record) => {
+                            Outcome::FilesUnchanged(record) => {
                                 summary.projects_seen += 1;
-                                summary.heads_unchanged += 1;
+                                summary.files_unchanged += 1;
                                 touched.push(record);
                             }
                             Outcome::Gone(id) => out_of_scope.push(id),
@@ -311,6 +422,8 @@ impl Scanner {
             &self.instance,
         )?;
         if listing_error.is_none() {
+            // Every project was seen: what they show replaces what older scans learned.
+            self.save_urls(&ctx.learned_urls())?;
             self.store.set_meta(FINGERPRINT_KEY, &fingerprint)?;
             self.store
                 .set_meta("scan.last_at_ms", &now_ms().to_string())?;
@@ -349,7 +462,17 @@ impl Scanner {
     pub async fn rescan_project(&self, path: &str) -> Result<Rescanned, ScanError> {
         let project = self.gitlab.project(path).await?;
         let stored = self.store.project(project.id)?;
-        let (_, outcome) = self.handle(project, stored.as_ref(), true).await;
+        let known = self.known_urls()?;
+        let ctx = ScanContext::new(
+            InstanceUrls::new(&self.instance),
+            known.clone(),
+            HashMap::from([(project.id, self.store.project_file_blobs(project.id)?)]),
+        );
+        let (_, outcome) = self.handle(project, stored.as_ref(), true, &ctx).await;
+        // One project says nothing about the others' addresses: add to what is known.
+        let mut urls = known;
+        urls.extend(&ctx.learned_urls());
+        self.save_urls(&urls)?;
         // Same path and prefix as stored: other projects' references resolve as before.
         let same_place = |r: &ProjectRecord| {
             stored
@@ -363,7 +486,7 @@ impl Scanner {
                 self.store.save_scans(&[scan])?;
                 local.then_some(id)
             }
-            Outcome::Unchanged(r) | Outcome::HeadUnchanged(r) => {
+            Outcome::Unchanged(r) | Outcome::FilesUnchanged(r) => {
                 let id = r.id;
                 let local = same_place(&r);
                 self.store.update_records(&[r])?;
@@ -432,6 +555,27 @@ impl Scanner {
             .await
     }
 
+    /// The configured URL with the addresses stored by earlier scans. A stored value that does
+    /// not decode (written by another version) is ignored: the scan learns it again.
+    fn known_urls(&self) -> Result<InstanceUrls, ScanError> {
+        let mut urls = InstanceUrls::new(&self.instance);
+        if let Some(json) = self.store.meta(INSTANCE_URLS_KEY)? {
+            match serde_json::from_str::<InstanceUrls>(&json) {
+                Ok(stored) => urls.extend(&stored),
+                Err(e) => tracing::warn!("ignoring stored instance addresses: {e}"),
+            }
+        }
+        Ok(urls)
+    }
+
+    fn save_urls(&self, urls: &InstanceUrls) -> Result<(), ScanError> {
+        let json = serde_json::to_string(urls).map_err(crate::store::StoreError::from)?;
+        if self.store.meta(INSTANCE_URLS_KEY)?.as_deref() != Some(json.as_str()) {
+            self.store.set_meta(INSTANCE_URLS_KEY, &json)?;
+        }
+        Ok(())
+    }
+
     fn concurrency_hint(&self) -> usize {
         // Enough projects in flight that the client's request slots never idle.
         64
@@ -439,8 +583,10 @@ impl Scanner {
 
     /// What the stored references depend on besides the files: a change forces a full re-read.
     fn fingerprint(&self) -> String {
+        // v2: files are tracked by blob id; a store written before has no blob ids, so its
+        // first scan re-reads everything (a file deleted meanwhile would otherwise go unnoticed).
         format!(
-            "v1|{}|{}|{}",
+            "v2|{}|{}|{}",
             self.settings.dockerfiles.join(","),
             self.settings.build_args.fingerprint(),
             self.settings.platforms_fingerprint()
@@ -452,9 +598,10 @@ impl Scanner {
         project: Project,
         stored: Option<&ProjectRecord>,
         full: bool,
+        ctx: &ScanContext,
     ) -> (String, Outcome) {
         let path = project.path_with_namespace.clone();
-        let outcome = self.handle_inner(project, stored, full).await;
+        let outcome = self.handle_inner(project, stored, full, ctx).await;
         (path, outcome)
     }
 
@@ -463,8 +610,10 @@ impl Scanner {
         project: Project,
         stored: Option<&ProjectRecord>,
         full: bool,
+        ctx: &ScanContext,
     ) -> Outcome {
         let path = project.path_with_namespace.clone();
+        let instance = ctx.learn(&project);
         let empty = project.empty_repo == Some(true) || project.default_branch.is_none();
         if project.archived || empty || !self.settings.wants(&path) {
             return Outcome::Gone(project.id);
@@ -482,33 +631,45 @@ impl Scanner {
             head_sha: stored.and_then(|s| s.head_sha.clone()),
             checked_at_ms: stored.and_then(|s| s.checked_at_ms),
         };
-        if !full && !self.needs_head_check(stored, &project) {
+        if !full && !self.needs_tree_check(stored, &project) {
             return Outcome::Unchanged(record);
         }
         let checked_at = now_ms();
-        let head = match self.gitlab.branch_head(project.id, &branch).await {
-            Ok(Some(head)) => head,
+        // The tree replaces the branch head as the change detector: a missing branch or an empty
+        // repository answers 404 there as well.
+        let listed = match self.list_files(project.id, &branch).await {
+            Ok(Some(listed)) => listed,
             Ok(None) => return Outcome::Gone(project.id),
             Err(e) => return Outcome::Failed(format!("{path}: skipped this time: {e}")),
         };
         record.checked_at_ms = Some(checked_at);
-        if !full && stored.and_then(|s| s.head_sha.as_deref()) == Some(head.as_str()) {
-            return Outcome::HeadUnchanged(record);
+        let files: FileBlobs = listed
+            .iter()
+            .map(|(name, entry)| (name.clone(), remembered_id(entry)))
+            .collect();
+        let empty_files = FileBlobs::new();
+        let previous = ctx.stored_files.get(&project.id).unwrap_or(&empty_files);
+        if !full && *previous == files {
+            return Outcome::FilesUnchanged(record);
         }
-        record.head_sha = Some(head.clone());
-        match self.read_files(&project, &head).await {
+        let reuse = if full { &empty_files } else { previous };
+        match self
+            .read_files(&project, &listed, reuse, &instance, ctx)
+            .await
+        {
             Ok((refs, warnings)) => Outcome::Read(ProjectScan {
                 record,
                 refs,
                 warnings,
+                files,
             }),
             Err(e) => Outcome::Failed(format!("{path}: skipped this time: {e}")),
         }
     }
 
-    fn needs_head_check(&self, stored: Option<&ProjectRecord>, project: &Project) -> bool {
+    fn needs_tree_check(&self, stored: Option<&ProjectRecord>, project: &Project) -> bool {
         let Some(stored) = stored else { return true };
-        if stored.head_sha.is_none()
+        if stored.checked_at_ms.is_none()
             || stored.default_branch != project.default_branch
             || stored.last_activity_at != project.last_activity_at
         {
@@ -529,25 +690,112 @@ impl Scanner {
             .is_none_or(|checked| checked < activity + grace)
     }
 
-    async fn read_files(
-        &self,
-        project: &Project,
-        head: &str,
-    ) -> Result<(Vec<Reference>, Vec<Warning>), GitLabError> {
-        let path = &project.path_with_namespace;
-        let mut names: Vec<&str> = self
+    /// The configured dependency files, as paths from the repository root.
+    fn file_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
             .settings
             .dockerfiles
             .iter()
-            .map(String::as_str)
+            .map(|n| n.trim_matches('/').to_owned())
+            .filter(|n| !n.is_empty())
             .collect();
-        names.push(DEPS_FILE);
-        let reads = futures::future::join_all(
-            names
+        names.push(DEPS_FILE.to_owned());
+        names.dedup();
+        names
+    }
+
+    /// The tree entries of the configured files that exist: one request for the root, plus one
+    /// per configured subdirectory whose top directory exists. `None` when the root tree is not
+    /// there (no such branch, empty repository, project gone).
+    async fn list_files(
+        &self,
+        project_id: u64,
+        branch: &str,
+    ) -> Result<Option<ListedFiles>, GitLabError> {
+        let Some(root) = self.gitlab.tree(project_id, "", branch).await? else {
+            return Ok(None);
+        };
+        let names = self.file_names();
+        // Directories are never dependency files; blobs, links and submodules are (links and
+        // submodules only to be reported).
+        let find = |entries: &[TreeEntry], name: &str| {
+            entries
                 .iter()
-                .map(|name| self.gitlab.file_raw(project.id, name, head)),
+                .find(|e| e.name == name && e.kind != "tree")
+                .cloned()
+        };
+        let mut listed = ListedFiles::new();
+        let mut dirs: BTreeSet<&str> = BTreeSet::new();
+        for name in &names {
+            match name.rsplit_once('/') {
+                None => {
+                    if let Some(entry) = find(&root, name) {
+                        listed.insert(name.clone(), entry);
+                    }
+                }
+                Some((dir, _)) => {
+                    let top = dir.split('/').next().unwrap_or(dir);
+                    if root.iter().any(|e| e.kind == "tree" && e.name == top) {
+                        dirs.insert(dir);
+                    }
+                }
+            }
+        }
+        let trees = futures::future::join_all(
+            dirs.iter()
+                .map(|dir| self.gitlab.tree(project_id, dir, branch)),
         )
         .await;
+        for (dir, entries) in dirs.iter().zip(trees) {
+            // A missing subdirectory (404, or an empty list on some versions) holds no file.
+            let entries = entries?.unwrap_or_default();
+            for name in &names {
+                if let Some((d, base)) = name.rsplit_once('/')
+                    && d == *dir
+                    && let Some(entry) = find(&entries, base)
+                {
+                    listed.insert(name.clone(), entry);
+                }
+            }
+        }
+        Ok(Some(listed))
+    }
+
+    /// References and warnings of the listed files. A regular file whose blob id is in `reuse`
+    /// keeps its stored findings; the others are read by blob id (through the scan's cache).
+    /// Symbolic links and submodules are reported, not read.
+    async fn read_files(
+        &self,
+        project: &Project,
+        listed: &ListedFiles,
+        reuse: &FileBlobs,
+        instance: &InstanceUrls,
+        ctx: &ScanContext,
+    ) -> Result<(Vec<Reference>, Vec<Warning>), ScanError> {
+        let path = &project.path_with_namespace;
+        let unchanged = |name: &str, entry: &TreeEntry| {
+            entry.is_regular_file() && reuse.get(name) == Some(&entry.id)
+        };
+        let to_read: Vec<(&String, &TreeEntry)> = listed
+            .iter()
+            .filter(|(name, entry)| entry.is_regular_file() && !unchanged(name, entry))
+            .collect();
+        let reads = futures::future::join_all(
+            to_read
+                .iter()
+                .map(|(_, entry)| ctx.blobs.read(&self.gitlab, project.id, &entry.id)),
+        )
+        .await;
+        let mut contents: HashMap<&str, Arc<str>> = HashMap::new();
+        for ((name, _), content) in to_read.iter().zip(reads) {
+            contents.insert(name.as_str(), content?);
+        }
+        let kept = if listed.iter().any(|(n, e)| unchanged(n, e)) {
+            self.store.project_findings(project.id)?
+        } else {
+            Default::default()
+        };
+
         let mut refs = Vec::new();
         let mut warnings = Vec::new();
         let warn = |file: &str, line: Option<u32>, message: String| Warning {
@@ -556,10 +804,36 @@ impl Scanner {
             line,
             message,
         };
-        for (name, content) in names.iter().zip(reads) {
-            let Some(content) = content? else { continue };
-            if *name == DEPS_FILE {
-                let (entries, problems) = parse_deps_file(&content, &self.instance);
+        for (name, entry) in listed {
+            let name = name.as_str();
+            if unchanged(name, entry) {
+                refs.extend(kept.0.iter().filter(|r| r.file == name).cloned());
+                warnings.extend(
+                    kept.1
+                        .iter()
+                        .filter(|w| w.file.as_deref() == Some(name))
+                        .cloned(),
+                );
+                continue;
+            }
+            if entry.is_symlink() {
+                warnings.push(warn(
+                    name,
+                    None,
+                    "is a symbolic link; links are not followed: name the file it points to in [scan] dockerfiles".to_owned(),
+                ));
+                continue;
+            }
+            if entry.kind == "commit" {
+                warnings.push(warn(name, None, "is a submodule; not read".to_owned()));
+                continue;
+            }
+            let Some(content) = contents.get(name) else {
+                continue;
+            };
+            let content: &str = content;
+            if name == DEPS_FILE {
+                let (entries, problems) = parse_deps_file(content, instance);
                 refs.extend(entries.into_iter().map(|e| Reference {
                     kind: RefKind::Project,
                     file: DEPS_FILE.into(),
@@ -574,13 +848,13 @@ impl Scanner {
                 continue;
             }
             let args = self.settings.build_args.for_project(path);
-            match parse_dockerfile(&content, &args, &self.settings.platforms) {
+            match parse_dockerfile(content, &args, &self.settings.platforms) {
                 Ok(parsed) => {
                     for image in parsed.images {
                         match ImageName::parse(&image.reference) {
                             Ok(name_) => refs.push(Reference {
                                 kind: RefKind::Image,
-                                file: (*name).to_owned(),
+                                file: name.to_owned(),
                                 line: image.line as u32,
                                 value: name_.to_string(),
                             }),
@@ -937,6 +1211,7 @@ mod tests {
                 record,
                 refs,
                 warnings: vec![],
+                files: FileBlobs::new(),
             }
         }
 
@@ -1234,5 +1509,72 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The public addresses learned by a scan are stored, so a single-project rescan (after a
+    /// push) recognises them; the rescan reads the changed file by blob id.
+    #[tokio::test]
+    async fn a_single_project_rescan_knows_the_public_addresses() {
+        use crate::config::{ScanFileConfig, ScanSettings};
+        use crate::gitlab::{GitLabOptions, RetryPolicy};
+        use crate::store::SqliteStore;
+
+        let sim = gitlab_sim::Sim::new(gitlab_sim::SimOptions {
+            external_url: Some("https://gitlab.example.org/gitlab".into()),
+            ..Default::default()
+        });
+        sim.add_project(gitlab_sim::ProjectSpec::new("g/base").file("README.md", "x"));
+        sim.add_project(gitlab_sim::ProjectSpec::new("g/app").file(".gitlab-deps", "# none\n"));
+        let url = Url::parse(&sim.start().await.unwrap()).unwrap();
+        let gitlab = GitLab::new(GitLabOptions {
+            base_url: url.clone(),
+            token: sim.token(),
+            concurrency: 4,
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let settings = ScanSettings::from_file(&ScanFileConfig::default()).unwrap();
+        let scanner = Scanner::new(gitlab, store.clone(), settings, url, None);
+        // An address no project shows any more is forgotten by a complete scan.
+        let stale = InstanceUrls::new(&Url::parse("https://old.example.org/").unwrap());
+        store
+            .set_meta(INSTANCE_URLS_KEY, &serde_json::to_string(&stale).unwrap())
+            .unwrap();
+        scanner
+            .scan(&ScanRequest::default(), &NoProgress)
+            .await
+            .unwrap();
+        let json = store.meta(INSTANCE_URLS_KEY).unwrap().unwrap();
+        assert!(!json.contains("old.example.org"), "{json}");
+        let stored: InstanceUrls = serde_json::from_str(&json).unwrap();
+        let (entries, warnings) = parse_deps_file(
+            "https://gitlab.example.org/gitlab/g/base.git\ngit@gitlab.example.org:g/base\n",
+            &stored,
+        );
+        assert_eq!((entries.len(), warnings.len()), (2, 0), "{warnings:?}");
+
+        sim.set_file(
+            "g/app",
+            ".gitlab-deps",
+            "https://gitlab.example.org/gitlab/g/base/-/tree/main\n",
+        );
+        sim.reset_request_log();
+        scanner.rescan_project("g/app").await.unwrap();
+        let edges: Vec<(String, String)> = store
+            .edges()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.upstream, e.downstream))
+            .collect();
+        assert_eq!(edges, [("g/base".to_owned(), "g/app".to_owned())]);
+        assert!(store.warnings().unwrap().is_empty());
+        assert_eq!(sim.endpoint_count(gitlab_sim::Endpoint::Blob), 1);
+        assert_eq!(sim.endpoint_count(gitlab_sim::Endpoint::File), 0);
+        // The rescan added to the stored addresses, it did not replace them.
+        let after: InstanceUrls =
+            serde_json::from_str(&store.meta(INSTANCE_URLS_KEY).unwrap().unwrap()).unwrap();
+        assert_eq!(after, stored);
     }
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{SimServer, Workdir, gitlab_deps, json, query};
-use gitlab_sim::{ProjectSpec, SimOptions};
+use gitlab_sim::{Endpoint, ProjectSpec, Sim, SimOptions};
 use predicates::prelude::*;
 
 const CI: &str = "build:\n  script: [make]\n";
@@ -82,7 +82,11 @@ fn a_scan_builds_the_graph_and_the_queries_read_it() {
     server
         .sim
         .faults()
-        .fail_next("GET", "/repository/files", 3, 502);
+        .fail_next("GET", "/repository/tree", 3, 502);
+    server
+        .sim
+        .faults()
+        .fail_next("GET", "/repository/blobs", 2, 503);
 
     let out = gitlab_deps(&work, &server.url, Some(&cfg))
         .args(["scan", "--json"])
@@ -450,4 +454,345 @@ fn past_the_count_limit_the_listing_switches_to_keyset_pagination() {
     let work = Workdir::new();
     let summary = query(&work, &server.url, &["scan", "--group", "many", "--json"]);
     assert_eq!(summary["projects_seen"], 250, "{summary}");
+}
+
+// ---- Request budgets: tree listings and content-addressed blob reads ----
+
+/// Requests per endpoint class since the last reset.
+fn counts(sim: &Sim) -> [(Endpoint, u64); 6] {
+    [
+        Endpoint::ListProjects,
+        Endpoint::Tree,
+        Endpoint::Blob,
+        Endpoint::File,
+        Endpoint::Branch,
+        Endpoint::Project,
+    ]
+    .map(|e| (e, sim.endpoint_count(e)))
+}
+
+fn expect(list: u64, tree: u64, blob: u64) -> [(Endpoint, u64); 6] {
+    [
+        (Endpoint::ListProjects, list),
+        (Endpoint::Tree, tree),
+        (Endpoint::Blob, blob),
+        (Endpoint::File, 0),
+        (Endpoint::Branch, 0),
+        (Endpoint::Project, 0),
+    ]
+}
+
+const SHARED: &str = "FROM debian:bookworm\nRUN true\n";
+
+/// 12 projects: 6 share one Dockerfile, 2 have their own, 1 has a Containerfile and a
+/// `.gitlab-deps`, 3 have no dependency file. Distinct dependency-file blobs: 1 + 2 + 2 = 5.
+fn budget_instance() -> SimServer {
+    let server = SimServer::start(SimOptions::default());
+    let sim = &server.sim;
+    let reg = sim.registry_host();
+    for i in 0..6 {
+        sim.add_project(
+            ProjectSpec::new(format!("shared/p{i}"))
+                .file("Dockerfile", SHARED)
+                .file("README.md", format!("project {i}\n")),
+        );
+    }
+    sim.add_project(
+        ProjectSpec::new("own/a").file("Dockerfile", format!("FROM {reg}/shared/p0\n")),
+    );
+    sim.add_project(
+        ProjectSpec::new("own/b").file("Dockerfile", format!("FROM {reg}/shared/p1:2\n")),
+    );
+    sim.add_project(
+        ProjectSpec::new("own/c")
+            .file("Containerfile", format!("FROM {reg}/own/a\n"))
+            .file(".gitlab-deps", "own/b\n"),
+    );
+    for i in 0..3 {
+        sim.add_project(ProjectSpec::new(format!("plain/p{i}")).file("README.md", "no docker\n"));
+    }
+    server
+}
+
+fn scan_json(work: &Workdir, server: &SimServer, cfg: &std::path::Path) -> serde_json::Value {
+    json(
+        &gitlab_deps(work, &server.url, Some(cfg))
+            .args(["scan", "--json"])
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn a_cold_scan_costs_one_tree_per_project_and_one_read_per_distinct_blob() {
+    let server = budget_instance();
+    let work = Workdir::new();
+    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
+    server.sim.reset_request_log();
+    let summary = scan_json(&work, &server, &cfg);
+    assert_eq!(summary["projects_seen"], 12, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(counts(&server.sim), expect(1, 12, 5));
+    assert_eq!(summary["requests"], 1 + 12 + 5, "{summary}");
+    assert_eq!(server.sim.request_count(), 1 + 12 + 5);
+    let deps = query(&work, &server.url, &["deps", "own/c", "--json"]);
+    assert_eq!(deps, serde_json::json!(["own/a", "own/b"]));
+    let rdeps = query(&work, &server.url, &["rdeps", "shared/p0", "--json"]);
+    assert_eq!(rdeps, serde_json::json!(["own/a"]));
+}
+
+#[test]
+fn a_blob_shared_by_many_projects_is_read_once() {
+    let server = budget_instance();
+    let work = Workdir::new();
+    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .arg("scan")
+        .assert()
+        .success();
+    // The same content arriving in more projects later is still one read, and the earlier six
+    // projects (untouched) cost nothing.
+    for i in 0..4 {
+        server.sim.add_project(
+            ProjectSpec::new(format!("late/p{i}")).file("Dockerfile", "FROM alpine:3\n"),
+        );
+    }
+    server.sim.reset_request_log();
+    let summary = scan_json(&work, &server, &cfg);
+    assert_eq!(summary["projects_read"], 4, "{summary}");
+    assert_eq!(counts(&server.sim), expect(1, 4, 1));
+    let blob_reads: Vec<_> = server
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/repository/blobs/"))
+        .collect();
+    assert_eq!(blob_reads.len(), 1, "{blob_reads:?}");
+    let graph = query(&work, &server.url, &["graph", "--format", "json"]);
+    let externals: Vec<_> = graph["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["path"].as_str().unwrap().starts_with("late/"))
+        .map(|p| p["external"].clone())
+        .collect();
+    assert_eq!(
+        externals,
+        vec![serde_json::json!(["docker.io/library/alpine:3"]); 4]
+    );
+}
+
+#[test]
+fn an_unchanged_rescan_costs_the_listing_only() {
+    let server = budget_instance();
+    let work = Workdir::new();
+    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .arg("scan")
+        .assert()
+        .success();
+    server.sim.reset_request_log();
+    let summary = scan_json(&work, &server, &cfg);
+    assert_eq!(summary["skipped_unchanged"], 12, "{summary}");
+    assert_eq!(counts(&server.sim), expect(1, 0, 0));
+    assert_eq!(server.sim.request_count(), 1);
+}
+
+#[test]
+fn a_rescan_after_commits_that_touch_no_dependency_file_reads_no_file() {
+    let server = budget_instance();
+    let work = Workdir::new();
+    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .arg("scan")
+        .assert()
+        .success();
+    for project in ["shared/p0", "own/c", "plain/p1"] {
+        server.sim.set_file(project, "README.md", "changed\n");
+    }
+    server.sim.reset_request_log();
+    let summary = scan_json(&work, &server, &cfg);
+    assert_eq!(summary["projects_read"], 0, "{summary}");
+    assert_eq!(summary["files_unchanged"], 3, "{summary}");
+    assert_eq!(counts(&server.sim), expect(1, 3, 0));
+    let deps = query(&work, &server.url, &["deps", "own/c", "--json"]);
+    assert_eq!(deps, serde_json::json!(["own/a", "own/b"]));
+
+    // One of two dependency files changes: only that one is read, the other keeps its findings.
+    server
+        .sim
+        .set_file("own/c", ".gitlab-deps", "own/b\nshared/p2\n");
+    server.sim.reset_request_log();
+    let summary = scan_json(&work, &server, &cfg);
+    assert_eq!(summary["projects_read"], 1, "{summary}");
+    assert_eq!(counts(&server.sim), expect(1, 1, 1));
+    let deps = query(&work, &server.url, &["deps", "own/c", "--json"]);
+    assert_eq!(deps, serde_json::json!(["own/a", "own/b", "shared/p2"]));
+
+    // A removed dependency file is noticed without any read; --full reads everything again.
+    server.sim.remove_file("own/c", "Containerfile");
+    let summary = scan_json(&work, &server, &cfg);
+    assert_eq!(summary["projects_read"], 1, "{summary}");
+    let deps = query(&work, &server.url, &["deps", "own/c", "--json"]);
+    assert_eq!(deps, serde_json::json!(["own/b", "shared/p2"]));
+    server.sim.reset_request_log();
+    let full = json(
+        &gitlab_deps(&work, &server.url, Some(&cfg))
+            .args(["scan", "--full", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(full["projects_read"], 12, "{full}");
+    // The shared Dockerfile, own/a's, own/b's and own/c's `.gitlab-deps`.
+    assert_eq!(counts(&server.sim), expect(1, 12, 4));
+}
+
+#[test]
+fn subdirectories_long_trees_links_and_empty_repositories() {
+    let server = SimServer::start(SimOptions::default());
+    let sim = &server.sim;
+    let reg = sim.registry_host();
+    sim.add_project(ProjectSpec::new("g/base").file("docker/Dockerfile", "FROM debian\n"));
+    // A root of 250 entries: the Dockerfile (sorted after the `A...` files) is on the third page.
+    let mut long = ProjectSpec::new("g/long");
+    for i in 0..250 {
+        long = long.file(format!("A{i:03}.txt"), "x");
+    }
+    sim.add_project(long.file("Dockerfile", format!("FROM {reg}/g/base\n")));
+    sim.add_project(ProjectSpec::new("g/plain").file("README.md", "x"));
+    sim.add_project(ProjectSpec::new("g/link").file("build/Dockerfile", "FROM debian\n"));
+    sim.set_symlink("g/link", "Dockerfile", "build/Dockerfile");
+    sim.add_project(ProjectSpec::new("g/empty").empty());
+    let work = Workdir::new();
+    let cfg = work.write(
+        "config.toml",
+        "[scan]\nactivity_grace = \"0s\"\ndockerfiles = [\"Dockerfile\", \"docker/Dockerfile\"]\n",
+    );
+    server.sim.reset_request_log();
+    let summary = scan_json(&work, &server, &cfg);
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["projects_seen"], 4, "{summary}");
+    // Roots: 4 (the empty repository is known empty from the listing) + 2 more pages of g/long
+    // + docker/ of g/base only (the others have no `docker` directory). Reads: the two
+    // Dockerfiles; the link is reported, not read.
+    assert_eq!(counts(&server.sim), expect(1, 4 + 2 + 1, 2));
+    let rdeps = query(&work, &server.url, &["rdeps", "g/base", "--json"]);
+    assert_eq!(rdeps, serde_json::json!(["g/long"]));
+    let warnings = summary["warnings"].to_string();
+    assert!(
+        warnings.contains("g/link: Dockerfile: is a symbolic link"),
+        "{warnings}"
+    );
+}
+
+#[test]
+fn project_urls_on_the_public_address_are_recognised_through_an_internal_one() {
+    for (external, prefix) in [
+        ("https://gitlab.example.org", "https://gitlab.example.org"),
+        ("https://example.org/gitlab/", "https://example.org/gitlab"),
+    ] {
+        let server = SimServer::start(SimOptions {
+            external_url: Some(external.to_owned()),
+            ..Default::default()
+        });
+        let sim = &server.sim;
+        let host = prefix
+            .trim_start_matches("https://")
+            .split('/')
+            .next()
+            .unwrap();
+        sim.add_project(ProjectSpec::new("group/base").file("README.md", "x"));
+        sim.add_project(ProjectSpec::new("group/tools").file("README.md", "x"));
+        sim.add_project(ProjectSpec::new("group/ssh2").file("README.md", "x"));
+        sim.add_project(ProjectSpec::new("group/api").file("README.md", "x"));
+        sim.add_project(ProjectSpec::new("apps/svc").file(
+            ".gitlab-deps",
+            format!(
+                "{prefix}/group/base\n\
+                 {prefix}/group/tools.git\n\
+                 {prefix}/group/base/-/tree/main/docker\n\
+                 git@{host}:group/ssh2.git\n\
+                 {}/group/api\n\
+                 https://elsewhere.example.com/group/base\n",
+                server.url
+            ),
+        ));
+        let work = Workdir::new();
+        let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
+        let summary = scan_json(&work, &server, &cfg);
+        let deps = query(&work, &server.url, &["deps", "apps/svc", "--json"]);
+        assert_eq!(
+            deps,
+            serde_json::json!(["group/api", "group/base", "group/ssh2", "group/tools"]),
+            "{external}: {summary}"
+        );
+        let warnings: Vec<String> = summary["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(warnings.len(), 1, "{external}: {warnings:?}");
+        assert!(
+            warnings[0].contains("elsewhere.example.com") && warnings[0].contains(":6:"),
+            "{warnings:?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_tree_drops_the_project_and_a_refused_one_keeps_it() {
+    let server = budget_instance();
+    let work = Workdir::new();
+    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .arg("scan")
+        .assert()
+        .success();
+    let listed = |work: &Workdir| query(work, &server.url, &["list-projects", "--json"]);
+    assert!(
+        listed(&work)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "own/a")
+    );
+
+    // Refused (403): skipped this time, kept with what was known.
+    server.sim.set_file("own/a", "README.md", "touched\n");
+    server
+        .sim
+        .faults()
+        .fail_next("GET", "/repository/tree", 1, 403);
+    let summary = scan_json(&work, &server, &cfg);
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert!(
+        summary["warnings"]
+            .to_string()
+            .contains("own/a: skipped this time"),
+        "{summary}"
+    );
+    let deps = query(&work, &server.url, &["deps", "own/a", "--json"]);
+    assert_eq!(deps, serde_json::json!(["shared/p0"]));
+
+    // 404 (no such branch or repository): dropped, as the branch-head check did.
+    server.sim.set_file("own/a", "README.md", "touched again\n");
+    server
+        .sim
+        .faults()
+        .fail_next("GET", "/repository/tree", 1, 404);
+    let summary = scan_json(&work, &server, &cfg);
+    assert_eq!(summary["removed"], 1, "{summary}");
+    assert!(
+        !listed(&work)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "own/a")
+    );
+
+    // Back when the tree is there again.
+    scan_json(&work, &server, &cfg);
+    let deps = query(&work, &server.url, &["deps", "own/a", "--json"]);
+    assert_eq!(deps, serde_json::json!(["shared/p0"]));
 }

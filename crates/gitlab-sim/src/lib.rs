@@ -31,8 +31,8 @@ use std::time::Duration;
 
 pub use faults::{FaultHandle, FaultResponse, FaultRule, Faults};
 pub use model::{
-    DeliveryLog, HookInfo, MergeRequestSpec, Outcome, PipelineInfo, PipelineSpec, PipelineStatus,
-    ProjectSpec, RequestLog, SampleInfo,
+    DeliveryLog, Endpoint, HookInfo, MergeRequestSpec, Outcome, PipelineInfo, PipelineSpec,
+    PipelineStatus, ProjectSpec, RequestLog, SampleInfo,
 };
 
 use crate::state::{State, Urls};
@@ -78,6 +78,11 @@ pub struct SimOptions {
     /// Above this many items, lists omit `X-Total`, `X-Total-Pages` and
     /// `rel="last"` (GitLab: 10,000).
     pub count_limit: usize,
+    /// The instance's public address (GitLab's `external_url`, e.g.
+    /// `https://gitlab.example.org` or `https://example.org/gitlab`), shown in
+    /// `web_url`, `http_url_to_repo` and `ssh_url_to_repo` while the API is
+    /// served on a local address. Default: the address it serves on.
+    pub external_url: Option<String>,
 }
 
 impl Default for SimOptions {
@@ -89,6 +94,7 @@ impl Default for SimOptions {
             pipeline_duration: Duration::from_millis(200),
             auto_finish: true,
             count_limit: 10_000,
+            external_url: None,
         }
     }
 }
@@ -101,6 +107,8 @@ pub(crate) struct Inner {
     pub faults: FaultHandle,
     pub request_count: AtomicU64,
     pub write_count: AtomicU64,
+
+    pub endpoint_counts: Mutex<std::collections::BTreeMap<Endpoint, u64>>,
     pub requests: Mutex<VecDeque<RequestLog>>,
     pub deliveries: Mutex<Vec<DeliveryLog>>,
     pub base_url: Mutex<Option<String>>,
@@ -147,6 +155,8 @@ impl Sim {
                 faults: FaultHandle::default(),
                 request_count: AtomicU64::new(0),
                 write_count: AtomicU64::new(0),
+
+                endpoint_counts: Mutex::new(std::collections::BTreeMap::new()),
                 requests: Mutex::new(VecDeque::new()),
                 deliveries: Mutex::new(Vec::new()),
                 base_url: Mutex::new(None),
@@ -198,7 +208,12 @@ impl Sim {
 
     pub(crate) fn urls(&self) -> Urls {
         Urls {
-            base: self.url(),
+            base: self
+                .inner
+                .opts
+                .external_url
+                .as_deref()
+                .map_or_else(|| self.url(), |u| u.trim_end_matches('/').to_owned()),
             registry: self.inner.registry.clone(),
         }
     }
@@ -240,6 +255,25 @@ impl Sim {
     #[track_caller]
     pub fn set_file(&self, project: &str, file_path: &str, content: &str) {
         self.commit_files(project, &[(file_path, Some(content))]);
+    }
+
+    /// Commits a symbolic link at `file_path` pointing to `target` on the
+    /// default branch (git mode `120000`; its blob content is the target path).
+    ///
+    /// # Panics
+    /// If the project does not exist.
+    #[track_caller]
+    pub fn set_symlink(&self, project: &str, file_path: &str, target: &str) {
+        let (id, branch, _, _) = self.commit_files(project, &[(file_path, Some(target))]);
+        let mut st = lock(&self.inner.state);
+        if let Some(r) = st
+            .projects
+            .get_mut(&id)
+            .and_then(|p| p.branches.get_mut(&branch))
+            && let Some(entry) = Arc::make_mut(&mut r.files).get_mut(file_path)
+        {
+            entry.mode = "120000";
+        }
     }
 
     /// Removes a file from the default branch with a new commit.
@@ -639,9 +673,20 @@ impl Sim {
         lock(&self.inner.requests).iter().cloned().collect()
     }
 
-    /// Clears the request log and resets [`Sim::request_count`].
+    /// Requests received per endpoint class since the start or the last
+    /// [`Sim::reset_request_log`] (faulted and unauthorized included).
+    pub fn endpoint_count(&self, endpoint: Endpoint) -> u64 {
+        lock(&self.inner.endpoint_counts)
+            .get(&endpoint)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Clears the request log and resets [`Sim::request_count`] and the
+    /// per-endpoint counts.
     pub fn reset_request_log(&self) {
         lock(&self.inner.requests).clear();
+        lock(&self.inner.endpoint_counts).clear();
         self.inner.request_count.store(0, Ordering::Relaxed);
         self.inner.write_count.store(0, Ordering::Relaxed);
     }

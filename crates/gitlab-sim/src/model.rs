@@ -311,6 +311,43 @@ pub struct HookInfo {
     pub uuid: String,
 }
 
+/// Classes of API endpoints, for counting requests per kind
+/// ([`crate::Sim::endpoint_count`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Endpoint {
+    /// `GET /projects` and `GET /groups/:id/projects` (listing pages).
+    ListProjects,
+    /// `GET /projects/:id` (one project).
+    Project,
+    /// `GET /projects/:id/repository/tree`.
+    Tree,
+    /// `GET /projects/:id/repository/blobs/:sha/raw` (and other blob reads).
+    Blob,
+    /// `/projects/:id/repository/files/...` (raw, JSON or HEAD).
+    File,
+    /// `/projects/:id/repository/branches...`.
+    Branch,
+    /// Anything else (pipelines, hooks, user, version, unknown paths).
+    Other,
+}
+
+impl Endpoint {
+    /// The class of a request path (`/api/v4/...`, still percent-encoded).
+    pub fn of_path(path: &str) -> Self {
+        let rest = path.trim_start_matches("/api/v4/");
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            ["projects"] | ["groups", _, "projects"] => Self::ListProjects,
+            ["projects", _] => Self::Project,
+            ["projects", _, "repository", "tree"] => Self::Tree,
+            ["projects", _, "repository", "blobs", ..] => Self::Blob,
+            ["projects", _, "repository", "files", ..] => Self::File,
+            ["projects", _, "repository", "branches", ..] => Self::Branch,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// One API request seen by the simulator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestLog {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::model::{MergeRequestSpec, Outcome, PipelineInfo, PipelineStatus, ProjectSpec};
-use crate::util::{api_time, now, random_sha};
+use crate::util::{api_time, git_blob_id, now, random_sha};
 
 /// A group (namespace of kind `group`) or the user namespace `root`.
 #[derive(Debug, Clone)]
@@ -29,8 +29,12 @@ pub(crate) struct Group {
 #[derive(Debug, Clone)]
 pub(crate) struct FileEntry {
     pub content: Arc<str>,
+    /// Git's blob id of the content, so equal contents share an id as in git.
     pub blob_id: String,
     pub last_commit_id: String,
+    /// Git file mode: `100644` for a regular file, `120000` for a symbolic link (whose content is
+    /// the target path).
+    pub mode: &'static str,
 }
 
 /// A branch or tag: head commit and the tree at that commit.
@@ -212,6 +216,7 @@ pub(crate) struct State {
 /// Context needed to render URLs.
 #[derive(Debug, Clone)]
 pub(crate) struct Urls {
+    /// The instance's external URL, used in project and web URLs.
     pub base: String,
     pub registry: String,
 }
@@ -435,10 +440,12 @@ impl State {
     /// Project JSON (`simple` = the reduced `simple=true` representation).
     pub fn project_json(&self, p: &Project, urls: &Urls, simple: bool) -> Value {
         let web_url = format!("{}/{}", urls.base, p.full_path);
-        let host = urls
+        // The SSH address has the host only: no port, no relative URL root.
+        let authority = urls
             .base
             .split_once("://")
             .map_or(urls.base.as_str(), |(_, h)| h);
+        let host = authority.split('/').next().unwrap_or(authority);
         let mut v = json!({
             "id": p.id,
             "description": null,
@@ -533,8 +540,9 @@ pub(crate) fn commit(
             Some(c) => {
                 let entry = FileEntry {
                     content: Arc::from(c.as_str()),
-                    blob_id: random_sha(),
+                    blob_id: git_blob_id(c.as_bytes()),
                     last_commit_id: sha.clone(),
+                    mode: "100644",
                 };
                 if tree.insert(path.clone(), entry).is_some() {
                     modified.push(path);

@@ -121,7 +121,7 @@ pub struct ScanArgs {
     /// Group to scan, subgroups included (repeatable) [default: the config's groups, else every visible project]
     #[arg(long = "group", value_name = "PATH")]
     pub groups: Vec<String>,
-    /// Re-read every project's files, even those whose head commit did not move
+    /// Re-read every project's files, even those whose content did not change
     #[arg(long)]
     pub full: bool,
     /// Print the summary as JSON

@@ -68,7 +68,7 @@ fn print_summary(s: &ScanSummary, cycles: &[Vec<String>]) {
         s.projects_seen,
         s.duration.as_secs_f64(),
         s.projects_read,
-        s.skipped_unchanged + s.heads_unchanged,
+        s.skipped_unchanged + s.files_unchanged,
         if s.removed > 0 {
             format!(", {} removed", s.removed)
         } else {

@@ -8,7 +8,7 @@ mod expand;
 pub mod image;
 mod syntax;
 
-pub use deps_file::{DepsEntry, DepsWarning, parse_deps_file};
+pub use deps_file::{DepsEntry, DepsWarning, InstanceUrls, parse_deps_file};
 pub use dockerfile::{
     DockerfileError, ImageRef, ParsedDockerfile, Platform, PlatformError, RefKind, Warning,
     parse_dockerfile,

@@ -12,7 +12,10 @@ use url::Url;
 
 use super::error::{GitLabError, error_message};
 use super::retry::{RetryPolicy, is_retryable, requested_wait};
-use super::types::{Branch, Pipeline, Variable};
+use super::types::{Branch, Pipeline, TreeEntry, Variable};
+
+/// Tree entries per page: GitLab's maximum.
+const TREE_PER_PAGE: u32 = 100;
 
 /// How to reach GitLab.
 #[derive(Debug, Clone)]
@@ -242,6 +245,79 @@ impl GitLab {
             Err(GitLabError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The entries of one directory of a repository at `git_ref` (`dir` empty for the root), every
+    /// page of it. `None` when the ref, the repository or the directory does not exist (GitLab
+    /// answers 404 Tree Not Found; some versions answer an empty list for a missing directory,
+    /// which reads as an empty directory here).
+    pub async fn tree(
+        &self,
+        project_id: u64,
+        dir: &str,
+        git_ref: &str,
+    ) -> Result<Option<Vec<TreeEntry>>, GitLabError> {
+        let shown = if dir.is_empty() { "/" } else { dir };
+        let what = format!("list {shown} of project {project_id}");
+        let mut base = self.url(&format!("projects/{project_id}/repository/tree"))?;
+        base.query_pairs_mut()
+            .append_pair("ref", git_ref)
+            .append_pair("per_page", &TREE_PER_PAGE.to_string());
+        if !dir.is_empty() {
+            base.query_pairs_mut().append_pair("path", dir);
+        }
+        let mut entries = Vec::new();
+        let mut page = 1u32;
+        let mut next = Some({
+            let mut url = base.clone();
+            url.query_pairs_mut().append_pair("page", "1");
+            url
+        });
+        while let Some(url) = next.take() {
+            let response = match self.send(Method::GET, url, None, &what).await {
+                Ok(response) => response,
+                Err(GitLabError::NotFound { .. }) if entries.is_empty() => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let headers = response.headers().clone();
+            let batch: Vec<TreeEntry> = decode(response, &what).await?;
+            let got_some = !batch.is_empty();
+            entries.extend(batch);
+            // Offset pages say `X-Next-Page`; a keyset answer only has a `Link` to the next page
+            // (built from GitLab's external URL: keep our own origin).
+            next = match super::paginate::header_u32(&headers, "x-next-page") {
+                // A server that stands still or moves backwards would loop forever.
+                Some(n) if n > page && got_some => {
+                    page = n;
+                    let mut url = base.clone();
+                    url.query_pairs_mut().append_pair("page", &n.to_string());
+                    Some(url)
+                }
+                Some(_) => None,
+                None if got_some => {
+                    super::paginate::link_next(&headers).map(|link| self.same_origin(&link))
+                }
+                None => None,
+            };
+        }
+        Ok(Some(entries))
+    }
+
+    /// A blob's raw content by its id. Blob ids are hashes of the content, so the answer for one
+    /// id never changes.
+    pub async fn blob_raw(&self, project_id: u64, sha: &str) -> Result<String, GitLabError> {
+        let what = format!("read blob {sha} of project {project_id}");
+        let url = self.url(&format!(
+            "projects/{project_id}/repository/blobs/{}/raw",
+            encode(sha)
+        ))?;
+        let response = self.send(Method::GET, url, None, &what).await?;
+        let bytes = response.bytes().await.map_err(|e| GitLabError::Network {
+            what: what.clone(),
+            attempts: 1,
+            reason: error_chain(&e),
+        })?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// A file's raw content at a ref; `None` when the file (or ref) does not exist.

@@ -15,4 +15,4 @@ pub use client::{GitLab, GitLabOptions, ProjectScope};
 pub use error::GitLabError;
 pub use hooks::{HookOwner, TestOutcome};
 pub use retry::RetryPolicy;
-pub use types::{Branch, Hook, HookSpec, Pipeline, Project, Variable};
+pub use types::{Branch, Hook, HookSpec, Pipeline, Project, TreeEntry, Variable};

@@ -159,7 +159,7 @@ impl GitLab {
     }
 }
 
-fn header_u32(headers: &HeaderMap, name: &str) -> Option<u32> {
+pub(super) fn header_u32(headers: &HeaderMap, name: &str) -> Option<u32> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -168,7 +168,7 @@ fn header_u32(headers: &HeaderMap, name: &str) -> Option<u32> {
 
 impl GitLab {
     /// `link` with the scheme, host and port of the configured API URL.
-    fn same_origin(&self, link: &Url) -> Url {
+    pub(super) fn same_origin(&self, link: &Url) -> Url {
         let mut url = self.api_url().clone();
         url.set_path(link.path());
         url.set_query(link.query());

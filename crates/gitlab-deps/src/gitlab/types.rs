@@ -21,13 +21,59 @@ pub struct Project {
     /// Last activity; GitLab updates it at most once an hour.
     #[serde(default)]
     pub last_activity_at: Option<String>,
-    /// Web address of the project.
-    #[serde(default)]
+    /// Web address of the project, on the instance's public host (which may differ from the API
+    /// address we use).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub web_url: String,
+    /// HTTP clone address, e.g. `https://gitlab.example.org/group/proj.git`.
+    #[serde(default)]
+    pub http_url_to_repo: Option<String>,
+    /// SSH clone address, e.g. `git@gitlab.example.org:group/proj.git` or
+    /// `ssh://git@gitlab.example.org:2222/group/proj.git`.
+    #[serde(default)]
+    pub ssh_url_to_repo: Option<String>,
     /// The project's image prefix on the container registry, e.g. `registry.example.org/group/proj`.
     #[serde(default)]
     pub container_registry_image_prefix: Option<String>,
 }
+
+/// A missing or null string as empty.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// One entry of `GET /projects/:id/repository/tree`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// The git object id (a blob's id is the hash of its content).
+    pub id: String,
+    /// The file or directory name.
+    pub name: String,
+    /// `blob`, `tree`, or `commit` (a submodule).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Path from the repository root.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub path: String,
+    /// Git file mode: `100644`/`100755` for files, `120000` for a symbolic link, `040000` for a
+    /// directory, `160000` for a submodule.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub mode: String,
+}
+
+impl TreeEntry {
+    /// A regular file (not a directory, symbolic link or submodule).
+    pub fn is_regular_file(&self) -> bool {
+        self.kind == "blob" && self.mode != SYMLINK_MODE
+    }
+
+    /// A symbolic link (its blob holds the target path).
+    pub fn is_symlink(&self) -> bool {
+        self.kind == "blob" && self.mode == SYMLINK_MODE
+    }
+}
+
+const SYMLINK_MODE: &str = "120000";
 
 /// A branch with its head commit.
 #[derive(Debug, Clone, Deserialize)]
@@ -151,4 +197,40 @@ pub struct HookSpec {
     pub push_events_branch_filter: String,
     /// How GitLab reads the filter; older versions ignore it and read a wildcard.
     pub branch_filter_strategy: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_entries_are_read_leniently_and_classified() {
+        let entries: Vec<TreeEntry> = serde_json::from_str(
+            r#"[
+                {"id": "a1", "name": "docker", "type": "tree", "path": "docker", "mode": "040000"},
+                {"id": "b2", "name": "Dockerfile", "type": "blob", "path": "Dockerfile", "mode": "100644", "extra": 1},
+                {"id": "c3", "name": "run.sh", "type": "blob", "path": null, "mode": "100755"},
+                {"id": "d4", "name": "Containerfile", "type": "blob", "mode": "120000"},
+                {"id": "e5", "name": "vendor", "type": "commit", "path": "vendor", "mode": "160000"}
+            ]"#,
+        )
+        .unwrap();
+        let regular: Vec<bool> = entries.iter().map(TreeEntry::is_regular_file).collect();
+        assert_eq!(regular, [false, true, true, false, false]);
+        let links: Vec<bool> = entries.iter().map(TreeEntry::is_symlink).collect();
+        assert_eq!(links, [false, false, false, true, false]);
+        assert_eq!(entries[2].path, "");
+    }
+
+    #[test]
+    fn project_url_fields_may_be_missing_or_null() {
+        let p: Project = serde_json::from_str(
+            r#"{"id": 1, "path_with_namespace": "g/p", "web_url": null, "ssh_url_to_repo": null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.web_url.as_str(), p.http_url_to_repo, p.ssh_url_to_repo),
+            ("", None, None)
+        );
+    }
 }

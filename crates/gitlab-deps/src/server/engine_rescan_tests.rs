@@ -34,6 +34,7 @@ fn scan(id: u64, path: &str, froms: &[&str]) -> ProjectScan {
             })
             .collect(),
         warnings: vec![],
+        files: Default::default(),
     }
 }
 

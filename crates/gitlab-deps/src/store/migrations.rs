@@ -103,4 +103,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX resolve_warnings_project ON resolve_warnings(project);
     INSERT OR IGNORE INTO meta (key, value) VALUES ('resolve.catalog_version', '0');
     "#,
+    // 6: the blob id of each dependency file a project had when it was last read, so a scan
+    // re-reads only files whose content changed (blob ids are content hashes).
+    r#"
+    CREATE TABLE project_files (
+        project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        file TEXT NOT NULL,
+        blob_id TEXT NOT NULL,
+        PRIMARY KEY (project_id, file)
+    ) WITHOUT ROWID;
+    "#,
 ];

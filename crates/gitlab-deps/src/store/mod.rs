@@ -68,7 +68,8 @@ pub struct ProjectRecord {
     pub registry_prefix: Option<String>,
     /// `last_activity_at` from the listing.
     pub last_activity_at: Option<String>,
-    /// Head commit of the default branch when files were last read.
+    /// Head commit of the default branch when files were last read by an older version. Scans
+    /// now detect changes by blob ids (`project_files`) and keep this value as it was.
     pub head_sha: Option<String>,
     /// When the head commit was last verified (Unix ms).
     pub checked_at_ms: Option<i64>,
@@ -147,7 +148,12 @@ pub struct ProjectScan {
     pub refs: Vec<Reference>,
     /// Problems found in its files.
     pub warnings: Vec<Warning>,
+    /// The dependency files present, each with its git blob id (replaced with the references).
+    pub files: FileBlobs,
 }
+
+/// Dependency file path -> git blob id (a hash of its content).
+pub type FileBlobs = std::collections::BTreeMap<String, String>;
 
 /// A dependency edge: `downstream` is built on `upstream`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,6 +286,12 @@ pub trait Store: Send + Sync {
     fn update_records(&self, records: &[ProjectRecord]) -> Result<(), StoreError>;
     /// Forgets projects (gone, archived, emptied, or excluded).
     fn remove_projects(&self, ids: &[u64]) -> Result<(), StoreError>;
+    /// The stored dependency-file blob ids of every project.
+    fn file_blobs(&self) -> Result<std::collections::HashMap<u64, FileBlobs>, StoreError>;
+    /// The stored dependency-file blob ids of one project.
+    fn project_file_blobs(&self, id: u64) -> Result<FileBlobs, StoreError>;
+    /// One project's stored references and file warnings.
+    fn project_findings(&self, id: u64) -> Result<(Vec<Reference>, Vec<Warning>), StoreError>;
     /// Every project's references, with the project's path.
     fn references(&self) -> Result<Vec<(String, Reference)>, StoreError>;
     /// Replaces the derived graph in one transaction, unconditionally.

@@ -1,7 +1,7 @@
 //! The embedded SQLite store: one file, WAL journal, one connection behind a mutex (SQLite
 //! serialises writers anyway, and every operation here is short).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -9,9 +9,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::migrations::MIGRATIONS;
 use super::{
-    DeriveFn, Edge, External, NewEvent, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference,
-    ReplaceOutcome, Resolution, ResolveInput, ResolveLookup, ResolveVersions, Store, StoreError,
-    StoredCascade, StoredEvent, Warning,
+    DeriveFn, Edge, External, FileBlobs, NewEvent, PrefixRule, ProjectRecord, ProjectScan, RefKind,
+    Reference, ReplaceOutcome, Resolution, ResolveInput, ResolveLookup, ResolveVersions, Store,
+    StoreError, StoredCascade, StoredEvent, Warning,
 };
 use crate::discover::image::normalise_prefix;
 
@@ -352,9 +352,66 @@ impl Store for SqliteStore {
             for w in &scan.warnings {
                 warn.execute(params![id, w.file, w.line, w.message])?;
             }
+            tx.execute("DELETE FROM project_files WHERE project_id = ?1", [id])?;
+            let mut file = tx.prepare_cached(
+                "INSERT INTO project_files (project_id, file, blob_id) VALUES (?1, ?2, ?3)",
+            )?;
+            for (path, blob) in &scan.files {
+                file.execute(params![id, path, blob])?;
+            }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn file_blobs(&self) -> Result<HashMap<u64, FileBlobs>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT project_id, file, blob_id FROM project_files")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)? as u64,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out: HashMap<u64, FileBlobs> = HashMap::new();
+        for row in rows {
+            let (id, file, blob) = row?;
+            out.entry(id).or_default().insert(file, blob);
+        }
+        Ok(out)
+    }
+
+    fn project_file_blobs(&self, id: u64) -> Result<FileBlobs, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT file, blob_id FROM project_files WHERE project_id = ?1")?;
+        let rows = stmt.query_map([id as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn project_findings(&self, id: u64) -> Result<(Vec<Reference>, Vec<Warning>), StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT kind, file, line, value FROM refs WHERE project_id = ?1 ORDER BY rowid",
+        )?;
+        let refs = stmt
+            .query_map([id as i64], |row| {
+                Ok(Reference {
+                    kind: RefKind::parse(&row.get::<_, String>(0)?),
+                    file: row.get(1)?,
+                    line: row.get::<_, i64>(2)? as u32,
+                    value: row.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT p.path, w.file, w.line, w.message FROM scan_warnings w JOIN projects p ON p.id = w.project_id WHERE w.project_id = ?1 ORDER BY w.rowid",
+        )?;
+        let warnings = stmt
+            .query_map([id as i64], read_warning)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((refs, warnings))
     }
 
     fn update_records(&self, records: &[ProjectRecord]) -> Result<(), StoreError> {
@@ -766,6 +823,7 @@ mod tests {
                 })
                 .collect(),
             warnings: vec![],
+            files: FileBlobs::from([("Dockerfile".to_owned(), format!("blob-{id}"))]),
         }
     }
 
@@ -781,6 +839,30 @@ mod tests {
             .map(|(p, r)| format!("{p}={}", r.value))
             .collect();
         assert_eq!(values, ["g/a=w", "g/b=z"]);
+    }
+
+    #[test]
+    fn file_blobs_and_findings_are_kept_per_project() {
+        let s = SqliteStore::in_memory().unwrap();
+        let mut a = scan(1, "g/a", &["x", "y"]);
+        a.warnings.push(Warning {
+            project: "g/a".into(),
+            file: Some("Dockerfile".into()),
+            line: Some(2),
+            message: "odd".into(),
+        });
+        s.save_scans(&[a.clone(), scan(2, "g/b", &["z"])]).unwrap();
+        assert_eq!(s.project_file_blobs(1).unwrap(), a.files);
+        assert_eq!(s.file_blobs().unwrap().len(), 2);
+        let (refs, warnings) = s.project_findings(1).unwrap();
+        assert_eq!((refs, warnings), (a.refs.clone(), a.warnings.clone()));
+        // A re-read replaces the blob ids; removing the project drops them.
+        let mut again = scan(1, "g/a", &[]);
+        again.files.clear();
+        s.save_scans(&[again]).unwrap();
+        assert!(s.project_file_blobs(1).unwrap().is_empty());
+        s.remove_projects(&[2]).unwrap();
+        assert!(s.file_blobs().unwrap().is_empty());
     }
 
     #[test]

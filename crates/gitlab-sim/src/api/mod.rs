@@ -40,6 +40,14 @@ pub(crate) fn router(sim: Sim) -> Router {
             get(repository::get_file).head(repository::head_file),
         )
         .route(
+            "/api/v4/projects/{id}/repository/tree",
+            get(repository::tree),
+        )
+        .route(
+            "/api/v4/projects/{id}/repository/blobs/{sha}/raw",
+            get(repository::blob_raw),
+        )
+        .route(
             "/api/v4/projects/{id}/repository/branches",
             get(repository::branches),
         )
@@ -121,6 +129,9 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
+    *lock(&sim.inner.endpoint_counts)
+        .entry(crate::model::Endpoint::of_path(&path))
+        .or_insert(0) += 1;
     if !sim.inner.opts.latency.is_zero() {
         tokio::time::sleep(sim.inner.opts.latency).await;
     }

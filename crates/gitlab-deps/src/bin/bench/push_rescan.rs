@@ -117,6 +117,7 @@ pub async fn bench_push_rescan(
                 })
                 .collect(),
             warnings: Vec::new(),
+            files: Default::default(),
         });
         if batch.len() == 5_000 {
             store.save_scans(&batch)?;
