@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
@@ -41,13 +42,13 @@ fn warn_unknown_source(source: &str) {
 }
 
 /// True when the request carries the configured secret (compared in constant time).
-fn authorised(headers: &HeaderMap, secret: Option<&str>) -> bool {
+fn authorised(headers: &HeaderMap, secret: Option<&SecretString>) -> bool {
     let Some(secret) = secret else { return true };
     let given = headers
         .get("x-gitlab-token")
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    bool::from(given.ct_eq(secret.as_bytes()))
+    bool::from(given.ct_eq(secret.expose_secret().as_bytes()))
 }
 
 /// The webhook handler.
@@ -57,7 +58,7 @@ pub(crate) async fn receive(
     body: Bytes,
 ) -> (StatusCode, String) {
     let metrics = &state.engine.metrics;
-    if !authorised(&headers, state.http.webhook_secret.as_deref()) {
+    if !authorised(&headers, state.http.webhook_secret.as_ref()) {
         metrics.webhook("unknown", "unauthorized");
         tracing::warn!("rejected a webhook with a missing or wrong X-Gitlab-Token");
         return (
@@ -143,12 +144,13 @@ mod tests {
 
     #[test]
     fn secrets_must_match_exactly() {
+        let secret = SecretString::from("s3cret");
         let mut h = HeaderMap::new();
-        assert!(!authorised(&h, Some("s3cret")));
+        assert!(!authorised(&h, Some(&secret)));
         assert!(authorised(&h, None));
         h.insert("x-gitlab-token", HeaderValue::from_static("s3cre"));
-        assert!(!authorised(&h, Some("s3cret")));
+        assert!(!authorised(&h, Some(&secret)));
         h.insert("x-gitlab-token", HeaderValue::from_static("s3cret"));
-        assert!(authorised(&h, Some("s3cret")));
+        assert!(authorised(&h, Some(&secret)));
     }
 }
