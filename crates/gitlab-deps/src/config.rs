@@ -227,10 +227,11 @@ pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, Config
 }
 
 /// Normalises a GitLab base URL: must be http(s); a trailing slash is added so joins keep a
-/// relative URL root (`https://example.org/gitlab/`).
+/// relative URL root (`https://example.org/gitlab/`). Credentials in the URL are refused: the URL
+/// shows in error messages and logs, and the token belongs in a file.
 pub fn parse_gitlab_url(raw: &str) -> Result<Url, ConfigError> {
     let bad = |reason: &str| ConfigError::BadUrl {
-        url: raw.to_owned(),
+        url: without_userinfo(raw.trim()),
         reason: reason.to_owned(),
     };
     let mut url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
@@ -240,6 +241,11 @@ pub fn parse_gitlab_url(raw: &str) -> Result<Url, ConfigError> {
     if url.host_str().is_none() {
         return Err(bad("no host"));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "it must not contain credentials: put the token in --token-file or GITLAB_DEPS_TOKEN",
+        ));
+    }
     url.set_query(None);
     url.set_fragment(None);
     if !url.path().ends_with('/') {
@@ -247,6 +253,20 @@ pub fn parse_gitlab_url(raw: &str) -> Result<Url, ConfigError> {
         url.set_path(&path);
     }
     Ok(url)
+}
+
+/// `raw` with anything between `://` and an `@` in the authority replaced by `***`, so an error
+/// message about a URL never repeats a password in it, even when the URL does not parse.
+fn without_userinfo(raw: &str) -> String {
+    let Some(scheme_end) = raw.find("://").map(|i| i + 3) else {
+        return raw.to_owned();
+    };
+    let rest = &raw[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &raw[..scheme_end], &rest[at..]),
+        None => raw.to_owned(),
+    }
 }
 
 /// Reads a secret (token, webhook secret) from a file: surrounding whitespace trimmed, must not be empty.
@@ -546,6 +566,28 @@ listen = "0.0.0.0:8080"
         assert_eq!(url.as_str(), "https://example.org/gitlab/");
         assert!(parse_gitlab_url("ftp://x").is_err());
         assert!(parse_gitlab_url("not a url").is_err());
+    }
+
+    #[test]
+    fn gitlab_url_with_credentials_is_refused_without_repeating_them() {
+        for raw in [
+            "https://user:hunter2@example.org/",
+            "https://hunter2@example.org",
+            "https://oauth2:hunter2@exa mple.org/",
+            "ftp://u:hunter2@example.org/",
+        ] {
+            let err = parse_gitlab_url(raw).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{raw}: {err}");
+            assert!(
+                err.contains("example.org") || err.contains("exa mple"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            without_userinfo("https://a:b@h/x@y"),
+            "https://***@h/x@y".to_owned()
+        );
+        assert_eq!(without_userinfo("https://h/x@y"), "https://h/x@y");
     }
 
     #[test]
