@@ -1,13 +1,21 @@
 //! Configuration: a TOML file merged under command-line flags and environment variables.
 //!
 //! Precedence is flag > environment > config file > default. Clap resolves the first two (every global
-//! flag has an `env` fallback); [`Settings::resolve`] fills what is still unset from the file.
+//! flag has an `env` fallback); the accessors of [`crate::cli::Context`] (`gitlab_url`, `token`,
+//! `gitlab_options`, ...) fill what is still unset from the file. The API token and the webhook
+//! secret have no flag of their own: their variables (`GITLAB_DEPS_TOKEN`,
+//! `GITLAB_DEPS_WEBHOOK_SECRET`) are read there too, with [`secret_from_env`].
+//!
+//! Secrets (the API token, the webhook secret) are [`SecretString`]s from the moment they are read:
+//! their `Debug` shows no text, and they are wiped from memory when dropped.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use secrecy::SecretString;
+use secrecy::zeroize::Zeroize;
 use serde::Deserialize;
 use url::Url;
 
@@ -50,8 +58,8 @@ pub enum ConfigError {
         "no GitLab token: pass --token-file FILE, set GITLAB_DEPS_TOKEN, or put token_file in the config file"
     )]
     MissingToken,
-    /// The token file could not be read or is empty.
-    #[error("cannot read token file {path}: {reason}")]
+    /// A secret file (API token, webhook secret) could not be read or is empty.
+    #[error("cannot read secret file {path}: {reason}")]
     TokenFile {
         /// The file.
         path: PathBuf,
@@ -219,10 +227,11 @@ pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, Config
 }
 
 /// Normalises a GitLab base URL: must be http(s); a trailing slash is added so joins keep a
-/// relative URL root (`https://example.org/gitlab/`).
+/// relative URL root (`https://example.org/gitlab/`). Credentials in the URL are refused: the URL
+/// shows in error messages and logs, and the token belongs in a file.
 pub fn parse_gitlab_url(raw: &str) -> Result<Url, ConfigError> {
     let bad = |reason: &str| ConfigError::BadUrl {
-        url: raw.to_owned(),
+        url: without_userinfo(raw.trim()),
         reason: reason.to_owned(),
     };
     let mut url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
@@ -231,6 +240,11 @@ pub fn parse_gitlab_url(raw: &str) -> Result<Url, ConfigError> {
     }
     if url.host_str().is_none() {
         return Err(bad("no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "it must not contain credentials: put the token in --token-file or GITLAB_DEPS_TOKEN",
+        ));
     }
     url.set_query(None);
     url.set_fragment(None);
@@ -241,20 +255,45 @@ pub fn parse_gitlab_url(raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// `raw` with anything between `://` and an `@` in the authority replaced by `***`, so an error
+/// message about a URL never repeats a password in it, even when the URL does not parse.
+fn without_userinfo(raw: &str) -> String {
+    let Some(scheme_end) = raw.find("://").map(|i| i + 3) else {
+        return raw.to_owned();
+    };
+    let rest = &raw[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &raw[..scheme_end], &rest[at..]),
+        None => raw.to_owned(),
+    }
+}
+
 /// Reads a secret (token, webhook secret) from a file: surrounding whitespace trimmed, must not be empty.
-pub fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::TokenFile {
+/// Error messages name the file, never its content.
+pub fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
+    let mut text = std::fs::read_to_string(path).map_err(|e| ConfigError::TokenFile {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    let secret = text.trim();
-    if secret.is_empty() {
+    let secret = SecretString::from(text.trim());
+    let empty = text.trim().is_empty();
+    text.zeroize();
+    if empty {
         return Err(ConfigError::TokenFile {
             path: path.to_owned(),
             reason: "the file is empty".into(),
         });
     }
-    Ok(secret.to_owned())
+    Ok(secret)
+}
+
+/// A secret from an environment variable, trimmed; `None` when unset, not Unicode or blank.
+pub fn secret_from_env(name: &str) -> Option<SecretString> {
+    let mut value = std::env::var(name).ok()?;
+    let secret = (!value.trim().is_empty()).then(|| SecretString::from(value.trim()));
+    value.zeroize();
+    secret
 }
 
 /// A set of project path globs (`apps/*`, `legacy/**`). `*` does not cross `/`; `**` does.
@@ -444,6 +483,7 @@ pub fn default_db_path() -> Result<PathBuf, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn parses_a_full_config() {
@@ -529,11 +569,34 @@ listen = "0.0.0.0:8080"
     }
 
     #[test]
+    fn gitlab_url_with_credentials_is_refused_without_repeating_them() {
+        for raw in [
+            "https://user:hunter2@example.org/",
+            "https://hunter2@example.org",
+            "https://oauth2:hunter2@exa mple.org/",
+            "ftp://u:hunter2@example.org/",
+        ] {
+            let err = parse_gitlab_url(raw).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{raw}: {err}");
+            assert!(
+                err.contains("example.org") || err.contains("exa mple"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            without_userinfo("https://a:b@h/x@y"),
+            "https://***@h/x@y".to_owned()
+        );
+        assert_eq!(without_userinfo("https://h/x@y"), "https://h/x@y");
+    }
+
+    #[test]
     fn secret_files_are_trimmed_and_must_not_be_empty() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t");
         std::fs::write(&f, "  abc\n").unwrap();
-        assert_eq!(read_secret_file(&f).unwrap(), "abc");
+        assert_eq!(read_secret_file(&f).unwrap().expose_secret(), "abc");
+        assert!(!format!("{:?}", read_secret_file(&f).unwrap()).contains("abc"));
         std::fs::write(&f, "\n").unwrap();
         assert!(read_secret_file(&f).is_err());
         assert!(read_secret_file(&dir.path().join("missing")).is_err());

@@ -94,7 +94,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let base_url = Url::parse(&format!("{sim_url}/"))?;
     let gitlab = GitLab::new(GitLabOptions {
         base_url: base_url.clone(),
-        token: sim.token(),
+        token: sim.token().into(),
         concurrency: 8,
         timeout: Duration::from_secs(10),
         retry: RetryPolicy::default(),
@@ -134,7 +134,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     )?);
     let (listener, addr) = server::bind(&opts.listen).await?;
     let server_url = format!("http://{addr}");
-    let secret = uuid::Uuid::new_v4().simple().to_string();
+    let secret = secrecy::SecretString::from(uuid::Uuid::new_v4().simple().to_string());
     let hooks = sync_hooks(
         &gitlab,
         store.as_ref(),

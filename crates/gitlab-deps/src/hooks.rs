@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::Sha256;
 
@@ -37,8 +38,8 @@ pub enum HooksError {
 pub struct SyncOptions {
     /// The full hook URL (`<public url>/hooks/gitlab`).
     pub url: String,
-    /// The shared secret GitLab sends back as `X-Gitlab-Token`.
-    pub secret: String,
+    /// The shared secret GitLab sends back as `X-Gitlab-Token` (its `Debug` shows no text).
+    pub secret: SecretString,
     /// Rewrite every hook with the secret, even those whose fingerprint matches.
     pub rotate_secret: bool,
     /// Only report what would change.
@@ -120,10 +121,10 @@ impl HookSummary {
 /// The hook settings gitlab-deps needs: pipeline events, and pushes to the default branch only.
 /// `branch` `None` (an empty repository, or a group hook over projects with different default
 /// branches) delivers pushes to every branch.
-pub fn hook_spec(url: &str, secret: &str, branch: Option<&str>) -> HookSpec {
+pub fn hook_spec(url: &str, secret: &SecretString, branch: Option<&str>) -> HookSpec {
     HookSpec {
         url: url.to_owned(),
-        token: secret.to_owned(),
+        token: secret.clone(),
         push_events: true,
         pipeline_events: true,
         tag_push_events: false,
@@ -181,15 +182,16 @@ pub fn drift(hook: &Hook, spec: &HookSpec) -> Vec<&'static str> {
     out
 }
 
-/// The keyed fingerprint of a hook's URL and secret, hex.
-pub fn fingerprint(key: &[u8], url: &str, secret: &str) -> String {
+/// The keyed fingerprint of a hook's URL and secret, hex. Without the per-database key it tells
+/// nothing about the secret.
+pub fn fingerprint(key: &[u8], url: &str, secret: &SecretString) -> String {
     // A key of any length is valid for HMAC; the fallback is never taken.
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
         return String::new();
     };
     mac.update(url.as_bytes());
     mac.update(&[0]);
-    mac.update(secret.as_bytes());
+    mac.update(secret.expose_secret().as_bytes());
     mac.finalize()
         .into_bytes()
         .iter()
@@ -649,6 +651,10 @@ pub async fn remove_hooks(
 mod tests {
     use super::*;
 
+    fn s(text: &str) -> SecretString {
+        SecretString::from(text)
+    }
+
     fn listed(spec: &HookSpec) -> Hook {
         Hook {
             id: 7,
@@ -674,9 +680,9 @@ mod tests {
             https in proptest::bool::ANY,
         ) {
             let url = if https { "https://d.example/hooks/gitlab" } else { "http://d.example/hooks/gitlab" };
-            let spec = hook_spec(url, "s", branch.as_deref());
+            let spec = hook_spec(url, &s("s"), branch.as_deref());
             proptest::prop_assert!(drift(&listed(&spec), &spec).is_empty());
-            let other = hook_spec(url, "s", Some("some-other-branch"));
+            let other = hook_spec(url, &s("s"), Some("some-other-branch"));
             if branch.as_deref() != Some("some-other-branch") {
                 proptest::prop_assert!(drift(&listed(&spec), &other).contains(&"branch filter"));
             }
@@ -685,13 +691,13 @@ mod tests {
 
     #[test]
     fn a_hook_as_we_left_it_has_no_drift() {
-        let spec = hook_spec("https://deps.example/hooks/gitlab", "s", Some("main"));
+        let spec = hook_spec("https://deps.example/hooks/gitlab", &s("s"), Some("main"));
         assert!(drift(&listed(&spec), &spec).is_empty());
     }
 
     #[test]
     fn older_gitlab_without_strategy_or_with_nulls_is_not_drift() {
-        let spec = hook_spec("http://deps.example/hooks/gitlab", "s", None);
+        let spec = hook_spec("http://deps.example/hooks/gitlab", &s("s"), None);
         let mut hook = listed(&spec);
         hook.branch_filter_strategy = None;
         hook.push_events_branch_filter = None;
@@ -707,7 +713,7 @@ mod tests {
 
     #[test]
     fn each_drifted_setting_is_named() {
-        let spec = hook_spec("https://deps.example/hooks/gitlab", "s", Some("main"));
+        let spec = hook_spec("https://deps.example/hooks/gitlab", &s("s"), Some("main"));
         let mut hook = listed(&spec);
         hook.pipeline_events = false;
         hook.push_events_branch_filter = Some("master".into());
@@ -720,14 +726,17 @@ mod tests {
 
     #[test]
     fn the_fingerprint_depends_on_key_url_and_secret() {
-        let a = fingerprint(b"k1", "http://u/", "s");
+        let a = fingerprint(b"k1", "http://u/", &s("s"));
         assert_eq!(a.len(), 64);
-        assert_eq!(a, fingerprint(b"k1", "http://u/", "s"));
-        assert_ne!(a, fingerprint(b"k2", "http://u/", "s"));
-        assert_ne!(a, fingerprint(b"k1", "http://v/", "s"));
-        assert_ne!(a, fingerprint(b"k1", "http://u/", "t"));
+        assert_eq!(a, fingerprint(b"k1", "http://u/", &s("s")));
+        assert_ne!(a, fingerprint(b"k2", "http://u/", &s("s")));
+        assert_ne!(a, fingerprint(b"k1", "http://v/", &s("s")));
+        assert_ne!(a, fingerprint(b"k1", "http://u/", &s("t")));
         // The separator keeps URL and secret apart.
-        assert_ne!(fingerprint(b"k", "ab", "c"), fingerprint(b"k", "a", "bc"));
+        assert_ne!(
+            fingerprint(b"k", "ab", &s("c")),
+            fingerprint(b"k", "a", &s("bc"))
+        );
         assert!(!a.contains('s') || a.chars().all(|c| c.is_ascii_hexdigit()));
     }
 

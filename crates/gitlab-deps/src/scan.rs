@@ -1528,7 +1528,7 @@ mod tests {
         let url = Url::parse(&sim.start().await.unwrap()).unwrap();
         let gitlab = GitLab::new(GitLabOptions {
             base_url: url.clone(),
-            token: sim.token(),
+            token: sim.token().into(),
             concurrency: 4,
             timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),

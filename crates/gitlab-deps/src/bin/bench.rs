@@ -413,7 +413,7 @@ async fn bench_scan(
     let instance = Url::parse(&url).context("gitlab-sim returned a bad URL")?;
     let gitlab = GitLab::new(GitLabOptions {
         base_url: instance.clone(),
-        token: sim.token(),
+        token: sim.token().into(),
         concurrency,
         timeout: Duration::from_secs(30),
         retry: RetryPolicy::default(),
@@ -738,7 +738,7 @@ impl ScannedService {
         let base = Url::parse(&format!("{url}/"))?;
         let gitlab = GitLab::new(GitLabOptions {
             base_url: base.clone(),
-            token: sim.token(),
+            token: sim.token().into(),
             concurrency: 8,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
@@ -855,7 +855,7 @@ async fn bench_cascade(
     }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let http = HttpOptions {
-        webhook_secret: Some(secret.to_owned()),
+        webhook_secret: Some(secret.into()),
         max_body_bytes: 5 << 20,
     };
     let server_task = tokio::spawn(server::run(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use secrecy::SecretString;
 use url::Url;
 
 use super::GlobalArgs;
@@ -60,14 +61,12 @@ impl Context {
     }
 
     /// The API token: `--token-file`, else `GITLAB_DEPS_TOKEN`, else the config's `token_file`.
-    pub fn token(&self) -> anyhow::Result<String> {
+    pub fn token(&self) -> anyhow::Result<SecretString> {
         if let Some(path) = &self.args.token_file {
             return Ok(config::read_secret_file(path)?);
         }
-        if let Ok(token) = std::env::var("GITLAB_DEPS_TOKEN")
-            && !token.trim().is_empty()
-        {
-            return Ok(token.trim().to_owned());
+        if let Some(token) = config::secret_from_env("GITLAB_DEPS_TOKEN") {
+            return Ok(token);
         }
         if let Some(path) = &self.file.token_file {
             return Ok(config::read_secret_file(path)?);
@@ -85,19 +84,24 @@ impl Context {
 
     /// A GitLab client.
     pub fn gitlab(&self) -> anyhow::Result<GitLab> {
+        Ok(GitLab::new(self.gitlab_options()?)?)
+    }
+
+    /// How to reach GitLab, resolved from flags, environment and config file.
+    pub fn gitlab_options(&self) -> anyhow::Result<GitLabOptions> {
         let timeout = match &self.file.request_timeout {
             Some(v) => config::parse_duration("request_timeout", v)?,
             None => Duration::from_secs(30),
         };
         let concurrency = self.args.concurrency.or(self.file.concurrency).unwrap_or(8);
         anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
-        Ok(GitLab::new(GitLabOptions {
+        Ok(GitLabOptions {
             base_url: self.gitlab_url()?,
             token: self.token()?,
             concurrency,
             timeout,
             retry: RetryPolicy::default(),
-        })?)
+        })
     }
 
     /// Discovery settings.
@@ -108,5 +112,81 @@ impl Context {
     /// The stored graph.
     pub fn graph(&self, store: &dyn Store) -> anyhow::Result<DepGraph> {
         crate::scan::load_graph(store).context("cannot load the dependency graph")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::hooks_cmd::webhook_secret;
+    use crate::hooks::{SyncOptions, hook_spec};
+    use crate::server::HttpOptions;
+    use secrecy::ExposeSecret;
+
+    /// Every settings struct a secret passes through, resolved from files as the commands do,
+    /// formats without the secret's text.
+    #[test]
+    fn debug_output_of_resolved_settings_shows_no_secret() {
+        const TOKEN: &str = "glpat-token-sentinel-4711";
+        const SECRET: &str = "webhook-secret-sentinel-0815";
+        let dir = tempfile::tempdir().unwrap();
+        let (token_file, secret_file, config) = (
+            dir.path().join("token"),
+            dir.path().join("secret"),
+            dir.path().join("config.toml"),
+        );
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "gitlab_url = \"https://git.example.org\"\ntoken_file = {token_file:?}\n\
+                 [serve]\nwebhook_secret_file = {secret_file:?}\n"
+            ),
+        )
+        .unwrap();
+        let ctx = Context::new(GlobalArgs {
+            config: Some(config),
+            token_file: Some(token_file),
+            ..GlobalArgs::default()
+        })
+        .unwrap();
+
+        let options = ctx.gitlab_options().unwrap();
+        let secret = webhook_secret(&ctx, ctx.file.serve.webhook_secret_file.as_ref())
+            .unwrap()
+            .unwrap();
+        // They were read: the test would pass vacuously otherwise.
+        assert_eq!(options.token.expose_secret(), TOKEN);
+        assert_eq!(secret.expose_secret(), SECRET);
+
+        let sync = SyncOptions {
+            url: "https://deps.example/hooks/gitlab".into(),
+            secret: secret.clone(),
+            rotate_secret: false,
+            dry_run: false,
+            groups: Vec::new(),
+        };
+        let spec = hook_spec(&sync.url, &sync.secret, Some("main"));
+        let http = HttpOptions {
+            webhook_secret: Some(secret),
+            max_body_bytes: 1,
+        };
+        let printed = [
+            format!("{:?}", ctx.args),
+            format!("{:?}", ctx.file),
+            format!("{options:?}"),
+            format!("{options:#?}"),
+            format!("{sync:?}"),
+            format!("{spec:?}"),
+            format!("{http:?}"),
+        ];
+        for text in printed {
+            assert!(!text.contains(TOKEN), "token in {text}");
+            assert!(!text.contains(SECRET), "webhook secret in {text}");
+            assert!(!text.contains("sentinel"), "part of a secret in {text}");
+        }
+        // The hook body is the one place the webhook secret is written out.
+        assert_eq!(serde_json::to_value(&spec).unwrap()["token"], SECRET);
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use secrecy::SecretString;
 
 use super::output::print_json;
 use super::{Context, ScanArgs};
@@ -82,14 +83,15 @@ pub struct UpdateArgs {
 }
 
 /// The webhook secret: the flag's file, then GITLAB_DEPS_WEBHOOK_SECRET, then the config's file.
-pub fn webhook_secret(ctx: &Context, file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+pub fn webhook_secret(
+    ctx: &Context,
+    file: Option<&PathBuf>,
+) -> anyhow::Result<Option<SecretString>> {
     if let Some(path) = file {
         return Ok(Some(config::read_secret_file(path)?));
     }
-    if let Ok(secret) = std::env::var("GITLAB_DEPS_WEBHOOK_SECRET")
-        && !secret.trim().is_empty()
-    {
-        return Ok(Some(secret.trim().to_owned()));
+    if let Some(secret) = config::secret_from_env("GITLAB_DEPS_WEBHOOK_SECRET") {
+        return Ok(Some(secret));
     }
     if let Some(path) = &ctx.file.serve.webhook_secret_file {
         return Ok(Some(config::read_secret_file(path)?));

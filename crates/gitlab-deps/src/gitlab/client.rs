@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::HeaderValue;
 use reqwest::{Method, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use url::Url;
@@ -22,8 +24,8 @@ const TREE_PER_PAGE: u32 = 100;
 pub struct GitLabOptions {
     /// Instance base URL (`https://git.example.org/`, may have a path).
     pub base_url: Url,
-    /// API token sent as `PRIVATE-TOKEN`.
-    pub token: String,
+    /// API token sent as `PRIVATE-TOKEN` (its `Debug` shows no text).
+    pub token: SecretString,
     /// Requests in flight at once.
     pub concurrency: usize,
     /// Timeout for one request.
@@ -50,10 +52,20 @@ pub struct GitLab {
 pub(super) struct Inner {
     http: reqwest::Client,
     pub(super) api: Url,
-    token: String,
+    /// The `PRIVATE-TOKEN` value, marked sensitive so HTTP-layer `Debug` output hides it.
+    token: HeaderValue,
     permits: Semaphore,
     retry: RetryPolicy,
     requests: AtomicU64,
+}
+
+/// The `PRIVATE-TOKEN` header value: the one place the token's text is read. The error does not
+/// repeat the token.
+fn token_header(token: &SecretString) -> Result<HeaderValue, GitLabError> {
+    let mut value =
+        HeaderValue::from_str(token.expose_secret()).map_err(|_| GitLabError::InvalidToken)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// URL-encodes one path segment (`group/sub` -> `group%2Fsub`).
@@ -62,8 +74,10 @@ pub(crate) fn encode(segment: &str) -> String {
 }
 
 impl GitLab {
-    /// Builds a client. Fails only if the TLS backend cannot initialise.
+    /// Builds a client. Fails if the TLS backend cannot initialise or the token cannot be sent as
+    /// a header.
     pub fn new(options: GitLabOptions) -> Result<Self, GitLabError> {
+        let token = token_header(&options.token)?;
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
@@ -89,7 +103,7 @@ impl GitLab {
             inner: Arc::new(Inner {
                 http,
                 api,
-                token: options.token,
+                token,
                 permits: Semaphore::new(options.concurrency.max(1)),
                 retry: options.retry,
                 requests: AtomicU64::new(0),
@@ -153,7 +167,7 @@ impl GitLab {
                 .inner
                 .http
                 .request(method.clone(), url.clone())
-                .header("PRIVATE-TOKEN", &self.inner.token);
+                .header("PRIVATE-TOKEN", self.inner.token.clone());
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -483,4 +497,19 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_header_is_sensitive_and_errors_do_not_repeat_it() {
+        let value = token_header(&SecretString::from("glpat-sentinel")).unwrap();
+        assert!(value.is_sensitive());
+        assert_eq!(value.as_bytes(), b"glpat-sentinel");
+        assert!(!format!("{value:?}").contains("sentinel"));
+        let err = token_header(&SecretString::from("glpat-sen\ntinel")).unwrap_err();
+        assert!(!err.to_string().contains("sen"), "{err}");
+    }
 }

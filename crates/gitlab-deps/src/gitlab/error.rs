@@ -62,6 +62,12 @@ pub enum GitLabError {
         /// The last error.
         reason: String,
     },
+    /// The configured token cannot be sent as an HTTP header (a stray control character, say). The
+    /// message does not repeat the token.
+    #[error(
+        "the GitLab token contains characters an HTTP header cannot carry: check --token-file or GITLAB_DEPS_TOKEN"
+    )]
+    InvalidToken,
     /// The answer was not what the API documents.
     #[error("unexpected answer from GitLab to {what}: {reason}")]
     Decode {

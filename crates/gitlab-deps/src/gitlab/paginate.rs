@@ -232,7 +232,7 @@ mod tests {
         let url = sim.start().await.unwrap();
         let gitlab = GitLab::new(GitLabOptions {
             base_url: Url::parse(&url).unwrap(),
-            token: sim.token(),
+            token: sim.token().into(),
             concurrency: 2,
             timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),

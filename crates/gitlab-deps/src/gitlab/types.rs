@@ -1,5 +1,6 @@
 //! The GitLab API objects we read, with only the fields we use.
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// A project as listed by `GET /projects` or `GET /groups/:id/projects`.
@@ -177,12 +178,13 @@ fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Erro
 }
 
 /// Settings for creating or updating a hook.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize)]
 pub struct HookSpec {
     /// Target URL.
     pub url: String,
-    /// Secret sent back as `X-Gitlab-Token`.
-    pub token: String,
+    /// Secret sent back as `X-Gitlab-Token`; its text appears only in the request body.
+    #[serde(serialize_with = "expose")]
+    pub token: SecretString,
     /// Deliver push events.
     pub push_events: bool,
     /// Deliver pipeline events.
@@ -197,6 +199,11 @@ pub struct HookSpec {
     pub push_events_branch_filter: String,
     /// How GitLab reads the filter; older versions ignore it and read a wildcard.
     pub branch_filter_strategy: String,
+}
+
+/// Writes a secret's text: only for the body of the request that hands it to GitLab.
+fn expose<S: serde::Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose_secret())
 }
 
 #[cfg(test)]

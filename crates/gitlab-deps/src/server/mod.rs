@@ -21,6 +21,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -55,7 +56,8 @@ pub enum ServerError {
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// The webhook secret (`X-Gitlab-Token`); `None` only with `--insecure-no-webhook-secret`.
-    pub webhook_secret: Option<String>,
+    /// Its `Debug` shows no text.
+    pub webhook_secret: Option<SecretString>,
     /// Largest accepted body.
     pub max_body_bytes: usize,
 }

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
@@ -40,14 +42,24 @@ fn warn_unknown_source(source: &str) {
     }
 }
 
-/// True when the request carries the configured secret (compared in constant time).
-fn authorised(headers: &HeaderMap, secret: Option<&str>) -> bool {
+/// True when the request carries the configured secret. A missing or empty token never matches.
+fn authorised(headers: &HeaderMap, secret: Option<&SecretString>) -> bool {
     let Some(secret) = secret else { return true };
     let given = headers
         .get("x-gitlab-token")
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    bool::from(given.ct_eq(secret.as_bytes()))
+    !given.is_empty() && secrets_match(given, secret.expose_secret().as_bytes())
+}
+
+/// Compares two secrets without the time taken telling anything about either: both are hashed
+/// to fixed-size digests first, so neither the position of the first difference nor a length
+/// mismatch shortens the comparison (a plain `ct_eq` on the texts returns at once when the
+/// lengths differ, revealing the secret's length).
+fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
+    let given = Sha256::digest(given);
+    let expected = Sha256::digest(expected);
+    bool::from(given.as_slice().ct_eq(expected.as_slice()))
 }
 
 /// The webhook handler.
@@ -57,7 +69,7 @@ pub(crate) async fn receive(
     body: Bytes,
 ) -> (StatusCode, String) {
     let metrics = &state.engine.metrics;
-    if !authorised(&headers, state.http.webhook_secret.as_deref()) {
+    if !authorised(&headers, state.http.webhook_secret.as_ref()) {
         metrics.webhook("unknown", "unauthorized");
         tracing::warn!("rejected a webhook with a missing or wrong X-Gitlab-Token");
         return (
@@ -143,12 +155,51 @@ mod tests {
 
     #[test]
     fn secrets_must_match_exactly() {
+        let secret = SecretString::from("s3cret");
         let mut h = HeaderMap::new();
-        assert!(!authorised(&h, Some("s3cret")));
+        assert!(!authorised(&h, Some(&secret)));
         assert!(authorised(&h, None));
         h.insert("x-gitlab-token", HeaderValue::from_static("s3cre"));
-        assert!(!authorised(&h, Some("s3cret")));
+        assert!(!authorised(&h, Some(&secret)));
         h.insert("x-gitlab-token", HeaderValue::from_static("s3cret"));
-        assert!(authorised(&h, Some("s3cret")));
+        assert!(authorised(&h, Some(&secret)));
+        // An empty header never matches, not even a (misconfigured) empty secret.
+        h.insert("x-gitlab-token", HeaderValue::from_static(""));
+        assert!(!authorised(&h, Some(&secret)));
+        assert!(!authorised(&h, Some(&SecretString::from(""))));
+    }
+
+    #[test]
+    fn the_comparison_is_exact_whatever_the_lengths() {
+        // Equal.
+        assert!(secrets_match(b"s3cret", b"s3cret"));
+        // Different, same length: first, middle and last byte.
+        assert!(!secrets_match(b"x3cret", b"s3cret"));
+        assert!(!secrets_match(b"s3xret", b"s3cret"));
+        assert!(!secrets_match(b"s3crex", b"s3cret"));
+        // Different lengths, including a prefix and an extension of the secret.
+        assert!(!secrets_match(b"s3cre", b"s3cret"));
+        assert!(!secrets_match(b"s3crett", b"s3cret"));
+        assert!(!secrets_match(
+            b"a-much-longer-guess-than-the-secret",
+            b"s3cret"
+        ));
+        // Empty on either side.
+        assert!(!secrets_match(b"", b"s3cret"));
+        assert!(!secrets_match(b"s3cret", b""));
+        // Two empty inputs are equal as bytes; `authorised` rejects an empty token before this.
+        assert!(secrets_match(b"", b""));
+    }
+
+    proptest::proptest! {
+        /// The digest comparison agrees with plain equality on any bytes.
+        #[test]
+        fn the_comparison_agrees_with_equality(
+            a in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
+            b in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
+        ) {
+            proptest::prop_assert_eq!(secrets_match(&a, &b), a == b);
+            proptest::prop_assert!(secrets_match(&a, &a));
+        }
     }
 }

@@ -87,7 +87,7 @@ pub async fn bench_hooks(n: usize, latency: Duration, concurrency: usize) -> any
     let url = sim.start().await.context("cannot start gitlab-sim")?;
     let gitlab = GitLab::new(GitLabOptions {
         base_url: Url::parse(&url).context("gitlab-sim returned a bad URL")?,
-        token: sim.token(),
+        token: sim.token().into(),
         concurrency,
         timeout: Duration::from_secs(30),
         retry: RetryPolicy::default(),
@@ -95,7 +95,7 @@ pub async fn bench_hooks(n: usize, latency: Duration, concurrency: usize) -> any
     let store = SqliteStore::in_memory()?;
     let options = SyncOptions {
         url: "https://deps.example/hooks/gitlab".to_owned(),
-        secret: "bench-secret".to_owned(),
+        secret: "bench-secret".into(),
         rotate_secret: false,
         dry_run: false,
         groups: Vec::new(),

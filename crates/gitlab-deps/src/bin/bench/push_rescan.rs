@@ -142,7 +142,7 @@ pub async fn bench_push_rescan(
 
     let gitlab = GitLab::new(GitLabOptions {
         base_url: base.clone(),
-        token: sim.token(),
+        token: sim.token().into(),
         concurrency: 8,
         timeout: Duration::from_secs(30),
         retry: RetryPolicy::default(),
@@ -178,7 +178,7 @@ pub async fn bench_push_rescan(
     let server_task = tokio::spawn(server::run(
         engine.clone(),
         HttpOptions {
-            webhook_secret: Some(secret.to_owned()),
+            webhook_secret: Some(secret.into()),
             max_body_bytes: 5 << 20,
         },
         listener,

@@ -77,7 +77,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let client = |concurrency: usize| {
         GitLab::new(GitLabOptions {
             base_url: instance.clone(),
-            token: sim.token(),
+            token: sim.token().into(),
             concurrency,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
