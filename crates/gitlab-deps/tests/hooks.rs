@@ -497,3 +497,33 @@ fn on_free_a_group_keeps_its_project_hooks() {
         .stdout(predicate::str::contains("1 added"));
     assert_eq!(ours(&server, "g/a").len(), 1);
 }
+
+#[test]
+fn serve_with_sync_hooks_keeps_hooks_current_after_each_rescan() {
+    let (server, work) = scanned(&["g/a"]);
+    let _service = Service::start(
+        &work,
+        &server.url,
+        "127.0.0.1:0",
+        &[
+            "--sync-hooks",
+            "--public-url",
+            PUBLIC,
+            "--rescan-every",
+            "1s",
+        ],
+    );
+    wait_until(60, "g/a's hook installed at start", || {
+        ours(&server, "g/a").len() == 1
+    });
+    // Both changes reach the store through the service's own rescan, then its next sync.
+    server
+        .sim
+        .add_project(ProjectSpec::new("g/b").file("Dockerfile", "FROM debian\n"));
+    server.sim.set_default_branch("g/a", "develop");
+    wait_until(60, "g/b hooked and g/a's push filter following", || {
+        ours(&server, "g/b").len() == 1
+            && ours(&server, "g/a")[0].push_events_branch_filter.as_deref() == Some("develop")
+    });
+    assert_eq!(ours(&server, "g/a").len(), 1, "no duplicate hook");
+}

@@ -14,7 +14,7 @@ use super::hooks_cmd::{hook_groups, hook_url, public_url, webhook_secret};
 use super::output::{print_json, table};
 use crate::cascade::{Input, VAR_CASCADE, VAR_ROOT, VAR_UPSTREAM};
 use crate::config::{self, PathPatterns};
-use crate::hooks::{DISABLED_META, SyncOptions, sync_hooks};
+use crate::hooks::{DISABLED_META, HookSummary, SyncOptions, sync_hooks};
 use crate::scan::{DEPS_FILE, Scanner};
 use crate::server::{self, Engine, EngineOptions, HttpOptions, Snapshot, describe};
 
@@ -48,7 +48,7 @@ pub struct ServeArgs {
     /// Rescan the whole instance this often; 0s disables [default: 6h]
     #[arg(long, value_name = "DURATION")]
     pub rescan_every: Option<String>,
-    /// Install or repair the webhook on every known project at start (needs --public-url)
+    /// Install or repair the webhook on every known project at start, then after every rescan interval (needs --public-url)
     #[arg(long)]
     pub sync_hooks: bool,
 }
@@ -149,6 +149,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         ctx.registry(),
     ));
     let options = engine_options(ctx, &args)?;
+    let resync_every = options.rescan_every;
     let engine = Arc::new(Engine::new(
         Arc::clone(&store),
         gitlab.clone(),
@@ -184,39 +185,24 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         };
         let (gitlab, store, engine) = (gitlab.clone(), Arc::clone(&store), Arc::clone(&engine));
         // In the background: on a large instance this takes minutes, and webhooks must be
-        // answered meanwhile.
+        // answered meanwhile. Repeated after every rescan interval, so that new projects get a
+        // hook, a changed default branch gets its push filter and a hook GitLab disabled gets
+        // another try; a sync with nothing to change only reads.
         tokio::spawn(async move {
-            match sync_hooks(&gitlab, store.as_ref(), &projects, &options).await {
-                Ok(summary) => {
-                    engine
-                        .metrics
-                        .hooks_disabled
-                        .set(summary.still_disabled() as i64);
-                    tracing::info!(
-                        created = summary.created,
-                        updated = summary.updated,
-                        unchanged = summary.unchanged,
-                        reenabled = summary.reenabled,
-                        still_disabled = summary.still_disabled(),
-                        failed = summary.failed.len(),
-                        "webhooks synced"
-                    );
-                    for f in &summary.failed {
-                        tracing::warn!("webhook not installed: {f}");
-                    }
-                    for d in summary.disabled.iter().filter(|d| !d.reenabled) {
-                        tracing::warn!(
-                            "webhook of {} is disabled by GitLab ({}): {}",
-                            d.target,
-                            d.alert_status,
-                            d.detail.as_deref().unwrap_or("")
-                        );
-                    }
-                    for n in &summary.notes {
-                        tracing::warn!("{n}");
-                    }
+            let mut projects = projects;
+            loop {
+                match sync_hooks(&gitlab, store.as_ref(), &projects, &options).await {
+                    Ok(summary) => log_hook_sync(&summary, &engine),
+                    Err(e) => tracing::error!("webhook sync failed: {e}"),
                 }
-                Err(e) => tracing::error!("webhook sync failed: {e}"),
+                let Some(every) = resync_every else { break };
+                tokio::time::sleep(every).await;
+                let reader = Arc::clone(&store);
+                match tokio::task::spawn_blocking(move || reader.projects()).await {
+                    Ok(Ok(now)) => projects = now,
+                    Ok(Err(e)) => tracing::warn!("webhook sync skipped: {e}"),
+                    Err(e) => tracing::warn!("webhook sync skipped: {e}"),
+                }
             }
         });
     }
@@ -237,6 +223,37 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     };
     server::run(engine, http, listener, shutdown).await?;
     Ok(())
+}
+
+/// Logs what a hook sync did and updates the disabled-hooks gauge.
+fn log_hook_sync(summary: &HookSummary, engine: &Engine) {
+    engine
+        .metrics
+        .hooks_disabled
+        .set(summary.still_disabled() as i64);
+    tracing::info!(
+        created = summary.created,
+        updated = summary.updated,
+        unchanged = summary.unchanged,
+        reenabled = summary.reenabled,
+        still_disabled = summary.still_disabled(),
+        failed = summary.failed.len(),
+        "webhooks synced"
+    );
+    for f in &summary.failed {
+        tracing::warn!("webhook not installed: {f}");
+    }
+    for d in summary.disabled.iter().filter(|d| !d.reenabled) {
+        tracing::warn!(
+            "webhook of {} is disabled by GitLab ({}): {}",
+            d.target,
+            d.alert_status,
+            d.detail.as_deref().unwrap_or("")
+        );
+    }
+    for n in &summary.notes {
+        tracing::warn!("{n}");
+    }
 }
 
 /// Ctrl-C or SIGTERM (systemd's stop).
