@@ -4,10 +4,14 @@
 //! Layers, bottom up: [`discover`] (pure parsers), [`graph`] (queries over the dependency graph),
 //! [`gitlab`] (typed REST client), [`store`] (SQLite behind a trait), [`scan`] (discovery),
 //! [`cascade`] (the pure orchestration state machine), and [`cli`].
+//!
+//! Cargo feature `demo` (on by default) adds the `demo` command and its simulated GitLab; the
+//! production build leaves it out with `--no-default-features`.
 
 pub mod cascade;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod discover;
 pub mod gitlab;

@@ -1,6 +1,6 @@
 //! The deployment files under `contrib/` stay in step with the code: the example config is accepted
-//! by the real binary (unknown keys are errors) and its values are valid, and the systemd units run
-//! the right commands.
+//! by the real binary (unknown keys are errors) and its values are valid; the systemd units run
+//! the right commands, and the deployment builds are the production build (no demo, no simulator).
 
 use std::path::PathBuf;
 
@@ -127,4 +127,16 @@ fn systemd_units_run_the_right_commands() {
 
     let timer = read("systemd/gitlab-deps-scan.timer");
     assert_eq!(unit_values(&timer, "OnCalendar").len(), 1);
+}
+
+#[test]
+fn deployment_builds_leave_the_demo_and_its_simulator_out() {
+    for file in ["Containerfile", "README.md"] {
+        let text = read(file);
+        let builds: Vec<&str> = text.lines().filter(|l| l.contains("cargo build")).collect();
+        assert!(!builds.is_empty(), "{file} builds nothing");
+        for line in builds {
+            assert!(line.contains("--no-default-features"), "{file}: {line}");
+        }
+    }
 }

@@ -642,6 +642,8 @@ fn serve_refuses_to_start_without_a_secret() {
         .stderr(predicates::str::contains("no webhook secret"));
 }
 
+// Only a build with the `demo` feature (the default) has the command.
+#[cfg(feature = "demo")]
 #[test]
 fn the_demo_runs_a_cascade_end_to_end() {
     let work = Workdir::new();

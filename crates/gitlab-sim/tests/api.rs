@@ -833,6 +833,8 @@ async fn dropped_webhook_then_redelivery_and_push() {
     assert!(rec.all().is_empty());
     sim.redeliver_last("g/noci");
     assert!(sim.wait_for(WAIT, |_| rec.all().len() == 1).await);
+    // The receiver answers before the simulator records the delivery's outcome.
+    assert!(sim.wait_for(WAIT, |s| s.deliveries().len() == 2).await);
     let (h, v) = &rec.all()[0];
     assert_eq!(h["x-gitlab-event"], "Push Hook");
     assert_eq!(v["object_kind"], "push");

@@ -95,10 +95,33 @@ pub enum Command {
     /// Scan, then sync the webhooks (for a system timer)
     Update(UpdateArgs),
     /// Watch a live cascade on a simulated GitLab, all on this machine (no setup)
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
+    /// Not part of this build (it was built without the `demo` feature)
+    // Hidden, so that `--help` lists only what runs; running it says how to get the demo.
+    #[cfg(not(feature = "demo"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Demo(DemoUnavailableArgs),
 }
 
+/// `demo` in a build without the `demo` feature: takes any arguments, so that every invocation
+/// gets the same explanation instead of an argument error.
+#[cfg(not(feature = "demo"))]
+#[derive(Debug, Args)]
+pub struct DemoUnavailableArgs {
+    /// Whatever was passed.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+/// Why `demo` fails in a build without the `demo` feature, and how to get it.
+#[cfg(not(feature = "demo"))]
+pub const DEMO_UNAVAILABLE: &str = "this gitlab-deps was built without the demo (the production \
+build leaves the simulated GitLab out); run it from a source checkout with `cargo run --release -- demo`, \
+or build with the default features";
+
 /// `demo`.
+#[cfg(feature = "demo")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Address of the gitlab-deps server
@@ -197,6 +220,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => serve_cmd::status(&ctx, args),
         Command::Hooks(args) => hooks_cmd::run(&ctx, args).await,
         Command::Update(args) => hooks_cmd::update(&ctx, args).await,
+        #[cfg(not(feature = "demo"))]
+        Command::Demo(_) => anyhow::bail!(DEMO_UNAVAILABLE),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => {
             crate::demo::run(crate::demo::DemoOptions {
                 listen: args.listen,
@@ -206,6 +232,65 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+
+    /// The command list of `--help`, one command name per line.
+    fn listed_commands() -> Vec<String> {
+        Cli::command()
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name().to_owned())
+            .collect()
+    }
+
+    #[cfg(feature = "demo")]
+    #[test]
+    fn demo_is_listed_and_parses_when_built_in() {
+        assert!(listed_commands().iter().any(|c| c == "demo"));
+        assert!(Cli::command().render_help().to_string().contains("demo"));
+        let cli = Cli::try_parse_from(["gitlab-deps", "demo", "--exit-when-done"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Demo(DemoArgs {
+                exit_when_done: true,
+                ..
+            })
+        ));
+    }
+
+    #[cfg(not(feature = "demo"))]
+    #[test]
+    fn demo_is_not_advertised_without_the_feature() {
+        assert!(!listed_commands().iter().any(|c| c == "demo"));
+        assert!(!Cli::command().render_help().to_string().contains("demo"));
+    }
+
+    #[cfg(not(feature = "demo"))]
+    #[tokio::test]
+    async fn demo_without_the_feature_says_how_to_get_it_whatever_the_arguments() {
+        for args in [
+            &["gitlab-deps", "demo"][..],
+            &[
+                "gitlab-deps",
+                "demo",
+                "--exit-when-done",
+                "--pipeline-ms",
+                "50",
+            ][..],
+            &["gitlab-deps", "demo", "--help"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let err = run(cli).await.unwrap_err().to_string();
+            assert!(err.contains("built without the demo"), "{err}");
+            assert!(err.contains("cargo run --release -- demo"), "{err}");
         }
     }
 }

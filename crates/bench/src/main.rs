@@ -1,4 +1,5 @@
-//! Discovery benchmarks (see `BENCHMARKS.md`).
+//! The gitlab-deps benchmarks (see `BENCHMARKS.md`), a binary of their own crate so that neither
+//! they nor the simulator they drive are part of the tool's build.
 //!
 //! * `bench scan`: a full scan, then a re-scan of the unchanged instance, of an in-process
 //!   `gitlab-sim` with per-request latency, through the library (`Scanner`, `GitLab`, `SqliteStore`).
@@ -9,9 +10,14 @@
 //!
 //! Each subcommand is meant to run in its own process, so that the peak RSS it reports (`VmHWM`)
 //! belongs to that measurement alone. Performance is reported, never asserted.
+//!
+//! A new benchmark is a module `src/<name>.rs` declared below, a variant of [`Command`] and its arm
+//! in `main`; shared helpers (`ms`, `ratio`, `rss`, `SplitMix`, ...) are reached with `super::`.
 
-#[path = "bench/hooks.rs"]
 mod hooks;
+mod push_rescan;
+mod scan_requests;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,14 +34,6 @@ use gitlab_deps::store::{SqliteStore, Store};
 use gitlab_sim::{ProjectSpec, Sim, SimOptions};
 use serde_json::json;
 use url::Url;
-
-#[path = "bench/push_rescan.rs"]
-mod push_rescan;
-#[path = "bench/webhooks.rs"]
-mod webhooks;
-
-#[path = "bench/scan_requests.rs"]
-mod scan_requests;
 
 /// Projects per listing page (the client asks for the maximum GitLab allows).
 const PER_PAGE: u64 = 100;
