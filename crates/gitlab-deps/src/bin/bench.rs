@@ -29,6 +29,8 @@ use gitlab_sim::{ProjectSpec, Sim, SimOptions};
 use serde_json::json;
 use url::Url;
 
+#[path = "bench/engine_step.rs"]
+mod engine_step;
 #[path = "bench/push_rescan.rs"]
 mod push_rescan;
 #[path = "bench/webhooks.rs"]
@@ -141,6 +143,22 @@ enum Command {
         #[arg(long, default_value_t = 21)]
         runs: usize,
     },
+    /// Engine cost per event with a wave of rebuilds in flight (see `bench/engine_step.rs`).
+    EngineStep {
+        #[arg(long, default_value_t = 100_000)]
+        projects: usize,
+        #[arg(long, default_value_t = 10)]
+        layers: usize,
+        /// Projects kept stale at once (rebuilds are added when fewer are).
+        #[arg(long, default_value_t = 1_000)]
+        stale: usize,
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 50)]
+        max_running: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -229,6 +247,14 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(bench_intake(requests, clients, rate))
         }
         Command::Payloads { jobs, runs } => webhooks::bench_payloads(&jobs, runs.max(1)),
+        Command::EngineStep {
+            projects,
+            layers,
+            stale,
+            events,
+            max_running,
+            seed,
+        } => engine_step::bench_engine_step(projects, layers, stale, events, max_running, seed),
     }
 }
 
