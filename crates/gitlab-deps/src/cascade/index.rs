@@ -37,6 +37,29 @@ pub(super) struct Index {
     pub unchecked: BTreeSet<String>,
     /// The blocked frontier for one graph, `None` until dispatch builds it.
     pub frontier: Option<Frontier>,
+    /// What the indexes hold for each active project, so that a touch that changes none of it
+    /// (a new cause on a project already stale, the usual case when a success marks everything
+    /// below it) costs one hash look-up.
+    pub filed: HashMap<String, Filed>,
+}
+
+/// The part of a project's state the indexes depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Filed {
+    stale_since: Option<i64>,
+    running: bool,
+    failed: bool,
+}
+
+impl Filed {
+    fn of(state: Option<&ProjectState>) -> Option<Self> {
+        let s = state.filter(|s| !s.is_idle())?;
+        Some(Filed {
+            stale_since: s.stale.as_ref().map(|st| st.since_ms),
+            running: s.running.is_some(),
+            failed: s.failed.is_some(),
+        })
+    }
 }
 
 /// Whether a project may start (as far as its own state goes): stale, not running, not failed.
@@ -77,6 +100,14 @@ impl Index {
         set(&mut self.failed, project, failed);
         set(&mut self.active, project, stale || running || failed);
         set(&mut self.unchecked, project, stale && !running);
+        match Filed::of(state) {
+            Some(filed) => {
+                self.filed.insert(project.to_owned(), filed);
+            }
+            None => {
+                self.filed.remove(project);
+            }
+        }
     }
 
     /// Brings every index up to date for one project whose state may have changed. `graph` is the
@@ -89,6 +120,16 @@ impl Index {
         project: &str,
     ) {
         let state = projects.get(project);
+        if self
+            .frontier
+            .as_ref()
+            .is_some_and(|f| graph.is_none_or(|g| f.graph != g.id()))
+        {
+            self.frontier = None;
+        }
+        if self.filed.get(project).copied() == Filed::of(state) {
+            return;
+        }
         self.set_paths(project, state);
         let keep = match (&mut self.frontier, graph) {
             (Some(f), Some(g)) if f.graph == g.id() => {
@@ -126,7 +167,8 @@ impl Index {
     /// Everything except `unchecked` and the frontier, which [`Index::rebuild`] does not build.
     #[cfg(test)]
     pub fn same_paths(&self, other: &Index) -> bool {
-        self.stale == other.stale
+        self.filed == other.filed
+            && self.stale == other.stale
             && self.running == other.running
             && self.failed == other.failed
             && self.active == other.active
