@@ -1032,7 +1032,12 @@ impl Cascade {
     /// A project starts when it is stale, not running, not failed, not excluded, in the graph, and no
     /// acyclic ancestor is stale or running; candidates go by topological rank, then oldest
     /// `since_ms`, then path, within `max_running` (running ones count) and `can_create`.
-    /// Excluded projects that are stale (and not running) have their `stale` cleared here.
+    /// Excluded projects that are stale (and not running) have their `stale` cleared here; each is
+    /// checked once after it becomes so, so `excluded` must answer the same on every call (the
+    /// engine's exclusion is fixed for its lifetime; a load checks every stale project again).
+    ///
+    /// Costs what changed since the last call, not the number of projects: the candidates come
+    /// from the blocked frontier, built once per graph.
     pub fn dispatch(
         &mut self,
         graph: &DepGraph,
