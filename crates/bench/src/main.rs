@@ -14,6 +14,7 @@
 //! A new benchmark is a module `src/<name>.rs` declared below, a variant of [`Command`] and its arm
 //! in `main`; shared helpers (`ms`, `ratio`, `rss`, `SplitMix`, ...) are reached with `super::`.
 
+mod engine_step;
 mod hooks;
 mod push_rescan;
 mod scan_requests;
@@ -144,6 +145,22 @@ enum Command {
         #[arg(long, default_value_t = 21)]
         runs: usize,
     },
+    /// Engine cost per event with a wave of rebuilds in flight (see `engine_step.rs`).
+    EngineStep {
+        #[arg(long, default_value_t = 100_000)]
+        projects: usize,
+        #[arg(long, default_value_t = 10)]
+        layers: usize,
+        /// Projects kept stale at once (rebuilds are added when fewer are).
+        #[arg(long, default_value_t = 1_000)]
+        stale: usize,
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 50)]
+        max_running: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -233,6 +250,14 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(bench_intake(requests, clients, rate))
         }
         Command::Payloads { jobs, runs } => webhooks::bench_payloads(&jobs, runs.max(1)),
+        Command::EngineStep {
+            projects,
+            layers,
+            stale,
+            events,
+            max_running,
+            seed,
+        } => engine_step::bench_engine_step(projects, layers, stale, events, max_running, seed),
     }
 }
 

@@ -29,7 +29,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::DepGraph;
+use index::Index;
 
+mod index;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -349,6 +351,7 @@ impl Out {
 /// or incrementally: [`Cascade::take_dirty`] names the projects whose state changed since the last
 /// call, and [`Cascade::counters`] the id counters, which [`Cascade::from_parts`] reassembles.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "StoredCascade")]
 pub struct Cascade {
     /// Projects with a non-default state (or remembered pipelines), by path.
     projects: BTreeMap<String, ProjectState>,
@@ -359,6 +362,41 @@ pub struct Cascade {
     /// Projects changed since the last [`Cascade::take_dirty`]: not state, bookkeeping for storage.
     #[serde(skip)]
     dirty: BTreeSet<String>,
+    /// Derived from `projects`, kept up to date by every mutation (see [`index`]).
+    #[serde(skip)]
+    index: Index,
+}
+
+/// The serialized form of a [`Cascade`]: deserializing goes through [`Cascade::from_parts`] so
+/// that the indexes are rebuilt.
+#[derive(Deserialize)]
+struct StoredCascade {
+    projects: BTreeMap<String, ProjectState>,
+    next_attempt: u64,
+    next_cascade: u64,
+}
+
+impl From<StoredCascade> for Cascade {
+    fn from(stored: StoredCascade) -> Self {
+        Cascade::from_parts(
+            stored.projects,
+            Counters {
+                next_attempt: stored.next_attempt,
+                next_cascade: stored.next_cascade,
+            },
+        )
+    }
+}
+
+/// How many projects are in each state (a project can be in more than one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Stale projects.
+    pub stale: usize,
+    /// Projects with a pipeline of ours in flight.
+    pub running: usize,
+    /// Projects whose last pipeline of ours failed.
+    pub failed: usize,
 }
 
 impl PartialEq for Cascade {
@@ -391,11 +429,25 @@ impl Cascade {
         projects: impl IntoIterator<Item = (String, ProjectState)>,
         counters: Counters,
     ) -> Self {
+        let projects: BTreeMap<String, ProjectState> = projects.into_iter().collect();
+        let index = Index::rebuild(&projects);
         Self {
-            projects: projects.into_iter().collect(),
+            projects,
             next_attempt: counters.next_attempt,
             next_cascade: counters.next_cascade,
             dirty: BTreeSet::new(),
+            index,
+        }
+    }
+
+    /// Brings the indexes up to date for projects whose state may have changed.
+    fn reindex<'a>(
+        &mut self,
+        graph: Option<&DepGraph>,
+        changed: impl IntoIterator<Item = &'a str>,
+    ) {
+        for p in changed {
+            self.index.update(&self.projects, graph, p);
         }
     }
 
@@ -409,16 +461,43 @@ impl Cascade {
             self.projects.insert(to.to_owned(), state);
             self.dirty.insert(from.to_owned());
             self.dirty.insert(to.to_owned());
+            self.reindex(None, [from, to]);
         }
     }
 
     /// A copy holding only the projects that are stale, running or failed (and the counters):
     /// everything the status views need, without the idle projects' pipeline memory.
     pub fn active_copy(&self) -> Self {
-        Self::from_parts(
-            self.projects().map(|(p, s)| (p.to_owned(), s.clone())),
-            self.counters(),
-        )
+        // Idle projects neither block nor wait, so the indexes (and the blocked frontier) carry
+        // over as they are.
+        let mut index = self.index.clone();
+        index.unchecked.clear();
+        index.unchecked.extend(
+            self.index
+                .unchecked
+                .iter()
+                .filter(|p| self.index.active.contains(*p))
+                .cloned(),
+        );
+        Self {
+            projects: self
+                .projects()
+                .map(|(p, s)| (p.to_owned(), s.clone()))
+                .collect(),
+            next_attempt: self.next_attempt,
+            next_cascade: self.next_cascade,
+            dirty: BTreeSet::new(),
+            index,
+        }
+    }
+
+    /// How many projects are stale, running and failed.
+    pub fn counts(&self) -> StateCounts {
+        StateCounts {
+            stale: self.index.stale.len(),
+            running: self.index.running.len(),
+            failed: self.index.failed.len(),
+        }
     }
 
     /// Marks projects as changed again (their storage failed and must be retried).
@@ -454,19 +533,20 @@ impl Cascade {
 
     /// Projects that are stale, running or failed, sorted by path.
     pub fn projects(&self) -> impl Iterator<Item = (&str, &ProjectState)> {
-        self.projects
+        self.index
+            .active
             .iter()
-            .filter(|(_, s)| !s.is_idle())
-            .map(|(p, s)| (p.as_str(), s))
+            .filter_map(|p| Some((p.as_str(), self.projects.get(p)?)))
     }
 
     /// `(project, attempt)` running with no pipeline id: intents to resolve after a crash (adopt the
     /// pipeline carrying the attempt variable, or create it), sorted.
     pub fn pending_attempts(&self) -> Vec<(String, String)> {
-        self.projects
+        self.index
+            .running
             .iter()
-            .filter_map(|(p, s)| {
-                let r = s.running.as_ref()?;
+            .filter_map(|p| {
+                let r = self.projects.get(p)?.running.as_ref()?;
                 r.pipeline_id
                     .is_none()
                     .then(|| (p.clone(), r.attempt.clone()))
@@ -476,9 +556,13 @@ impl Cascade {
 
     /// `(project, pipeline id)` of our created pipelines not yet seen finished, for the reconciler.
     pub fn running_pipelines(&self) -> Vec<(String, u64)> {
-        self.projects
+        self.index
+            .running
             .iter()
-            .filter_map(|(p, s)| Some((p.clone(), s.running.as_ref()?.pipeline_id?)))
+            .filter_map(|p| {
+                let s = self.projects.get(p)?;
+                Some((p.clone(), s.running.as_ref()?.pipeline_id?))
+            })
             .collect()
     }
 
@@ -503,11 +587,14 @@ impl Cascade {
         let Some(start) = graph.index_of(project) else {
             return Vec::new();
         };
+        // With the frontier of this graph, only held projects can lead to a blocker: the walk
+        // skips everything with nothing pending above it.
+        let frontier = self.index.frontier_of(graph);
         let mut seen = BTreeSet::new();
         let mut out = BTreeSet::new();
         let mut stack: Vec<u32> = graph.acyclic_up_ids(start).to_vec();
         while let Some(u) = stack.pop() {
-            if !seen.insert(u) {
+            if !seen.insert(u) || frontier.is_some_and(|f| !f.held(u)) {
                 continue;
             }
             let name = graph.name(u);
@@ -535,6 +622,7 @@ impl Cascade {
             self.projects.remove(p);
             self.dirty.insert(p.clone());
         }
+        self.reindex(Some(graph), gone.iter().map(String::as_str));
         gone
     }
 
@@ -601,6 +689,9 @@ impl Cascade {
             ));
         }
         self.dirty.extend(out.touched.iter().cloned());
+        // Every change of a project's state touches it: that is what keeps storage and the
+        // indexes exact.
+        self.reindex(Some(graph), out.touched.iter().map(String::as_str));
         Applied {
             touched: out.touched.into_iter().collect(),
             log: out.log,
@@ -941,7 +1032,12 @@ impl Cascade {
     /// A project starts when it is stale, not running, not failed, not excluded, in the graph, and no
     /// acyclic ancestor is stale or running; candidates go by topological rank, then oldest
     /// `since_ms`, then path, within `max_running` (running ones count) and `can_create`.
-    /// Excluded projects that are stale (and not running) have their `stale` cleared here.
+    /// Excluded projects that are stale (and not running) have their `stale` cleared here; each is
+    /// checked once after it becomes so, so `excluded` must answer the same on every call (the
+    /// engine's exclusion is fixed for its lifetime; a load checks every stale project again).
+    ///
+    /// Costs what changed since the last call, not the number of projects: the candidates come
+    /// from the blocked frontier, built once per graph.
     pub fn dispatch(
         &mut self,
         graph: &DepGraph,
@@ -949,26 +1045,22 @@ impl Cascade {
         excluded: &dyn Fn(&str) -> bool,
         now_ms: i64,
     ) -> Vec<Action> {
-        // Excluded: never triggered, never waited for.
-        for (p, st) in self.projects.iter_mut() {
-            if st.running.is_none() && st.stale.is_some() && excluded(p) {
+        // Excluded: never triggered, never waited for. Only projects that became stale (and not
+        // running) since the last dispatch need the check: the others passed it already.
+        for p in std::mem::take(&mut self.index.unchecked) {
+            let Some(st) = self.projects.get_mut(&p) else {
+                continue;
+            };
+            if st.running.is_none() && st.stale.is_some() && excluded(&p) {
                 st.stale = None;
                 self.dirty.insert(p.clone());
+                self.index.update(&self.projects, Some(graph), &p);
             }
         }
 
-        let mut running = 0usize;
-        let mut pending: Vec<u32> = Vec::new();
-        for (p, st) in &self.projects {
-            if st.running.is_some() {
-                running += 1;
-            }
-            if st.blocks()
-                && let Some(i) = graph.index_of(p)
-            {
-                pending.push(i);
-            }
-        }
+        let running = self.index.running.len();
+        // Built here once per graph (after a load or a graph change), kept up to date after.
+        let frontier = self.index.frontier_for(graph, &self.projects);
         let slots = throttle
             .max_running
             .saturating_sub(running)
@@ -976,29 +1068,16 @@ impl Cascade {
         if slots == 0 {
             return Vec::new();
         }
-        // Everything strictly below a pending project waits.
-        let mut blocked = vec![false; graph.len()];
-        for d in graph.reach_ids(&pending, true, true) {
-            blocked[d as usize] = true;
-        }
-
-        let mut candidates: Vec<(u32, i64, u32)> = self
-            .projects
-            .iter()
-            .filter(|(p, st)| {
-                st.running.is_none() && st.failed.is_none() && st.stale.is_some() && !excluded(p)
-            })
-            .filter_map(|(p, st)| {
-                let i = graph.index_of(p)?;
-                let since = st.stale.as_ref().map_or(0, |s| s.since_ms);
-                (!blocked[i as usize]).then(|| (graph.rank_of(i), since, i))
-            })
+        // Startable and blocked by nothing, already in order: topological rank, oldest
+        // `since_ms`, path.
+        let candidates: Vec<u32> = frontier
+            .ready()
+            .filter(|&i| !excluded(graph.name(i)))
+            .take(slots)
             .collect();
-        // Index order is path order, so the last key is the path.
-        candidates.sort_unstable();
 
         let mut actions = Vec::new();
-        for (_, _, i) in candidates.into_iter().take(slots) {
+        for i in candidates {
             let project = graph.name(i).to_owned();
             let attempt = self.new_attempt_id();
             let Some(st) = self.projects.get_mut(&project) else {
@@ -1046,6 +1125,7 @@ impl Cascade {
             };
             let variables = variables_for(&running);
             st.running = Some(running);
+            self.index.update(&self.projects, Some(graph), &project);
             self.dirty.insert(project.clone());
             actions.push(Action::CreatePipeline {
                 project,
@@ -1054,6 +1134,36 @@ impl Cascade {
             });
         }
         actions
+    }
+}
+
+#[cfg(test)]
+impl Cascade {
+    /// Panics unless every index equals what a full recomputation from the project states gives.
+    pub(crate) fn assert_index_exact(&self, graph: &DepGraph) {
+        let fresh = Index::rebuild(&self.projects);
+        assert!(
+            self.index.same_paths(&fresh),
+            "path indexes diverged:\n kept {:?}\n want {:?}",
+            self.index,
+            fresh
+        );
+        for p in &self.index.unchecked {
+            let s = self.projects.get(p);
+            assert!(
+                s.is_some_and(|s| s.stale.is_some() && s.running.is_none()),
+                "{p} awaits the exclusion check but is not stale-and-idle: {s:?}"
+            );
+        }
+        if let Some(kept) = self.index.frontier_of(graph) {
+            let want = index::Frontier::build(graph, &self.projects, &fresh);
+            assert_eq!(kept, &want, "blocked frontier diverged");
+        }
+    }
+
+    /// Whether a blocked frontier exists for this graph.
+    pub(crate) fn has_frontier(&self, graph: &DepGraph) -> bool {
+        self.index.frontier_of(graph).is_some()
     }
 }
 

@@ -92,6 +92,7 @@ impl Sim {
             };
         }
         assert_eq!(self.stored, self.c.projects, "stored copy diverged");
+        self.c.assert_index_exact(&self.g);
     }
 
     fn deliver(&mut self, input: Input) -> Applied {
@@ -275,6 +276,52 @@ impl Sim {
         n
     }
 
+    /// Dispatches with an exclusion and checks the result against [`reference_dispatch`]: same
+    /// projects started in the same order, same exclusions cleared.
+    fn dispatch_like_reference(&mut self, t: Throttle, excluded: &dyn Fn(&str) -> bool) {
+        self.now += 1;
+        let mut reference = self.c.clone();
+        let want = reference_dispatch(&mut reference, &self.g, t, excluded);
+        let actions = self.c.dispatch(&self.g, t, excluded, self.now);
+        self.store();
+        let got: Vec<String> = actions
+            .iter()
+            .map(|Action::CreatePipeline { project, .. }| project.clone())
+            .collect();
+        assert_eq!(
+            got, want,
+            "dispatch started other projects than the full walk"
+        );
+        // The status views: the walk the frontier prunes finds the same blockers, and the copy
+        // they work on carries exact indexes.
+        let plain = Cascade::from_parts(self.c.projects.clone(), self.c.counters());
+        for p in self.g.projects() {
+            assert_eq!(self.c.blocked_by(&self.g, p), plain.blocked_by(&self.g, p));
+        }
+        self.c.active_copy().assert_index_exact(&self.g);
+        for (p, s) in &reference.projects {
+            if !want.contains(p) {
+                assert_eq!(
+                    self.c.projects.get(p).map(|s| s.stale.is_some()),
+                    Some(s.stale.is_some()),
+                    "{p}: exclusion handled differently"
+                );
+            }
+        }
+        for a in actions {
+            let Action::CreatePipeline {
+                project, attempt, ..
+            } = a;
+            let pid = self.pid();
+            self.live.push(Live {
+                project,
+                attempt,
+                pid,
+                created_sent: false,
+            });
+        }
+    }
+
     /// Invariant 4: with every pipeline succeeding and no change, everything settles. Failed
     /// projects are retried by the operator first.
     fn drain(&mut self) {
@@ -306,6 +353,77 @@ impl Sim {
             );
         }
     }
+}
+
+/// Dispatch as it was before the indexes, walking every project on every call: the oracle for
+/// the incremental one. Clears the excluded projects' `stale` like it and returns the projects it
+/// would start, in order (what it records for them is the shared code after the choice).
+fn reference_dispatch(
+    c: &mut Cascade,
+    graph: &DepGraph,
+    throttle: Throttle,
+    excluded: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    for (p, st) in c.projects.iter_mut() {
+        if st.running.is_none() && st.stale.is_some() && excluded(p) {
+            st.stale = None;
+        }
+    }
+    let mut running = 0usize;
+    let mut pending = Vec::new();
+    for (p, st) in &c.projects {
+        running += usize::from(st.running.is_some());
+        if st.blocks()
+            && let Some(i) = graph.index_of(p)
+        {
+            pending.push(i);
+        }
+    }
+    let slots = throttle
+        .max_running
+        .saturating_sub(running)
+        .min(throttle.can_create);
+    if slots == 0 {
+        return Vec::new();
+    }
+    let mut blocked = vec![false; graph.len()];
+    for d in graph.reach_ids(&pending, true, true) {
+        blocked[d as usize] = true;
+    }
+    let mut candidates: Vec<(u32, i64, u32)> = c
+        .projects
+        .iter()
+        .filter(|(p, st)| {
+            st.running.is_none() && st.failed.is_none() && st.stale.is_some() && !excluded(p)
+        })
+        .filter_map(|(p, st)| {
+            let i = graph.index_of(p)?;
+            let since = st.stale.as_ref().map_or(0, |s| s.since_ms);
+            (!blocked[i as usize]).then(|| (graph.rank_of(i), since, i))
+        })
+        .collect();
+    candidates.sort_unstable();
+    candidates
+        .into_iter()
+        .take(slots)
+        .map(|(_, _, i)| graph.name(i).to_owned())
+        .collect()
+}
+
+/// The same projects with other random edges (a rescan changed the graph).
+fn regraph(g: &DepGraph, seed: u16) -> DepGraph {
+    let names: Vec<String> = g.projects().iter().map(|p| p.to_string()).collect();
+    let mut edges = Vec::new();
+    let mut bits = u32::from(seed).wrapping_mul(2_654_435_761);
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            bits = bits.rotate_left(5) ^ 0x9E37_79B9;
+            if bits % 4 == 0 {
+                edges.push((a.clone(), b.clone()));
+            }
+        }
+    }
+    DepGraph::from_parts(names, edges)
 }
 
 fn throttle(b: u16, c: u16) -> Throttle {
@@ -356,8 +474,77 @@ proptest! {
             let json = serde_json::to_string(&sim.c).unwrap();
             let back: Cascade = serde_json::from_str(&json).unwrap();
             prop_assert_eq!(&back, &sim.c);
+            // Loading rebuilds the indexes from the states.
+            back.assert_index_exact(&sim.g);
         }
         sim.drain();
+    }
+
+    /// The indexes are derived state: after any sequence of inputs, dispatches (with exclusions),
+    /// renames, graph changes and prunes they equal a recomputation from the project states (checked
+    /// after every step by `Sim::store`), and dispatch starts exactly what the full walk starts.
+    #[test]
+    fn indexes_equal_recomputation(
+        g in arb_graph(),
+        exclude_mask in any::<u16>(),
+        ops in prop::collection::vec((0u8..14, any::<u16>(), any::<u16>()), 0..150),
+    ) {
+        let projects: Vec<String> = g.projects().iter().map(|s| s.to_string()).collect();
+        // A few projects excluded (not every case, so that the unexcluded paths get coverage).
+        let excluded: BTreeSet<String> = projects
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| exclude_mask % 3 == 0 && exclude_mask & (1 << (i % 16)) != 0)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let excl = |p: &str| excluded.contains(p);
+        let mut sim = Sim::new(g);
+        for (op, b, c) in ops {
+            let p = &projects[b as usize % projects.len()];
+            match op {
+                0 | 1 => {
+                    let status = match c % 5 {
+                        0 => PipelineStatus::Failed,
+                        1 => PipelineStatus::Canceled,
+                        _ => PipelineStatus::Success,
+                    };
+                    sim.finish(b as usize, status, c % 2 == 0);
+                }
+                2 => sim.created(b as usize),
+                3 => sim.replay(b as usize),
+                4 | 5 => sim.change(p),
+                6 => sim.create_failed(b as usize),
+                7 => {
+                    sim.deliver(Input::Rebuild { project: p.clone() });
+                }
+                8 => sim.cancel(p, c % 2 == 0),
+                9 => {
+                    sim.deliver(Input::Forget { projects: vec![p.clone()] });
+                }
+                10 => {
+                    // A rename and back: the state moves away from the graph and returns.
+                    // Its pipeline memory moves too, so earlier events are no redeliveries.
+                    sim.history.clear();
+                    let away = format!("{p}-renamed");
+                    sim.c.rename(p, &away);
+                    sim.store();
+                    if c % 2 == 0 {
+                        sim.c.rename(&away, p);
+                        sim.store();
+                    }
+                }
+                11 => {
+                    // Prune drops pipeline memory: earlier events are no redeliveries.
+                    sim.history.clear();
+                    sim.g = regraph(&sim.g, c);
+                    sim.c.prune(&sim.g);
+                    sim.store();
+                }
+                _ => {}
+            }
+            sim.dispatch_like_reference(throttle(b, c), &excl);
+            prop_assert!(sim.c.has_frontier(&sim.g));
+        }
     }
 
     /// Invariant 2: without failures and without changes during builds, every descendant of the

@@ -151,7 +151,36 @@ pub struct DepGraph {
     /// Topological rank over the acyclic edges.
     rank: Vec<u32>,
     edge_count: usize,
+    /// Which graph this is, so that state derived from one graph (the cascade's blocking index)
+    /// can tell when it is handed another.
+    id: GraphId,
 }
+
+/// Identifies one built graph: every construction gets a new id, a clone keeps it (graphs are
+/// immutable, so a clone is the same graph). Ignored by equality, which compares content.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GraphId(u64);
+
+impl GraphId {
+    fn fresh() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        GraphId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Default for GraphId {
+    fn default() -> Self {
+        Self::fresh()
+    }
+}
+
+impl PartialEq for GraphId {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for GraphId {}
 
 impl std::fmt::Debug for DepGraph {
     /// Projects and edges only: the precomputed indices are noise when debugging.
@@ -240,6 +269,7 @@ impl DepGraph {
             cyclic: self.cyclic.clone(),
             rank: self.rank.clone(),
             edge_count: self.edge_count - old_ups.len() + new_ups.len(),
+            id: GraphId::fresh(),
         };
         // Only the project and what is below it can change rank: Kahn's algorithm over them,
         // the ranks of everything else being final.
@@ -351,6 +381,7 @@ impl DepGraph {
             cyclic,
             rank,
             edge_count,
+            id: GraphId::fresh(),
         }
     }
 
@@ -369,8 +400,17 @@ impl DepGraph {
         self.names.get(i as usize).map_or("", String::as_str)
     }
 
+    /// The identity of this graph (see [`GraphId`]).
+    pub(crate) fn id(&self) -> u64 {
+        self.id.0
+    }
+
     pub(crate) fn acyclic_up_ids(&self, i: u32) -> &[u32] {
         self.aup.of(i)
+    }
+
+    pub(crate) fn acyclic_down_ids(&self, i: u32) -> &[u32] {
+        self.adown.of(i)
     }
 
     pub(crate) fn rank_of(&self, i: u32) -> u32 {

@@ -96,6 +96,8 @@ pub struct Engine {
     in_flight: Mutex<HashSet<String>>,
     /// Projects being rescanned; `true` when another push arrived meanwhile (scan once more).
     rescanning: Mutex<HashMap<String, bool>>,
+    /// When recent pipelines were created, for `max_per_minute` (empty without that limit);
+    /// entries older than a minute are dropped by [`Engine::throttle`] before every dispatch.
     created_at: Mutex<VecDeque<Instant>>,
     /// Prometheus metrics.
     pub metrics: Metrics,
@@ -254,9 +256,11 @@ impl Engine {
             let throttle = self.throttle();
             let exclude = &self.opts.exclude;
             let actions = cascade.dispatch(&graph, throttle, &|p| exclude.matches(p), now);
-            {
+            // Creation times only matter to a per-minute limit; without one they are not kept.
+            if self.opts.max_per_minute.is_some() && !actions.is_empty() {
                 let mut times = lock(&self.created_at);
-                times.extend(actions.iter().map(|_| Instant::now()));
+                let at = Instant::now();
+                times.extend(actions.iter().map(|_| at));
             }
             for Action::CreatePipeline {
                 project, attempt, ..
@@ -901,3 +905,33 @@ pub fn enqueue_operator_input(store: &dyn Store, input: &Input) -> Result<(), St
 #[cfg(test)]
 #[path = "engine_rescan_tests.rs"]
 mod rescan_tests;
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    /// Starts base and tools (app waits for base) with the given per-minute limit; returns how
+    /// many creation times the engine keeps.
+    async fn creation_times_kept(limit: Option<u32>) -> usize {
+        let (store, mut engine) = super::rescan_tests::engine();
+        engine.opts.max_running = 10;
+        engine.opts.max_per_minute = limit;
+        let engine = Arc::new(engine);
+        for project in ["img/base", "img/tools"] {
+            let input = Input::Rebuild {
+                project: project.into(),
+            };
+            enqueue_operator_input(store.as_ref(), &input).unwrap();
+        }
+        engine.process().await.unwrap();
+        let started = engine.cascade.lock().await.counts().running;
+        assert_eq!(started, 2, "base and tools started");
+        lock(&engine.created_at).len()
+    }
+
+    #[tokio::test]
+    async fn creation_times_are_kept_only_for_a_per_minute_limit() {
+        assert_eq!(creation_times_kept(None).await, 0);
+        assert_eq!(creation_times_kept(Some(5)).await, 2);
+    }
+}

@@ -39,7 +39,7 @@ fn scan(id: u64, path: &str, froms: &[&str]) -> ProjectScan {
 }
 
 /// base, tools, app (from base), resolved, and an engine on it (which never calls GitLab here).
-fn engine() -> (Arc<dyn Store>, Engine) {
+pub(super) fn engine() -> (Arc<dyn Store>, Engine) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     store
         .save_scans(&[

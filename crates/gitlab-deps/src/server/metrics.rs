@@ -114,20 +114,20 @@ impl Metrics {
             .inc();
     }
 
-    /// Updates the per-state gauges.
+    /// Updates the per-state gauges from the cascade's counts (kept by the cascade as it changes,
+    /// so this costs the same on every step, whatever the number of projects).
     pub fn observe(&self, cascade: &Cascade) {
-        let (mut stale, mut running, mut failed) = (0, 0, 0);
-        for (_, s) in cascade.projects() {
-            stale += i64::from(s.stale.is_some());
-            running += i64::from(s.running.is_some());
-            failed += i64::from(s.failed.is_some());
-        }
-        for (state, n) in [("stale", stale), ("running", running), ("failed", failed)] {
+        let counts = cascade.counts();
+        for (state, n) in [
+            ("stale", counts.stale),
+            ("running", counts.running),
+            ("failed", counts.failed),
+        ] {
             self.projects
                 .get_or_create(&StateLabels {
                     state: state.to_owned(),
                 })
-                .set(n);
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
