@@ -19,22 +19,7 @@ use gitlab_deps::cascade::{
 use gitlab_deps::graph::DepGraph;
 use gitlab_deps::server::{Metrics, Snapshot, describe};
 
-/// SplitMix64: the same instance and event stream on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use super::SplitMix;
 
 /// `(peak, current)` resident set size in MiB from `/proc/self/status`; zeros where unavailable.
 fn rss_mib() -> (u64, u64) {
@@ -84,7 +69,7 @@ pub fn bench_engine_step(
 ) -> anyhow::Result<()> {
     anyhow::ensure!(layers >= 2, "--layers must be at least 2");
     anyhow::ensure!(projects >= layers, "--projects must be at least --layers");
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix(seed);
     let per_layer = projects / layers;
     let mut nodes = Vec::with_capacity(per_layer * layers);
     let mut edges = Vec::new();
@@ -127,7 +112,7 @@ pub fn bench_engine_step(
     let stale_count = |c: &Cascade| c.projects().filter(|(_, s)| s.stale.is_some()).count();
     // Rebuild roots in the top layer until the affected set is large enough.
     let mut roots = 0usize;
-    let replenish = |c: &mut Cascade, rng: &mut Rng, now: i64, roots: &mut usize| {
+    let replenish = |c: &mut Cascade, rng: &mut SplitMix, now: i64, roots: &mut usize| {
         while stale_count(c) < stale_target {
             let root = name(0, rng.below(per_layer));
             c.apply(&graph, Input::Rebuild { project: root }, now);

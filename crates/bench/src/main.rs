@@ -274,9 +274,9 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `0..n` (`n > 0`); the modulo bias is irrelevant here.
+    /// Uniform in `0..n` (0 when `n` is 0); the modulo bias is irrelevant here.
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next() % n.max(1) as u64) as usize
     }
 }
 
