@@ -132,6 +132,17 @@ pub struct Scanner {
     registry_override: Option<String>,
 }
 
+/// How much of a project a scan re-reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    /// The tree only when the listing hints at a change; files only where the blob id moved.
+    Incremental,
+    /// The tree in any case (a push said something changed); files only where the blob id moved.
+    Tree,
+    /// Every file (`--full`, or settings that change how files are read).
+    Full,
+}
+
 enum Outcome {
     Read(ProjectScan),
     Unchanged(ProjectRecord),
@@ -269,8 +280,13 @@ impl Scanner {
         let started = Instant::now();
         let requests_before = self.gitlab.request_count();
         let fingerprint = self.fingerprint();
-        let full = request.full
-            || self.store.meta(FINGERPRINT_KEY)?.as_deref() != Some(fingerprint.as_str());
+        let depth = if request.full
+            || self.store.meta(FINGERPRINT_KEY)?.as_deref() != Some(fingerprint.as_str())
+        {
+            Depth::Full
+        } else {
+            Depth::Incremental
+        };
         let stored: HashMap<u64, ProjectRecord> = self
             .store
             .projects()?
@@ -330,7 +346,7 @@ impl Scanner {
                             Ok(_) if seen_before => Ok(None),
                             Ok(p) => {
                                 let previous = stored.get(&p.id);
-                                Ok(Some(self.handle(p, previous, full, ctx).await))
+                                Ok(Some(self.handle(p, previous, depth, ctx).await))
                             }
                         }
                     }
@@ -468,7 +484,11 @@ impl Scanner {
             known.clone(),
             HashMap::from([(project.id, self.store.project_file_blobs(project.id)?)]),
         );
-        let (_, outcome) = self.handle(project, stored.as_ref(), true, &ctx).await;
+        // A push says something changed: always list the tree, but read only the files whose
+        // blob id moved.
+        let (_, outcome) = self
+            .handle(project, stored.as_ref(), Depth::Tree, &ctx)
+            .await;
         // One project says nothing about the others' addresses: add to what is known.
         let mut urls = known;
         urls.extend(&ctx.learned_urls());
@@ -597,11 +617,11 @@ impl Scanner {
         &self,
         project: Project,
         stored: Option<&ProjectRecord>,
-        full: bool,
+        depth: Depth,
         ctx: &ScanContext,
     ) -> (String, Outcome) {
         let path = project.path_with_namespace.clone();
-        let outcome = self.handle_inner(project, stored, full, ctx).await;
+        let outcome = self.handle_inner(project, stored, depth, ctx).await;
         (path, outcome)
     }
 
@@ -609,7 +629,7 @@ impl Scanner {
         &self,
         project: Project,
         stored: Option<&ProjectRecord>,
-        full: bool,
+        depth: Depth,
         ctx: &ScanContext,
     ) -> Outcome {
         let path = project.path_with_namespace.clone();
@@ -631,7 +651,7 @@ impl Scanner {
             head_sha: stored.and_then(|s| s.head_sha.clone()),
             checked_at_ms: stored.and_then(|s| s.checked_at_ms),
         };
-        if !full && !self.needs_tree_check(stored, &project) {
+        if depth == Depth::Incremental && !self.needs_tree_check(stored, &project) {
             return Outcome::Unchanged(record);
         }
         let checked_at = now_ms();
@@ -649,10 +669,14 @@ impl Scanner {
             .collect();
         let empty_files = FileBlobs::new();
         let previous = ctx.stored_files.get(&project.id).unwrap_or(&empty_files);
-        if !full && *previous == files {
+        if depth != Depth::Full && *previous == files {
             return Outcome::FilesUnchanged(record);
         }
-        let reuse = if full { &empty_files } else { previous };
+        let reuse = if depth == Depth::Full {
+            &empty_files
+        } else {
+            previous
+        };
         match self
             .read_files(&project, &listed, reuse, &instance, ctx)
             .await
