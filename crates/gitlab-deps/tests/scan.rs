@@ -196,12 +196,7 @@ fn a_scan_builds_the_graph_and_the_queries_read_it() {
 #[test]
 fn a_rescan_of_an_unchanged_instance_costs_only_the_listing() {
     let server = instance();
-    let work = Workdir::new();
-    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
-    gitlab_deps(&work, &server.url, Some(&cfg))
-        .arg("scan")
-        .assert()
-        .success();
+    let (work, cfg) = scanned_once(&server);
 
     server.sim.reset_request_log();
     let summary = json(
@@ -514,6 +509,18 @@ fn budget_instance() -> SimServer {
     server
 }
 
+/// A fresh database scanned once, with a config that trusts no `last_activity_at` hint, and the
+/// config's path for the scans that follow.
+fn scanned_once(server: &SimServer) -> (Workdir, std::path::PathBuf) {
+    let work = Workdir::new();
+    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
+    gitlab_deps(&work, &server.url, Some(&cfg))
+        .arg("scan")
+        .assert()
+        .success();
+    (work, cfg)
+}
+
 fn scan_json(work: &Workdir, server: &SimServer, cfg: &std::path::Path) -> serde_json::Value {
     json(
         &gitlab_deps(work, &server.url, Some(cfg))
@@ -544,12 +551,7 @@ fn a_cold_scan_costs_one_tree_per_project_and_one_read_per_distinct_blob() {
 #[test]
 fn a_blob_shared_by_many_projects_is_read_once() {
     let server = budget_instance();
-    let work = Workdir::new();
-    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
-    gitlab_deps(&work, &server.url, Some(&cfg))
-        .arg("scan")
-        .assert()
-        .success();
+    let (work, cfg) = scanned_once(&server);
     // The same content arriving in more projects later is still one read, and the earlier six
     // projects (untouched) cost nothing.
     for i in 0..4 {
@@ -585,12 +587,7 @@ fn a_blob_shared_by_many_projects_is_read_once() {
 #[test]
 fn an_unchanged_rescan_costs_the_listing_only() {
     let server = budget_instance();
-    let work = Workdir::new();
-    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
-    gitlab_deps(&work, &server.url, Some(&cfg))
-        .arg("scan")
-        .assert()
-        .success();
+    let (work, cfg) = scanned_once(&server);
     server.sim.reset_request_log();
     let summary = scan_json(&work, &server, &cfg);
     assert_eq!(summary["skipped_unchanged"], 12, "{summary}");
@@ -601,12 +598,7 @@ fn an_unchanged_rescan_costs_the_listing_only() {
 #[test]
 fn a_rescan_after_commits_that_touch_no_dependency_file_reads_no_file() {
     let server = budget_instance();
-    let work = Workdir::new();
-    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
-    gitlab_deps(&work, &server.url, Some(&cfg))
-        .arg("scan")
-        .assert()
-        .success();
+    let (work, cfg) = scanned_once(&server);
     for project in ["shared/p0", "own/c", "plain/p1"] {
         server.sim.set_file(project, "README.md", "changed\n");
     }
@@ -743,12 +735,7 @@ fn project_urls_on_the_public_address_are_recognised_through_an_internal_one() {
 #[test]
 fn a_missing_tree_drops_the_project_and_a_refused_one_keeps_it() {
     let server = budget_instance();
-    let work = Workdir::new();
-    let cfg = work.write("config.toml", "[scan]\nactivity_grace = \"0s\"\n");
-    gitlab_deps(&work, &server.url, Some(&cfg))
-        .arg("scan")
-        .assert()
-        .success();
+    let (work, cfg) = scanned_once(&server);
     let listed = |work: &Workdir| query(work, &server.url, &["list-projects", "--json"]);
     assert!(
         listed(&work)

@@ -37,6 +37,14 @@ pub use model::{
 
 use crate::state::{State, Urls};
 
+/// The hooks with these ids, in that order.
+fn hook_infos(st: &State, ids: &[u64]) -> Vec<HookInfo> {
+    ids.iter()
+        .filter_map(|id| st.hooks.get(id))
+        .map(hook_info)
+        .collect()
+}
+
 fn hook_info(h: &state::Hook) -> HookInfo {
     HookInfo {
         id: h.id,
@@ -551,11 +559,7 @@ impl Sim {
         let Some(p) = st.find_project(project).and_then(|id| st.projects.get(&id)) else {
             return Vec::new();
         };
-        p.hooks
-            .iter()
-            .filter_map(|id| st.hooks.get(id))
-            .map(hook_info)
-            .collect()
+        hook_infos(&st, &p.hooks)
     }
 
     /// Hooks of a group, token included.
@@ -564,11 +568,7 @@ impl Sim {
         let Some(g) = st.find_group(group).and_then(|id| st.groups.get(&id)) else {
             return Vec::new();
         };
-        g.hooks
-            .iter()
-            .filter_map(|id| st.hooks.get(id))
-            .map(hook_info)
-            .collect()
+        hook_infos(&st, &g.hooks)
     }
 
     /// Whether group hooks exist (GitLab Premium); without, their endpoints answer 404 as on a
