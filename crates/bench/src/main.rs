@@ -596,7 +596,7 @@ async fn bench_scan(
         rescan.ratio()
     );
     println!(
-        "               read {}, heads checked {}, skipped {}; listing alone {:.0} ms ({listed} projects), resolve alone {:.0} ms",
+        "               read {}, files unchanged {}, skipped {}; listing alone {:.0} ms ({listed} projects), resolve alone {:.0} ms",
         rescan_summary.projects_read,
         rescan_summary.files_unchanged,
         rescan_summary.skipped_unchanged,
