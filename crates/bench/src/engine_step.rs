@@ -17,7 +17,8 @@ use gitlab_deps::cascade::{
     Action, Cascade, Counters, Input, PipelineStatus, ProjectState, SeenPipeline, Throttle,
 };
 use gitlab_deps::graph::DepGraph;
-use gitlab_deps::server::{Metrics, Snapshot, describe};
+use gitlab_deps::metrics::Metrics;
+use gitlab_deps::orchestrate::{Snapshot, describe};
 
 use super::SplitMix;
 

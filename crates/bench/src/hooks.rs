@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use gitlab_deps::gitlab::{GitLab, GitLabOptions, RetryPolicy};
+use gitlab_deps::gitlab::{GitLab, GitLabOptions};
 use gitlab_deps::hooks::{HookSummary, SyncOptions, sync_hooks};
 use gitlab_deps::store::{ProjectRecord, SqliteStore};
 use gitlab_sim::{ProjectSpec, Sim, SimOptions};
@@ -86,11 +86,11 @@ pub async fn bench_hooks(n: usize, latency: Duration, concurrency: usize) -> any
         .collect();
     let url = sim.start().await.context("cannot start gitlab-sim")?;
     let gitlab = GitLab::new(GitLabOptions {
-        base_url: Url::parse(&url).context("gitlab-sim returned a bad URL")?,
-        token: sim.token().into(),
         concurrency,
-        timeout: Duration::from_secs(30),
-        retry: RetryPolicy::default(),
+        ..GitLabOptions::new(
+            Url::parse(&url).context("gitlab-sim returned a bad URL")?,
+            sim.token().into(),
+        )
     })?;
     let store = SqliteStore::in_memory()?;
     let options = SyncOptions {

@@ -28,9 +28,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures::StreamExt as _;
 use gitlab_deps::config::{ScanFileConfig, ScanSettings};
-use gitlab_deps::gitlab::{GitLab, GitLabOptions, ProjectScope, RetryPolicy};
+use gitlab_deps::gitlab::{GitLab, GitLabOptions, ProjectScope};
 use gitlab_deps::graph::DepGraph;
 use gitlab_deps::scan::{NoProgress, ScanRequest, ScanSummary, Scanner, resolve};
+use gitlab_deps::server;
+use gitlab_deps::service::{Service, ServiceConfig};
 use gitlab_deps::store::{SqliteStore, Store};
 use gitlab_sim::{ProjectSpec, Sim, SimOptions};
 use serde_json::json;
@@ -435,11 +437,8 @@ async fn bench_scan(
     eprintln!("populated {n} projects in {populate_time:.1?}; simulator at {url}");
     let instance = Url::parse(&url).context("gitlab-sim returned a bad URL")?;
     let gitlab = GitLab::new(GitLabOptions {
-        base_url: instance.clone(),
-        token: sim.token().into(),
         concurrency,
-        timeout: Duration::from_secs(30),
-        retry: RetryPolicy::default(),
+        ..GitLabOptions::new(instance.clone(), sim.token().into())
     })?;
 
     // Progress on stderr every 10 s, so a long run shows it is alive.
@@ -746,50 +745,33 @@ fn bench_plan(n: usize, runs: usize, seed: u64) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Orchestration benchmarks.
 
-/// A scanned simulated instance with the real engine on top (not yet serving).
+/// A scanned simulated instance with the real service on top (not yet serving).
 struct ScannedService {
-    engine: Arc<gitlab_deps::server::Engine>,
+    service: Service,
     summary: ScanSummary,
     _dir: TempDir,
 }
 
 impl ScannedService {
-    async fn new(sim: &Sim, url: &str, max_running: usize) -> anyhow::Result<Self> {
-        use gitlab_deps::server::{Engine, EngineOptions};
+    async fn new(sim: &Sim, url: &str, max_running: usize, secret: &str) -> anyhow::Result<Self> {
         let dir = TempDir::new()?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("deps.db"))?);
         let base = Url::parse(&format!("{url}/"))?;
-        let gitlab = GitLab::new(GitLabOptions {
-            base_url: base.clone(),
-            token: sim.token().into(),
-            concurrency: 8,
-            timeout: Duration::from_secs(30),
-            retry: RetryPolicy::default(),
-        })?;
-        let summary = Scanner::new(
-            gitlab.clone(),
-            Arc::clone(&store),
+        let mut config = ServiceConfig::new(
+            GitLabOptions::new(base, sim.token().into()),
             ScanSettings::from_file(&ScanFileConfig::default())?,
-            base,
-            None,
-        )
-        .scan(&ScanRequest::default(), &NoProgress)
-        .await?;
-        let engine = Arc::new(Engine::new(
-            store,
-            gitlab,
-            None,
-            EngineOptions {
-                max_running,
-                max_per_minute: None,
-                exclude: gitlab_deps::config::PathPatterns::new("exclude", &[])?,
-                reconcile_after: Duration::from_secs(600),
-                rescan_every: None,
-                watched_files: Vec::new(),
-            },
-        )?);
+        );
+        config.engine.max_running = max_running;
+        config.engine.rescan_every = None;
+        config.http.webhook_secret = Some(secret.into());
+        let service = Service::new(config, store)?;
+        let summary = service
+            .scanner()
+            .scan(&ScanRequest::default(), &NoProgress)
+            .await?;
+        service.engine().reload()?;
         Ok(Self {
-            engine,
+            service,
             summary,
             _dir: dir,
         })
@@ -803,7 +785,6 @@ async fn bench_cascade(
     pipeline_ms: u64,
     seed: u64,
 ) -> anyhow::Result<()> {
-    use gitlab_deps::server::{self, HttpOptions};
     let pipeline = Duration::from_millis(pipeline_ms);
     let sim = Sim::new(SimOptions {
         pipeline_duration: pipeline,
@@ -858,13 +839,14 @@ async fn bench_cascade(
                 .file(".gitlab-ci.yml", ci),
         );
     }
-    let service = ScannedService::new(&sim, &url, usize::MAX).await?;
+    let secret = "bench-secret";
+    let scanned = ScannedService::new(&sim, &url, usize::MAX, secret).await?;
     anyhow::ensure!(
-        service.summary.edges == edges,
+        scanned.summary.edges == edges,
         "scan found {} edges, generated {edges}",
-        service.summary.edges
+        scanned.summary.edges
     );
-    let engine = service.engine.clone();
+    let engine = scanned.service.engine().clone();
     let snapshot = engine.snapshot().await;
     let graph = snapshot.graph.clone();
     let root = paths[0].as_str();
@@ -872,21 +854,11 @@ async fn bench_cascade(
     let affected: usize = waves.iter().map(Vec::len).sum();
     let old_tool = gitlab_deps::demo::direct_trigger_builds(&graph, &[root]);
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
-    let secret = "bench-secret";
     for p in &paths {
         sim.add_hook(p, &format!("http://{addr}/hooks/gitlab"), secret);
     }
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let http = HttpOptions {
-        webhook_secret: Some(secret.into()),
-        max_body_bytes: 5 << 20,
-    };
-    let server_task = tokio::spawn(server::run(
-        engine.clone(),
-        http,
-        listener,
-        shutdown.clone(),
-    ));
+    let server_task = tokio::spawn(scanned.service.serve(listener, shutdown.clone()));
 
     let started = Instant::now();
     sim.run_pipeline(root, "push");
@@ -1020,19 +992,13 @@ async fn bench_cascade(
 /// Webhook intake: concurrent clients posting pipeline events; `/healthz` under the same load is
 /// the baseline (what the HTTP stack alone does on this machine).
 async fn bench_intake(requests: usize, clients: usize, rate: u64) -> anyhow::Result<()> {
-    use gitlab_deps::server::{self, HttpOptions};
     let sim = Sim::new(SimOptions::default());
     let url = sim.start().await?;
     sim.add_project(ProjectSpec::new("g/base").file("Dockerfile", "FROM debian\n"));
-    let service = ScannedService::new(&sim, &url, 10).await?;
-    let engine = service.engine.clone();
+    let scanned = ScannedService::new(&sim, &url, 10, "s").await?;
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let http = HttpOptions {
-        webhook_secret: Some("s".into()),
-        max_body_bytes: 5 << 20,
-    };
-    let server_task = tokio::spawn(server::run(engine, http, listener, shutdown.clone()));
+    let server_task = tokio::spawn(scanned.service.serve(listener, shutdown.clone()));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()?;

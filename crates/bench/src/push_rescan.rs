@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use gitlab_deps::config::{ScanFileConfig, ScanSettings};
-use gitlab_deps::gitlab::{GitLab, GitLabOptions, RetryPolicy};
-use gitlab_deps::scan::{Scanner, resolve};
-use gitlab_deps::server::{self, Engine, EngineOptions, HttpOptions};
+use gitlab_deps::gitlab::GitLabOptions;
+use gitlab_deps::scan::resolve;
+use gitlab_deps::server;
+use gitlab_deps::service::{Service, ServiceConfig};
 use gitlab_deps::store::{ProjectRecord, ProjectScan, RefKind, Reference, SqliteStore, Store};
 use gitlab_sim::{ProjectSpec, Sim, SimOptions};
 use serde_json::json;
@@ -140,50 +141,25 @@ pub async fn bench_push_rescan(
     );
     let setup = setup.elapsed();
 
-    let gitlab = GitLab::new(GitLabOptions {
-        base_url: base.clone(),
-        token: sim.token().into(),
-        concurrency: 8,
-        timeout: Duration::from_secs(30),
-        retry: RetryPolicy::default(),
-    })?;
     let settings = ScanSettings::from_file(&ScanFileConfig::default())?;
     let dockerfiles = settings.dockerfiles.clone();
-    let scanner = Arc::new(Scanner::new(
-        gitlab.clone(),
-        Arc::clone(&store),
-        settings,
-        base.clone(),
-        None,
-    ));
-    let engine = Arc::new(Engine::new(
-        Arc::clone(&store),
-        gitlab.clone(),
-        Some(scanner),
-        EngineOptions {
-            max_running: 1,
-            max_per_minute: None,
-            exclude: gitlab_deps::config::PathPatterns::new("exclude", &[])?,
-            reconcile_after: Duration::from_secs(600),
-            rescan_every: None,
-            watched_files: dockerfiles.clone(),
-        },
-    )?);
-    let (listener, addr) = server::bind("127.0.0.1:0").await?;
     let secret = "bench-secret";
+    let mut config = ServiceConfig::new(
+        GitLabOptions::new(base.clone(), sim.token().into()),
+        settings,
+    );
+    config.engine.max_running = 1;
+    config.engine.rescan_every = None;
+    config.http.webhook_secret = Some(secret.into());
+    let service = Service::new(config, Arc::clone(&store))?;
+    let engine = Arc::clone(service.engine());
+    let gitlab = service.gitlab().clone();
+    let (listener, addr) = server::bind("127.0.0.1:0").await?;
     for &i in &pushed {
         sim.add_hook(&names[i], &format!("http://{addr}/hooks/gitlab"), secret);
     }
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let server_task = tokio::spawn(server::run(
-        engine.clone(),
-        HttpOptions {
-            webhook_secret: Some(secret.into()),
-            max_body_bytes: 5 << 20,
-        },
-        listener,
-        shutdown.clone(),
-    ));
+    let server_task = tokio::spawn(service.serve(listener, shutdown.clone()));
 
     let mut total = Vec::with_capacity(pushes);
     let mut reads = Vec::with_capacity(pushes);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use gitlab_deps::config::{ScanFileConfig, ScanSettings};
-use gitlab_deps::gitlab::{GitLab, GitLabOptions, ProjectScope, RetryPolicy};
+use gitlab_deps::gitlab::{GitLab, GitLabOptions, ProjectScope};
 use gitlab_deps::scan::{NoProgress, ScanRequest, Scanner};
 use gitlab_deps::store::{SqliteStore, Store};
 use gitlab_sim::{Endpoint, Sim, SimOptions};
@@ -76,11 +76,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let instance = Url::parse(&url).context("gitlab-sim returned a bad URL")?;
     let client = |concurrency: usize| {
         GitLab::new(GitLabOptions {
-            base_url: instance.clone(),
-            token: sim.token().into(),
             concurrency,
-            timeout: Duration::from_secs(30),
-            retry: RetryPolicy::default(),
+            ..GitLabOptions::new(instance.clone(), sim.token().into())
         })
     };
     let gitlab = client(concurrency)?;

@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use gitlab_deps::server::payload::{self, HookEvent};
+use gitlab_deps::gitlab::payload::{self, HookEvent};
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 

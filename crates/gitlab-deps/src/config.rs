@@ -303,6 +303,16 @@ pub struct PathPatterns {
     empty: bool,
 }
 
+impl Default for PathPatterns {
+    /// No patterns: matches nothing.
+    fn default() -> Self {
+        Self {
+            set: GlobSet::empty(),
+            empty: true,
+        }
+    }
+}
+
 impl PathPatterns {
     /// Compiles the patterns; `key` names the setting in errors.
     pub fn new(key: &'static str, patterns: &[String]) -> Result<Self, ConfigError> {

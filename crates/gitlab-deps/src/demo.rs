@@ -10,12 +10,14 @@ use gitlab_sim::{Sim, SimOptions};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::config::{PathPatterns, ScanFileConfig, ScanSettings};
-use crate::gitlab::{GitLab, GitLabOptions, RetryPolicy};
+use crate::config::{ScanFileConfig, ScanSettings};
+use crate::gitlab::GitLabOptions;
 use crate::graph::DepGraph;
 use crate::hooks::{SyncOptions, sync_hooks};
-use crate::scan::{DEPS_FILE, NoProgress, ScanRequest, Scanner};
-use crate::server::{self, Engine, EngineOptions, HttpOptions, describe};
+use crate::orchestrate::{Engine, describe};
+use crate::scan::{NoProgress, ScanRequest};
+use crate::server;
+use crate::service::{Service, ServiceConfig};
 use crate::store::{SqliteStore, Store};
 
 /// Demo settings.
@@ -92,24 +94,24 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     remove_db(&db);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
     let base_url = Url::parse(&format!("{sim_url}/"))?;
-    let gitlab = GitLab::new(GitLabOptions {
-        base_url: base_url.clone(),
-        token: sim.token().into(),
-        concurrency: 8,
-        timeout: Duration::from_secs(10),
-        retry: RetryPolicy::default(),
-    })?;
-    let settings = ScanSettings::from_file(&ScanFileConfig::default())?;
-    let mut watched = settings.dockerfiles.clone();
-    watched.push(DEPS_FILE.to_owned());
-    let scanner = Arc::new(Scanner::new(
-        gitlab.clone(),
-        Arc::clone(&store),
-        settings,
-        base_url,
-        None,
+    let (listener, addr) = server::bind(&opts.listen).await?;
+    let server_url = format!("http://{addr}");
+    let mut config = ServiceConfig::new(
+        GitLabOptions::new(base_url, sim.token().into()),
+        ScanSettings::from_file(&ScanFileConfig::default())?,
+    );
+    // The demo's pipelines take seconds: a lost webhook should not hold it for ten minutes.
+    config.engine.reconcile_after = Duration::from_secs(60);
+    config.engine.rescan_every = None;
+    config.http.webhook_secret = Some(secrecy::SecretString::from(
+        uuid::Uuid::new_v4().simple().to_string(),
     ));
-    let summary = scanner.scan(&ScanRequest::default(), &NoProgress).await?;
+    let secret = config.http.webhook_secret.clone().unwrap_or_default();
+    let service = Service::new(config, Arc::clone(&store))?;
+    let summary = service
+        .scanner()
+        .scan(&ScanRequest::default(), &NoProgress)
+        .await?;
     println!(
         "Scanned: {} projects, {} dependencies, {} external images, {} warnings (database {}).",
         summary.projects_seen,
@@ -118,30 +120,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         summary.warnings.len(),
         db.display()
     );
-
-    let engine = Arc::new(Engine::new(
-        Arc::clone(&store),
-        gitlab.clone(),
-        Some(scanner),
-        EngineOptions {
-            max_running: 10,
-            max_per_minute: None,
-            exclude: PathPatterns::new("cascade.exclude", &[])?,
-            reconcile_after: Duration::from_secs(60),
-            rescan_every: None,
-            watched_files: watched,
-        },
-    )?);
-    let (listener, addr) = server::bind(&opts.listen).await?;
-    let server_url = format!("http://{addr}");
-    let secret = secrecy::SecretString::from(uuid::Uuid::new_v4().simple().to_string());
+    let engine = Arc::clone(service.engine());
+    engine.reload()?;
     let hooks = sync_hooks(
-        &gitlab,
+        service.gitlab(),
         store.as_ref(),
         &store.projects()?,
         &SyncOptions {
             url: format!("{server_url}/hooks/gitlab"),
-            secret: secret.clone(),
+            secret,
             rotate_secret: false,
             dry_run: false,
             groups: Vec::new(),
@@ -153,16 +140,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         hooks.created
     );
     let shutdown = CancellationToken::new();
-    let http = HttpOptions {
-        webhook_secret: Some(secret),
-        max_body_bytes: 5 * 1024 * 1024,
-    };
-    let server_task = tokio::spawn(server::run(
-        engine.clone(),
-        http,
-        listener,
-        shutdown.clone(),
-    ));
+    let server_task = tokio::spawn(service.serve(listener, shutdown.clone()));
 
     let graph = engine.snapshot().await.graph;
     let root = sample.root.as_str();

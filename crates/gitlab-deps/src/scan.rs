@@ -20,7 +20,6 @@ use crate::discover::deps_file::{InstanceUrls, parse_deps_file};
 use crate::discover::dockerfile::parse_dockerfile;
 use crate::discover::image::{ImageName, RegistryIndex, normalise_prefix};
 use crate::gitlab::{GitLab, GitLabError, Project, ProjectScope, TreeEntry};
-use crate::graph::DepGraph;
 use crate::store::{
     Edge, External, FileBlobs, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference,
     ReplaceOutcome, Resolution, ResolveInput, Store, StoreError, Warning,
@@ -931,19 +930,6 @@ pub fn registry_prefix(
     }
 }
 
-/// The dependency graph of stored projects and resolved edges.
-pub fn graph_of(projects: &[ProjectRecord], edges: Vec<Edge>) -> DepGraph {
-    DepGraph::from_parts(
-        projects.iter().map(|p| p.path.clone()),
-        edges.into_iter().map(|e| (e.upstream, e.downstream)),
-    )
-}
-
-/// Loads the dependency graph from the store.
-pub fn load_graph(store: &dyn Store) -> Result<DepGraph, StoreError> {
-    Ok(graph_of(&store.projects()?, store.edges()?))
-}
-
 /// How many times a whole resolve starts over when projects were added, removed or renamed while
 /// it ran, before leaving the write to whoever changed them (they resolve afterwards).
 const RESOLVE_TRIES: usize = 3;
@@ -1540,7 +1526,7 @@ mod tests {
     #[tokio::test]
     async fn a_single_project_rescan_knows_the_public_addresses() {
         use crate::config::{ScanFileConfig, ScanSettings};
-        use crate::gitlab::{GitLabOptions, RetryPolicy};
+        use crate::gitlab::GitLabOptions;
         use crate::store::SqliteStore;
 
         let sim = gitlab_sim::Sim::new(gitlab_sim::SimOptions {
@@ -1551,11 +1537,9 @@ mod tests {
         sim.add_project(gitlab_sim::ProjectSpec::new("g/app").file(".gitlab-deps", "# none\n"));
         let url = Url::parse(&sim.start().await.unwrap()).unwrap();
         let gitlab = GitLab::new(GitLabOptions {
-            base_url: url.clone(),
-            token: sim.token().into(),
             concurrency: 4,
             timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
+            ..GitLabOptions::new(url.clone(), sim.token().into())
         })
         .unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());

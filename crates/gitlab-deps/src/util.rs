@@ -10,6 +10,46 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Where the orchestration runtime reads the wall-clock time: the system clock in the service, a
+/// hand-moved one in tests (so that "ten minutes later" takes no ten minutes).
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    /// A clock standing at `ms` since the Unix epoch.
+    pub fn at(ms: i64) -> Self {
+        Self(std::sync::atomic::AtomicI64::new(ms))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.0.fetch_add(by, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Parses GitLab's ISO 8601 timestamps (`2026-01-02T15:04:05.000Z`, `2026-01-02T15:04:05.123+01:00`)
 /// into Unix milliseconds.
 pub fn parse_timestamp_ms(text: &str) -> Option<i64> {

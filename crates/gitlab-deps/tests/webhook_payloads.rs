@@ -8,10 +8,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use gitlab_deps::config::PathPatterns;
-use gitlab_deps::gitlab::{GitLab, GitLabOptions, RetryPolicy};
-use gitlab_deps::server::payload::{self, HookEvent};
-use gitlab_deps::server::{self, Engine, EngineOptions, HttpOptions};
+use gitlab_deps::config::ScanSettings;
+use gitlab_deps::gitlab::GitLabOptions;
+use gitlab_deps::gitlab::payload::{self, HookEvent};
+use gitlab_deps::orchestrate::Engine;
+use gitlab_deps::server::HttpOptions;
+use gitlab_deps::service::{Service, ServiceConfig};
 use gitlab_deps::store::{SqliteStore, Store};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -20,53 +22,34 @@ use tower::ServiceExt;
 const SECRET: &str = "fixture-secret";
 const MAX_BODY: usize = 64 * 1024;
 
-struct Service {
+struct Running {
     router: Router,
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
 }
 
 /// The service with an empty graph; GitLab is never called (nothing is ever due to be built).
-fn service() -> Service {
+fn service() -> Running {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
-    let gitlab = GitLab::new(GitLabOptions {
-        base_url: "http://127.0.0.1:9/".parse().unwrap(),
-        token: "unused".into(),
+    let gitlab = GitLabOptions {
         concurrency: 1,
         timeout: Duration::from_secs(1),
-        retry: RetryPolicy::default(),
-    })
-    .unwrap();
-    let engine = Arc::new(
-        Engine::new(
-            Arc::clone(&store),
-            gitlab,
-            None,
-            EngineOptions {
-                max_running: 1,
-                max_per_minute: None,
-                exclude: PathPatterns::new("exclude", &[]).unwrap(),
-                reconcile_after: Duration::from_secs(600),
-                rescan_every: None,
-                watched_files: vec![
-                    "Dockerfile".into(),
-                    "Containerfile".into(),
-                    ".gitlab-deps".into(),
-                ],
-            },
-        )
-        .unwrap(),
+        ..GitLabOptions::new("http://127.0.0.1:9/".parse().unwrap(), "unused".into())
+    };
+    let mut config = ServiceConfig::new(
+        gitlab,
+        ScanSettings::from_file(&Default::default()).unwrap(),
     );
-    let router = server::router(
-        Arc::clone(&engine),
-        HttpOptions {
-            webhook_secret: Some(SECRET.into()),
-            max_body_bytes: MAX_BODY,
-        },
-    );
-    Service {
-        router,
-        engine,
+    config.engine.max_running = 1;
+    config.engine.rescan_every = None;
+    config.http = HttpOptions {
+        webhook_secret: Some(SECRET.into()),
+        max_body_bytes: MAX_BODY,
+    };
+    let service = Service::new(config, Arc::clone(&store)).unwrap();
+    Running {
+        router: service.router(),
+        engine: Arc::clone(service.engine()),
         store,
     }
 }
@@ -291,7 +274,7 @@ fn mutate(value: &mut Value, path: &[prop::sample::Index], replacement: Option<V
 }
 
 /// Posts, checks the answer is one the service may give, and lets the engine fold whatever was kept.
-fn check(rt: &tokio::runtime::Runtime, s: &Service, kind: &str, body: Vec<u8>) {
+fn check(rt: &tokio::runtime::Runtime, s: &Running, kind: &str, body: Vec<u8>) {
     rt.block_on(async {
         let (status, text) = post(&s.router, Some(kind), body).await;
         assert!(

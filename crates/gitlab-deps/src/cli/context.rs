@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use secrecy::SecretString;
@@ -10,7 +9,7 @@ use url::Url;
 
 use super::GlobalArgs;
 use crate::config::{self, FileConfig, ScanSettings};
-use crate::gitlab::{GitLab, GitLabOptions, RetryPolicy};
+use crate::gitlab::{GitLab, GitLabOptions};
 use crate::graph::DepGraph;
 use crate::store::{SqliteStore, Store};
 
@@ -89,19 +88,15 @@ impl Context {
 
     /// How to reach GitLab, resolved from flags, environment and config file.
     pub fn gitlab_options(&self) -> anyhow::Result<GitLabOptions> {
-        let timeout = match &self.file.request_timeout {
-            Some(v) => config::parse_duration("request_timeout", v)?,
-            None => Duration::from_secs(30),
-        };
-        let concurrency = self.args.concurrency.or(self.file.concurrency).unwrap_or(8);
-        anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
-        Ok(GitLabOptions {
-            base_url: self.gitlab_url()?,
-            token: self.token()?,
-            concurrency,
-            timeout,
-            retry: RetryPolicy::default(),
-        })
+        let mut options = GitLabOptions::new(self.gitlab_url()?, self.token()?);
+        if let Some(v) = &self.file.request_timeout {
+            options.timeout = config::parse_duration("request_timeout", v)?;
+        }
+        if let Some(n) = self.args.concurrency.or(self.file.concurrency) {
+            anyhow::ensure!(n > 0, "--concurrency must be at least 1");
+            options.concurrency = n;
+        }
+        Ok(options)
     }
 
     /// Discovery settings.
@@ -111,7 +106,7 @@ impl Context {
 
     /// The stored graph.
     pub fn graph(&self, store: &dyn Store) -> anyhow::Result<DepGraph> {
-        crate::scan::load_graph(store).context("cannot load the dependency graph")
+        crate::store::load_graph(store).context("cannot load the dependency graph")
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
@@ -14,9 +15,9 @@ use super::hooks_cmd::{hook_groups, hook_url, public_url, webhook_secret};
 use super::output::{print_json, table};
 use crate::cascade::{Input, VAR_CASCADE, VAR_ROOT, VAR_UPSTREAM};
 use crate::config::{self, PathPatterns};
-use crate::hooks::{DISABLED_META, HookSummary, SyncOptions, sync_hooks};
-use crate::scan::{DEPS_FILE, Scanner};
-use crate::server::{self, Engine, EngineOptions, HttpOptions, Snapshot, describe};
+use crate::orchestrate::{self, EngineOptions, Snapshot, describe};
+use crate::server::{self, HttpOptions};
+use crate::service::{HookSyncConfig, Service, ServiceConfig, defaults};
 
 /// `serve`.
 #[derive(Debug, Args)]
@@ -94,29 +95,26 @@ fn duration(
     key: &'static str,
     flag: Option<&String>,
     file: Option<&String>,
-    default: &str,
-) -> anyhow::Result<Duration> {
-    let value = flag.or(file).map(String::as_str).unwrap_or(default);
-    Ok(config::parse_duration(key, value)?)
+) -> anyhow::Result<Option<Duration>> {
+    flag.or(file)
+        .map(|value| Ok(config::parse_duration(key, value)?))
+        .transpose()
 }
 
-/// Builds the engine options from flags and the config file.
+/// Builds the engine options from flags and the config file, over the defaults.
 pub fn engine_options(ctx: &Context, args: &ServeArgs) -> anyhow::Result<EngineOptions> {
     let cascade = &ctx.file.cascade;
+    let defaults = EngineOptions::default();
     let rescan = duration(
         "rescan_every",
         args.rescan_every.as_ref(),
         ctx.file.serve.rescan_every.as_ref(),
-        "6h",
     )?;
-    let settings = ctx.scan_settings()?;
-    let mut watched = settings.dockerfiles.clone();
-    watched.push(DEPS_FILE.to_owned());
     Ok(EngineOptions {
         max_running: args
             .max_running
             .or(cascade.max_running)
-            .unwrap_or(10)
+            .unwrap_or(defaults.max_running)
             .max(1),
         max_per_minute: args.max_per_minute.or(cascade.max_per_minute),
         exclude: PathPatterns::new("cascade.exclude", &cascade.exclude)?,
@@ -124,11 +122,45 @@ pub fn engine_options(ctx: &Context, args: &ServeArgs) -> anyhow::Result<EngineO
             "reconcile_after",
             args.reconcile_after.as_ref(),
             cascade.reconcile_after.as_ref(),
-            "10m",
-        )?,
-        rescan_every: (!rescan.is_zero()).then_some(rescan),
-        watched_files: watched,
+        )?
+        .unwrap_or(defaults.reconcile_after),
+        rescan_every: match rescan {
+            Some(every) => (!every.is_zero()).then_some(every),
+            None => defaults.rescan_every,
+        },
+        watched_files: Vec::new(),
     })
+}
+
+/// Resolves `serve`'s flags, environment and config file into the service's configuration.
+pub fn service_config(
+    ctx: &Context,
+    args: &ServeArgs,
+    secret: Option<SecretString>,
+) -> anyhow::Result<ServiceConfig> {
+    let hook_sync = if args.sync_hooks {
+        let Some(url) = public_url(ctx, args.public_url.as_ref()) else {
+            bail!("--sync-hooks needs --public-url (how GitLab reaches this service)");
+        };
+        Some(HookSyncConfig {
+            url: hook_url(&url),
+            groups: hook_groups(ctx),
+        })
+    } else {
+        None
+    };
+    let mut config = ServiceConfig::new(ctx.gitlab_options()?, ctx.scan_settings()?);
+    config.registry = ctx.registry();
+    config.engine = engine_options(ctx, args)?;
+    config.http = HttpOptions {
+        webhook_secret: secret,
+        max_body_bytes: args
+            .max_body_bytes
+            .or(ctx.file.serve.max_body_bytes)
+            .unwrap_or(config.http.max_body_bytes),
+    };
+    config.hook_sync = hook_sync;
+    Ok(config)
 }
 
 pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
@@ -139,25 +171,10 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
              (or --insecure-no-webhook-secret to accept unauthenticated webhooks)"
         );
     }
+    let config = service_config(ctx, &args, secret)?;
     let store = ctx.store()?;
-    let gitlab = ctx.gitlab()?;
-    let scanner = Arc::new(Scanner::new(
-        gitlab.clone(),
-        Arc::clone(&store),
-        ctx.scan_settings()?,
-        ctx.gitlab_url()?,
-        ctx.registry(),
-    ));
-    let options = engine_options(ctx, &args)?;
-    let resync_every = options.rescan_every;
-    let engine = Arc::new(Engine::new(
-        Arc::clone(&store),
-        gitlab.clone(),
-        Some(scanner),
-        options,
-    )?);
-    let projects = store.projects()?;
-    if projects.is_empty() {
+    let service = Service::new(config, Arc::clone(&store))?;
+    if store.projects()?.is_empty() {
         tracing::warn!(
             "the database holds no projects: run `gitlab-deps scan` so that changes can cascade"
         );
@@ -166,46 +183,8 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         .listen
         .clone()
         .or_else(|| ctx.file.serve.listen.clone())
-        .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        .unwrap_or_else(|| defaults::LISTEN.to_owned());
     let (listener, addr) = server::bind(&listen).await?;
-    // The disabled-hooks gauge starts from the last sync of any process (`update` from a timer).
-    if let Ok(Some(n)) = store.meta(DISABLED_META) {
-        engine.metrics.hooks_disabled.set(n.parse().unwrap_or(0));
-    }
-    if args.sync_hooks {
-        let Some(url) = public_url(ctx, args.public_url.as_ref()) else {
-            bail!("--sync-hooks needs --public-url (how GitLab reaches this service)");
-        };
-        let options = SyncOptions {
-            url: hook_url(&url),
-            secret: secret.clone().unwrap_or_default(),
-            rotate_secret: false,
-            dry_run: false,
-            groups: hook_groups(ctx),
-        };
-        let (gitlab, store, engine) = (gitlab.clone(), Arc::clone(&store), Arc::clone(&engine));
-        // In the background: on a large instance this takes minutes, and webhooks must be
-        // answered meanwhile. Repeated after every rescan interval, so that new projects get a
-        // hook, a changed default branch gets its push filter and a hook GitLab disabled gets
-        // another try; a sync with nothing to change only reads.
-        tokio::spawn(async move {
-            let mut projects = projects;
-            loop {
-                match sync_hooks(&gitlab, store.as_ref(), &projects, &options).await {
-                    Ok(summary) => log_hook_sync(&summary, &engine),
-                    Err(e) => tracing::error!("webhook sync failed: {e}"),
-                }
-                let Some(every) = resync_every else { break };
-                tokio::time::sleep(every).await;
-                let reader = Arc::clone(&store);
-                match tokio::task::spawn_blocking(move || reader.projects()).await {
-                    Ok(Ok(now)) => projects = now,
-                    Ok(Err(e)) => tracing::warn!("webhook sync skipped: {e}"),
-                    Err(e) => tracing::warn!("webhook sync skipped: {e}"),
-                }
-            }
-        });
-    }
     println!("gitlab-deps serving on http://{addr} (webhooks: POST http://{addr}/hooks/gitlab)");
     let _ = std::io::stdout().flush();
     let shutdown = CancellationToken::new();
@@ -214,46 +193,8 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         stop.cancel();
     });
-    let http = HttpOptions {
-        webhook_secret: secret,
-        max_body_bytes: args
-            .max_body_bytes
-            .or(ctx.file.serve.max_body_bytes)
-            .unwrap_or(5 * 1024 * 1024),
-    };
-    server::run(engine, http, listener, shutdown).await?;
+    service.serve(listener, shutdown).await?;
     Ok(())
-}
-
-/// Logs what a hook sync did and updates the disabled-hooks gauge.
-fn log_hook_sync(summary: &HookSummary, engine: &Engine) {
-    engine
-        .metrics
-        .hooks_disabled
-        .set(summary.still_disabled() as i64);
-    tracing::info!(
-        created = summary.created,
-        updated = summary.updated,
-        unchanged = summary.unchanged,
-        reenabled = summary.reenabled,
-        still_disabled = summary.still_disabled(),
-        failed = summary.failed.len(),
-        "webhooks synced"
-    );
-    for f in &summary.failed {
-        tracing::warn!("webhook not installed: {f}");
-    }
-    for d in summary.disabled.iter().filter(|d| !d.reenabled) {
-        tracing::warn!(
-            "webhook of {} is disabled by GitLab ({}): {}",
-            d.target,
-            d.alert_status,
-            d.detail.as_deref().unwrap_or("")
-        );
-    }
-    for n in &summary.notes {
-        tracing::warn!("{n}");
-    }
 }
 
 /// Ctrl-C or SIGTERM (systemd's stop).
@@ -290,7 +231,7 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.queue {
-        server::enqueue_operator_input(
+        orchestrate::enqueue_operator_input(
             store.as_ref(),
             &Input::Rebuild {
                 project: project.clone(),
@@ -343,14 +284,14 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
         .map(|p| super::query::require(&graph, p).map(str::to_owned))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if args.force {
-        server::enqueue_operator_input(
+        orchestrate::enqueue_operator_input(
             store.as_ref(),
             &Input::Forget {
                 projects: projects.clone(),
             },
         )?;
     }
-    server::enqueue_operator_input(
+    orchestrate::enqueue_operator_input(
         store.as_ref(),
         &Input::Cancel {
             projects: projects.clone(),
@@ -372,7 +313,7 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
 pub fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let graph = Arc::new(ctx.graph(store.as_ref())?);
-    let cascade = server::load_cascade(store.as_ref())
+    let cascade = orchestrate::load_cascade(store.as_ref())
         .context("the stored orchestration state is unreadable")?;
     let snapshot = Snapshot {
         cascade,

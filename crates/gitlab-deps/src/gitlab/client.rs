@@ -141,6 +141,12 @@ impl GitLab {
         self.send_with(method, url, body, what, true).await
     }
 
+    /// The retry policy of this client. Callers that retry whole operations (creating a
+    /// pipeline after checking it does not exist yet, say) pace them with the same policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
     /// Like [`GitLab::send`]. With `idempotent` false, only failures that certainly happened before
     /// GitLab acted are retried (429, connection refused): after a 5xx or a lost response the request
     /// may have taken effect, and repeating it could, say, create a second pipeline.

@@ -8,6 +8,7 @@ mod client;
 mod error;
 mod hooks;
 mod paginate;
+pub mod payload;
 mod retry;
 pub mod types;
 

@@ -222,7 +222,7 @@ mod tests {
     /// permits they held and every other request of the client waited forever.
     #[tokio::test]
     async fn a_full_listing_channel_does_not_starve_other_requests() {
-        use crate::gitlab::{GitLabOptions, ProjectScope, RetryPolicy};
+        use crate::gitlab::{GitLabOptions, ProjectScope};
         use std::time::Duration;
 
         let sim = gitlab_sim::Sim::new(gitlab_sim::SimOptions::default());
@@ -231,11 +231,9 @@ mod tests {
         }
         let url = sim.start().await.unwrap();
         let gitlab = GitLab::new(GitLabOptions {
-            base_url: Url::parse(&url).unwrap(),
-            token: sim.token().into(),
             concurrency: 2,
             timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
+            ..GitLabOptions::new(Url::parse(&url).unwrap(), sim.token().into())
         })
         .unwrap();
         let mut pages = gitlab.list_projects(ProjectScope::All);

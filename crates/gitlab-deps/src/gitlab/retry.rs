@@ -32,8 +32,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The backoff delays between attempts (exponential with jitter).
-    pub(crate) fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+    /// The backoff delays between attempts (exponential with jitter): `max_attempts - 1` of them.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
         ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)

@@ -1,17 +1,8 @@
-//! The service: the webhook receiver, the orchestration engine around the pure [`crate::cascade`]
-//! state machine, the status page, the JSON API and metrics.
-//!
-//! Flow: a webhook is checked (secret, size, shape), committed to the store's event log and
-//! acknowledged. The engine task folds logged events into the cascade state, persists the state
-//! (which records every pipeline it is about to create) and only then calls GitLab. Results of those
-//! calls, reconciler findings and operator commands go through the same event log, so one ordered,
-//! durable path decides everything and a restart resumes exactly where the log stops.
+//! HTTP only: the webhook receiver (verify, then parse, then commit to the event log), the status
+//! page, the JSON API and metrics. The work happens in [`crate::orchestrate`].
 
-mod engine;
-mod intake;
 mod metrics;
-pub mod payload;
-pub mod status;
+mod status;
 mod webhook;
 
 use std::net::SocketAddr;
@@ -25,12 +16,8 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use engine::{
-    Engine, EngineOptions, INPUT_EVENT, Snapshot, enqueue_operator_input, load_cascade,
-};
-pub use metrics::Metrics;
-pub use status::{ProjectView, describe};
-
+use crate::orchestrate::Engine;
+use crate::orchestrate::intake;
 use crate::store::StoreError;
 
 /// Server failures.

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::payload::{self, HookEvent};
+use crate::gitlab::payload::{self, HookEvent};
 use crate::store::NewEvent;
 
 const KINDS: [&str; 2] = ["Pipeline Hook", "Push Hook"];

@@ -13,9 +13,11 @@
 //! catalog is still the one it read, and leaves alone the projects whose version moved since; a
 //! one-project resolve reads and writes in one transaction.
 
+mod graph;
 mod migrations;
 mod sqlite;
 
+pub use graph::{graph_of, load_graph};
 pub use sqlite::SqliteStore;
 
 use std::collections::HashMap;

@@ -1,10 +1,13 @@
 //! The engine's side of push rescans: one project's edges swapped in place, and the fall-back
 //! to a whole reload when the update does not fit the graph it has.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::*;
-use crate::gitlab::{GitLabOptions, RetryPolicy};
+use crate::gitlab::{GitLab, GitLabOptions};
 use crate::scan::{resolve, resolve_project};
-use crate::store::{ProjectScan, RefKind, Reference, SqliteStore};
+use crate::store::{ProjectRecord, ProjectScan, RefKind, Reference, SqliteStore, Store};
 use url::Url;
 
 fn url() -> Url {
@@ -49,25 +52,18 @@ pub(super) fn engine() -> (Arc<dyn Store>, Engine) {
         ])
         .unwrap();
     resolve(store.as_ref(), None, &url()).unwrap();
-    let gitlab = GitLab::new(GitLabOptions {
-        base_url: Url::parse("http://127.0.0.1:9/").unwrap(),
-        token: "t".into(),
-        concurrency: 1,
-        timeout: Duration::from_secs(1),
-        retry: RetryPolicy::default(),
-    })
-    .unwrap();
+    let mut options = GitLabOptions::new(Url::parse("http://127.0.0.1:9/").unwrap(), "t".into());
+    options.timeout = Duration::from_secs(1);
+    let gitlab = GitLab::new(options).unwrap();
     let engine = Engine::new(
         Arc::clone(&store),
         gitlab,
         None,
         EngineOptions {
             max_running: 1,
-            max_per_minute: None,
-            exclude: PathPatterns::new("exclude", &[]).unwrap(),
-            reconcile_after: Duration::from_secs(600),
             rescan_every: None,
             watched_files: vec!["Dockerfile".into()],
+            ..EngineOptions::default()
         },
     )
     .unwrap();

@@ -1,0 +1,139 @@
+//! The service's Prometheus metrics, observed by the orchestration runtime and served by
+//! [`crate::server`] at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::cascade::Cascade;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    event: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+/// The service's metrics.
+pub struct Metrics {
+    registry: Registry,
+    webhooks: Family<WebhookLabels, Counter>,
+    projects: Family<StateLabels, Gauge>,
+    /// Pipelines created.
+    pub pipelines_created: Counter,
+    /// Pipeline creations refused by GitLab.
+    pub create_failures: Counter,
+    /// Events folded into the cascade.
+    pub events_processed: Counter,
+    /// Final statuses found by polling (lost webhooks).
+    pub reconciled: Counter,
+    /// Hooks of ours GitLab still had disabled after the last hook sync.
+    pub hooks_disabled: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gitlab_deps");
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook deliveries by event and result",
+            webhooks.clone(),
+        );
+        let projects = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "projects",
+            "Projects by orchestration state",
+            projects.clone(),
+        );
+        let pipelines_created = Counter::default();
+        registry.register(
+            "pipelines_created",
+            "Pipelines created",
+            pipelines_created.clone(),
+        );
+        let create_failures = Counter::default();
+        registry.register(
+            "pipeline_create_failures",
+            "Pipeline creations GitLab refused",
+            create_failures.clone(),
+        );
+        let events_processed = Counter::default();
+        registry.register(
+            "events_processed",
+            "Events applied to the cascade",
+            events_processed.clone(),
+        );
+        let reconciled = Counter::default();
+        registry.register(
+            "reconciled_pipelines",
+            "Final pipeline statuses found by polling instead of a webhook",
+            reconciled.clone(),
+        );
+        let hooks_disabled = Gauge::default();
+        registry.register(
+            "hooks_disabled",
+            "Webhooks of gitlab-deps that GitLab had disabled after failed deliveries and the last hook sync could not re-enable",
+            hooks_disabled.clone(),
+        );
+        Self {
+            hooks_disabled,
+            registry,
+            webhooks,
+            projects,
+            pipelines_created,
+            create_failures,
+            events_processed,
+            reconciled,
+        }
+    }
+
+    /// Counts a webhook delivery.
+    pub fn webhook(&self, event: &str, result: &str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                event: event.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Updates the per-state gauges from the cascade's counts (kept by the cascade as it changes,
+    /// so this costs the same on every step, whatever the number of projects).
+    pub fn observe(&self, cascade: &Cascade) {
+        let counts = cascade.counts();
+        for (state, n) in [
+            ("stale", counts.stale),
+            ("running", counts.running),
+            ("failed", counts.failed),
+        ] {
+            self.projects
+                .get_or_create(&StateLabels {
+                    state: state.to_owned(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,181 @@
+//! Pipeline creation and adoption: each attempt's pipeline is created at most once, found again
+//! by its attempt id after a crash or a lost answer.
+
+use std::sync::Arc;
+
+use super::engine::{Engine, lock};
+use crate::cascade::{Input, VAR_ATTEMPT};
+use crate::gitlab::GitLabError;
+
+/// How a creation task was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Claim {
+    /// Fresh from dispatch; the engine already claimed the attempt.
+    Claimed,
+    /// Resolving an old intent (after a crash or an outage): claim it, and look for an existing
+    /// pipeline before creating one.
+    Recover,
+}
+
+impl Engine {
+    /// Creates the pipeline of an attempt exactly once: before every retry (and always when
+    /// `adopt_first`, after a crash) it looks for a pipeline that already carries the attempt id.
+    pub(super) async fn create(
+        self: Arc<Self>,
+        project: String,
+        attempt: String,
+        variables: Vec<(String, String)>,
+        claim: Claim,
+    ) {
+        if claim == Claim::Recover && !lock(&self.in_flight).insert(attempt.clone()) {
+            return;
+        }
+        let adopt_first = claim == Claim::Recover;
+        let outcome = self
+            .create_or_adopt(&project, &attempt, &variables, adopt_first)
+            .await;
+        lock(&self.in_flight).remove(&attempt);
+        match outcome {
+            Ok(Some(pipeline_id)) => self.enqueue(
+                &format!("created:{attempt}"),
+                &Input::PipelineCreated {
+                    project,
+                    attempt,
+                    pipeline_id,
+                },
+            ),
+            Ok(None) => {}
+            Err(reason) => {
+                self.metrics.create_failures.inc();
+                tracing::warn!("{project}: cannot create a pipeline: {reason}");
+                self.enqueue(
+                    &format!("create-failed:{attempt}"),
+                    &Input::CreateFailed {
+                        project,
+                        attempt,
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+
+    /// `Ok(Some(id))`: created or adopted. `Ok(None)`: still unknown (GitLab unreachable); the
+    /// reconciler tries again later. `Err(reason)`: a permanent refusal.
+    async fn create_or_adopt(
+        &self,
+        project: &str,
+        attempt: &str,
+        variables: &[(String, String)],
+        adopt_first: bool,
+    ) -> Result<Option<u64>, String> {
+        let record = self.records().by_path.get(project).cloned();
+        let Some(record) = record else {
+            return Err("the project is no longer known (rescan?)".into());
+        };
+        let Some(branch) = record.default_branch.clone() else {
+            return Err("the project has no default branch".into());
+        };
+        // Paced like the client's own retries; when they run out, the reconciler takes over.
+        let mut delays = self.gitlab.retry_policy().delays();
+        let mut variables_allowed = true;
+        for try_no in 0.. {
+            if (adopt_first || try_no > 0) && variables_allowed {
+                match self.find_attempt(record.id, &branch, attempt).await {
+                    Ok(Some(id)) => {
+                        tracing::info!("{project}: adopted pipeline #{id} of attempt {attempt}");
+                        return Ok(Some(id));
+                    }
+                    Ok(None) => {}
+                    Err(e) if !e.is_transient() => {
+                        return Err(format!("cannot check for an existing pipeline: {e}"));
+                    }
+                    Err(e) => {
+                        tracing::warn!("{project}: cannot look for attempt {attempt}: {e}");
+                        let Some(delay) = delays.next() else { break };
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                }
+            }
+            let with_variables = variables_allowed;
+            let sent: &[(String, String)] = if with_variables { variables } else { &[] };
+            match self.gitlab.create_pipeline(record.id, &branch, sent).await {
+                Ok(p) => {
+                    self.metrics.pipelines_created.inc();
+                    return Ok(Some(p.id));
+                }
+                // The project forbids pipeline variables (GitLab's "minimum role to use pipeline
+                // variables": no one). The pipeline still runs, without the GITLAB_DEPS_*
+                // context; we recognise it by its id, but cannot adopt it after a crash.
+                Err(e) if with_variables && refuses_variables(&e) => {
+                    tracing::warn!(
+                        "{project}: GitLab refuses pipeline variables here ({e}); creating its pipeline without the GITLAB_DEPS_* variables"
+                    );
+                    variables_allowed = false;
+                }
+                // A lost or garbled answer, an outage, or a token being rotated: the pipeline may
+                // or may not exist, so look before trying again.
+                Err(e)
+                    if e.is_transient()
+                        || matches!(
+                            e,
+                            GitLabError::Decode { .. } | GitLabError::Unauthorized { .. }
+                        ) =>
+                {
+                    tracing::warn!(
+                        "{project}: creating a pipeline failed, will check and retry: {e}"
+                    );
+                    let Some(delay) = delays.next() else { break };
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Finds our pipeline for an attempt among the project's newest API pipelines.
+    async fn find_attempt(
+        &self,
+        project_id: u64,
+        branch: &str,
+        attempt: &str,
+    ) -> Result<Option<u64>, GitLabError> {
+        let recent = self
+            .gitlab
+            .recent_pipelines(project_id, branch, 100)
+            .await?;
+        for p in recent
+            .iter()
+            .filter(|p| p.source.as_deref().is_none_or(|s| s == "api"))
+        {
+            match self.gitlab.pipeline_variables(project_id, p.id).await {
+                Ok(variables) => {
+                    if variables
+                        .iter()
+                        .any(|v| v.key == VAR_ATTEMPT && v.value == attempt)
+                    {
+                        return Ok(Some(p.id));
+                    }
+                }
+                // One unreadable pipeline (deleted meanwhile, say) says nothing about the others.
+                Err(e) if !e.is_transient() => {
+                    tracing::debug!("skipping pipeline #{}: {e}", p.id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// GitLab's refusal of pipeline variables: 400 (or 403) "Insufficient permissions to set pipeline
+/// variables".
+fn refuses_variables(e: &GitLabError) -> bool {
+    let message = match e {
+        GitLabError::Rejected { message, .. } | GitLabError::Forbidden { message, .. } => message,
+        _ => return false,
+    };
+    message.to_ascii_lowercase().contains("pipeline variables")
+}

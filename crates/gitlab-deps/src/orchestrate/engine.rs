@@ -1,0 +1,462 @@
+//! The engine loop: folds the durable event log into the cascade state, persists it, and starts
+//! the resulting pipeline creations ([`super::create`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::create::Claim;
+use super::log::{INPUT_EVENT, load_cascade};
+use super::reconcile::status_of;
+use crate::cascade::{Action, Cascade, Input, Throttle, VAR_ATTEMPT};
+use crate::config::PathPatterns;
+use crate::gitlab::GitLab;
+use crate::gitlab::payload::{self, HookEvent, PushEvent};
+use crate::graph::DepGraph;
+use crate::metrics::Metrics;
+use crate::scan::Scanner;
+use crate::store::{ProjectRecord, Store, StoreError, StoredEvent};
+use crate::util::{Clock, SystemClock};
+
+/// Events folded per engine step.
+const BATCH: usize = 512;
+/// Store key holding the time of the last complete scan (written by [`crate::scan`]).
+const SCAN_STAMP: &str = crate::scan::LAST_SCAN_KEY;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// At most this many pipelines of ours run at once.
+    pub max_running: usize,
+    /// At most this many pipelines created per minute.
+    pub max_per_minute: Option<u32>,
+    /// Projects never triggered.
+    pub exclude: PathPatterns,
+    /// Poll a created pipeline with no final status after this long.
+    pub reconcile_after: Duration,
+    /// Rescan the whole instance this often (`None`: never).
+    pub rescan_every: Option<Duration>,
+    /// Files whose change in a push triggers a rescan of the project.
+    pub watched_files: Vec<String>,
+}
+
+/// The stored project records the engine needs, by path and by id.
+#[derive(Clone)]
+pub(super) struct Records {
+    pub(super) by_path: HashMap<String, ProjectRecord>,
+    pub(super) path_by_id: HashMap<u64, String>,
+}
+
+/// A consistent view for the status page and the demo.
+pub struct Snapshot {
+    /// The cascade state.
+    pub cascade: Cascade,
+    /// The graph it runs on.
+    pub graph: Arc<DepGraph>,
+    /// Web URLs of projects, by path.
+    pub web_urls: HashMap<String, String>,
+}
+
+/// The orchestration engine. Create with [`Engine::new`], run with [`Engine::spawn`].
+pub struct Engine {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) gitlab: GitLab,
+    pub(super) scanner: Option<Arc<Scanner>>,
+    pub(super) opts: EngineOptions,
+    pub(super) graph: RwLock<Arc<DepGraph>>,
+    pub(super) records: RwLock<Arc<Records>>,
+    /// Held from reading the store to installing the result, by whole reloads and one-project
+    /// updates alike: each installs what the store held when it read, so neither can install
+    /// older data over the other's newer.
+    pub(super) graph_writer: Mutex<()>,
+    pub(super) cascade: tokio::sync::Mutex<Cascade>,
+    pub(super) wake: Notify,
+    pub(super) in_flight: Mutex<HashSet<String>>,
+    /// Projects being rescanned; `true` when another push arrived meanwhile (scan once more).
+    pub(super) rescanning: Mutex<HashMap<String, bool>>,
+    /// When recent pipelines were created, for `max_per_minute` (empty without that limit);
+    /// entries older than a minute are dropped by [`Engine::throttle`] before every dispatch.
+    pub(super) created_at: Mutex<VecDeque<Instant>>,
+    /// The wall-clock time the cascade and the reconciler go by.
+    pub(super) clock: Arc<dyn Clock>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// Loads the graph and the persisted cascade state.
+    pub fn new(
+        store: Arc<dyn Store>,
+        gitlab: GitLab,
+        scanner: Option<Arc<Scanner>>,
+        opts: EngineOptions,
+    ) -> Result<Self, StoreError> {
+        Self::with_clock(store, gitlab, scanner, opts, Arc::new(SystemClock))
+    }
+
+    /// As [`Engine::new`], going by `clock`.
+    pub fn with_clock(
+        store: Arc<dyn Store>,
+        gitlab: GitLab,
+        scanner: Option<Arc<Scanner>>,
+        opts: EngineOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let cascade = load_cascade(store.as_ref())?;
+        let engine = Self {
+            store,
+            gitlab,
+            scanner,
+            opts,
+            graph: RwLock::new(Arc::new(DepGraph::new())),
+            records: RwLock::new(Arc::new(Records {
+                by_path: HashMap::new(),
+                path_by_id: HashMap::new(),
+            })),
+            graph_writer: Mutex::new(()),
+            cascade: tokio::sync::Mutex::new(cascade),
+            wake: Notify::new(),
+            in_flight: Mutex::new(HashSet::new()),
+            rescanning: Mutex::new(HashMap::new()),
+            created_at: Mutex::new(VecDeque::new()),
+            clock,
+            metrics: Metrics::new(),
+        };
+        engine.reload()?;
+        Ok(engine)
+    }
+
+    /// The settings it runs with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Re-reads the graph and project records from the store (after a scan).
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let _writer = lock(&self.graph_writer);
+        let projects = self.store.projects()?;
+        let graph = crate::store::graph_of(&projects, self.store.edges()?);
+        let records = Records {
+            path_by_id: projects.iter().map(|p| (p.id, p.path.clone())).collect(),
+            by_path: projects.into_iter().map(|p| (p.path.clone(), p)).collect(),
+        };
+        *self.graph.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(graph);
+        *self.records.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(records);
+        Ok(())
+    }
+
+    pub(super) fn graph(&self) -> Arc<DepGraph> {
+        self.graph.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(super) fn records(&self) -> Arc<Records> {
+        self.records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// True when a push may have changed a project's dependency files on its default branch.
+    pub fn push_matters(&self, push: &PushEvent) -> bool {
+        let watched: Vec<&str> = self.opts.watched_files.iter().map(String::as_str).collect();
+        push.touches(&watched)
+    }
+
+    /// Wakes the engine loop (after an event was logged).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A copy of the current state.
+    pub async fn snapshot(&self) -> Snapshot {
+        // Only what is not idle: idle projects keep a small pipeline memory each, and copying all
+        // of them for every status request would cost O(projects).
+        let cascade = self.cascade.lock().await.active_copy();
+        let records = self.records();
+        let web_urls = cascade
+            .projects()
+            .filter_map(|(p, _)| Some((p.to_owned(), records.by_path.get(p)?.web_url.clone())))
+            .collect();
+        Snapshot {
+            cascade,
+            graph: self.graph(),
+            web_urls,
+        }
+    }
+
+    /// Starts the engine loop, the reconciler and the periodic rescan.
+    pub fn spawn(self: Arc<Self>, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        let mut tasks = vec![
+            tokio::spawn(self.clone().run_loop(shutdown.clone())),
+            tokio::spawn(self.clone().reconcile_loop(shutdown.clone())),
+        ];
+        if let Some(every) = self.opts.rescan_every {
+            tasks.push(tokio::spawn(self.clone().rescan_loop(every, shutdown)));
+        }
+        tasks
+    }
+
+    async fn run_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut scan_stamp = self.store.meta(SCAN_STAMP).ok().flatten();
+        let mut checked = Instant::now();
+        loop {
+            // A scan by another process (`gitlab-deps scan`, a timer) changes the graph under us.
+            if checked.elapsed() >= Duration::from_secs(1) {
+                checked = Instant::now();
+                let stamp = self.store.meta(SCAN_STAMP).ok().flatten();
+                if stamp != scan_stamp {
+                    scan_stamp = stamp;
+                    tracing::info!("the dependency graph was rescanned, reloading it");
+                    self.after_scan().await;
+                }
+            }
+            if let Err(e) = self.process().await {
+                tracing::error!("cannot process events: {e}");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                // Operator commands arrive through the database, and throttled work becomes
+                // startable as time passes: look again every second.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Drains the event log: applies every logged event, dispatches, persists, then acts.
+    pub async fn process(self: &Arc<Self>) -> Result<(), StoreError> {
+        loop {
+            let events = self.store.unprocessed_events(BATCH)?;
+            let graph = self.graph();
+            let records = self.records();
+            let mut cascade = self.cascade.lock().await;
+            let now = self.clock.now_ms();
+            let mut log = Vec::new();
+            let mut rescans = Vec::new();
+            let mut last = None;
+            for event in &events {
+                last = Some(event.seq);
+                for input in self.inputs(event, &records, &mut rescans) {
+                    let applied = cascade.apply(&graph, input, now);
+                    log.extend(applied.log);
+                }
+            }
+            let throttle = self.throttle();
+            let exclude = &self.opts.exclude;
+            let actions = cascade.dispatch(&graph, throttle, &|p| exclude.matches(p), now);
+            // Creation times only matter to a per-minute limit; without one they are not kept.
+            if self.opts.max_per_minute.is_some() && !actions.is_empty() {
+                let mut times = lock(&self.created_at);
+                let at = Instant::now();
+                times.extend(actions.iter().map(|_| at));
+            }
+            for Action::CreatePipeline {
+                project, attempt, ..
+            } in &actions
+            {
+                log.push(format!(
+                    "{project}: starting a pipeline (attempt {attempt})"
+                ));
+            }
+            let changes = cascade
+                .take_dirty()
+                .into_iter()
+                .map(|(p, state)| Ok((p, state.map(serde_json::to_string).transpose()?)))
+                .collect::<Result<Vec<_>, serde_json::Error>>()?;
+            if !changes.is_empty() || last.is_some() {
+                // The intent to create each pipeline is durable before any is created.
+                let counters = serde_json::to_string(&cascade.counters())?;
+                if let Err(e) = self.store.commit_cascade(&changes, &counters, last) {
+                    // Keep the changes for the next commit; the events stay unprocessed and the
+                    // intents unperformed (the reconciler resolves them if nothing else does).
+                    cascade.mark_dirty(changes.into_iter().map(|(p, _)| p));
+                    return Err(e);
+                }
+            }
+            // Claimed before the lock is released, so the reconciler never starts a second
+            // creation of the same attempt.
+            {
+                let mut claimed = lock(&self.in_flight);
+                for Action::CreatePipeline { attempt, .. } in &actions {
+                    claimed.insert(attempt.clone());
+                }
+            }
+            self.metrics.observe(&cascade);
+            drop(cascade);
+            for action in actions {
+                let Action::CreatePipeline {
+                    project,
+                    attempt,
+                    variables,
+                } = action;
+                tokio::spawn(
+                    self.clone()
+                        .create(project, attempt, variables, Claim::Claimed),
+                );
+            }
+            for line in &log {
+                tracing::info!("{line}");
+            }
+            if let Err(e) = self.store.log_activity(now, &log) {
+                tracing::warn!("cannot write the activity log: {e}");
+            }
+            self.metrics.events_processed.inc_by(events.len() as u64);
+            for project in rescans {
+                self.clone().spawn_rescan(project);
+            }
+            if events.len() < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Translates one logged event into cascade inputs.
+    fn inputs(
+        &self,
+        event: &StoredEvent,
+        records: &Records,
+        rescans: &mut Vec<String>,
+    ) -> Vec<Input> {
+        if event.kind == INPUT_EVENT {
+            return match serde_json::from_str::<Input>(&event.body) {
+                Ok(input) => vec![input],
+                Err(e) => {
+                    tracing::error!(
+                        seq = event.seq,
+                        "skipping an unreadable internal event: {e}"
+                    );
+                    Vec::new()
+                }
+            };
+        }
+        let parsed = match payload::parse(&event.kind, event.body.as_bytes()) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(seq = event.seq, "skipping event: {e}");
+                return Vec::new();
+            }
+        };
+        match parsed {
+            HookEvent::Pipeline(p) => {
+                let Some(status) = p.final_status().and_then(status_of) else {
+                    return Vec::new();
+                };
+                if !p.is_default_branch_build() {
+                    return Vec::new();
+                }
+                // Renames keep the id; the stored path is the one the graph knows.
+                let Some(project) = records
+                    .path_by_id
+                    .get(&p.project_id)
+                    .cloned()
+                    .or_else(|| p.project.clone())
+                else {
+                    // Neither known nor named: not a project of ours.
+                    return Vec::new();
+                };
+                vec![Input::PipelineFinished {
+                    project,
+                    pipeline_id: p.pipeline_id,
+                    attempt: p.variable(VAR_ATTEMPT).map(str::to_owned),
+                    status,
+                    reason: Some(format!("pipeline #{} {}", p.pipeline_id, p.status)),
+                    created_ms: p.created_ms,
+                }]
+            }
+            HookEvent::Push(push) => {
+                let watched: Vec<&str> =
+                    self.opts.watched_files.iter().map(String::as_str).collect();
+                if push.touches(&watched)
+                    && let Some(project) = records
+                        .path_by_id
+                        .get(&push.project_id)
+                        .cloned()
+                        .or(push.project)
+                {
+                    rescans.push(project);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn throttle(&self) -> Throttle {
+        let can_create = match self.opts.max_per_minute {
+            None => usize::MAX,
+            Some(limit) => {
+                let mut times = lock(&self.created_at);
+                while times
+                    .front()
+                    .is_some_and(|t| t.elapsed() >= Duration::from_secs(60))
+                {
+                    times.pop_front();
+                }
+                (limit as usize).saturating_sub(times.len())
+            }
+        };
+        Throttle {
+            max_running: self.opts.max_running,
+            can_create,
+        }
+    }
+
+    /// Logs an internal input durably and wakes the loop.
+    pub(super) fn enqueue(&self, key: &str, input: &Input) {
+        let body = match serde_json::to_string(input) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot encode {input:?}: {e}");
+                return;
+            }
+        };
+        match self.store.insert_event(key, INPUT_EVENT, &body) {
+            Ok(_) => self.notify(),
+            Err(e) => tracing::error!("cannot record {key}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+    use crate::orchestrate::enqueue_operator_input;
+
+    /// Starts base and tools (app waits for base) with the given per-minute limit; returns how
+    /// many creation times the engine keeps.
+    async fn creation_times_kept(limit: Option<u32>) -> usize {
+        let (store, mut engine) = crate::orchestrate::rescan_tests::engine();
+        engine.opts.max_running = 10;
+        engine.opts.max_per_minute = limit;
+        let engine = Arc::new(engine);
+        for project in ["img/base", "img/tools"] {
+            let input = Input::Rebuild {
+                project: project.into(),
+            };
+            enqueue_operator_input(store.as_ref(), &input).unwrap();
+        }
+        engine.process().await.unwrap();
+        let started = engine.cascade.lock().await.counts().running;
+        assert_eq!(started, 2, "base and tools started");
+        lock(&engine.created_at).len()
+    }
+
+    #[tokio::test]
+    async fn creation_times_are_kept_only_for_a_per_minute_limit() {
+        assert_eq!(creation_times_kept(None).await, 0);
+        assert_eq!(creation_times_kept(Some(5)).await, 2);
+    }
+}

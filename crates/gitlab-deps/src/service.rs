@@ -1,0 +1,305 @@
+//! One service, started one way: `serve`, `demo`, the benchmarks and the tests all resolve their
+//! settings into a [`ServiceConfig`] and start the components (GitLab client, scanner, engine,
+//! HTTP server, hook sync) through [`Service::new`] and [`Service::serve`]. Every default lives in
+//! [`defaults`], once.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::config::{PathPatterns, ScanSettings};
+use crate::gitlab::{GitLab, GitLabError, GitLabOptions, RetryPolicy};
+use crate::hooks::{DISABLED_META, HookSummary, SyncOptions, sync_hooks};
+use crate::orchestrate::{Engine, EngineOptions};
+use crate::scan::{DEPS_FILE, Scanner};
+use crate::server::{self, HttpOptions, ServerError};
+use crate::store::{Store, StoreError};
+use crate::util::{Clock, SystemClock};
+
+/// The defaults of every setting the service has, each written once.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Where `serve` listens.
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    /// Largest accepted webhook body (GitLab's pipeline events stay far below it).
+    pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+    /// Pipelines of ours running at once.
+    pub const MAX_RUNNING: usize = 10;
+    /// How long a created pipeline may go without a final status before it is polled.
+    pub const RECONCILE_AFTER: Duration = Duration::from_secs(10 * 60);
+    /// How often the whole instance is rescanned.
+    pub const RESCAN_EVERY: Duration = Duration::from_secs(6 * 3600);
+    /// GitLab API requests in flight at once.
+    pub const CONCURRENCY: usize = 8;
+    /// Timeout of one GitLab API request.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+/// Failures while starting or running the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The GitLab client could not be built.
+    #[error(transparent)]
+    GitLab(#[from] GitLabError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP server failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+impl GitLabOptions {
+    /// Options for `base_url` with the default concurrency, timeout and retries.
+    pub fn new(base_url: Url, token: SecretString) -> Self {
+        Self {
+            base_url,
+            token,
+            concurrency: defaults::CONCURRENCY,
+            timeout: defaults::REQUEST_TIMEOUT,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_running: defaults::MAX_RUNNING,
+            max_per_minute: None,
+            exclude: PathPatterns::default(),
+            reconcile_after: defaults::RECONCILE_AFTER,
+            rescan_every: Some(defaults::RESCAN_EVERY),
+            watched_files: Vec::new(),
+        }
+    }
+}
+
+impl Default for HttpOptions {
+    /// No secret (the caller sets one, or has decided to run without) and the default body limit.
+    fn default() -> Self {
+        Self {
+            webhook_secret: None,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// Keeping the webhooks installed while the service runs.
+#[derive(Debug, Clone)]
+pub struct HookSyncConfig {
+    /// The hook URL (`<public url>/hooks/gitlab`).
+    pub url: String,
+    /// Groups that get a group hook instead of per-project hooks.
+    pub groups: Vec<String>,
+}
+
+/// Everything the service needs, resolved once.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// How to reach GitLab.
+    pub gitlab: GitLabOptions,
+    /// Which files to read and where.
+    pub scan: ScanSettings,
+    /// A registry host overriding what GitLab reports.
+    pub registry: Option<String>,
+    /// The engine's throttle, reconciler and rescan settings. `watched_files` is derived from
+    /// `scan` by [`Service::new`].
+    pub engine: EngineOptions,
+    /// The webhook receiver's settings.
+    pub http: HttpOptions,
+    /// Install and repair hooks at start and after every rescan interval (`None`: leave them).
+    pub hook_sync: Option<HookSyncConfig>,
+}
+
+impl ServiceConfig {
+    /// A configuration with every default, for the instance `gitlab` reaches.
+    pub fn new(gitlab: GitLabOptions, scan: ScanSettings) -> Self {
+        Self {
+            gitlab,
+            scan,
+            registry: None,
+            engine: EngineOptions::default(),
+            http: HttpOptions::default(),
+            hook_sync: None,
+        }
+    }
+}
+
+/// The dependency files whose change in a push makes the project's rescan worthwhile.
+pub fn watched_files(scan: &ScanSettings) -> Vec<String> {
+    let mut watched = scan.dockerfiles.clone();
+    watched.push(DEPS_FILE.to_owned());
+    watched
+}
+
+/// The started components of one service.
+pub struct Service {
+    store: Arc<dyn Store>,
+    gitlab: GitLab,
+    scanner: Arc<Scanner>,
+    engine: Arc<Engine>,
+    http: HttpOptions,
+    hook_sync: Option<HookSyncConfig>,
+}
+
+impl Service {
+    /// Builds the client, the scanner and the engine over `store`, with the system clock.
+    pub fn new(config: ServiceConfig, store: Arc<dyn Store>) -> Result<Self, ServiceError> {
+        Self::with_clock(config, store, Arc::new(SystemClock))
+    }
+
+    /// As [`Service::new`], with the clock the engine's timing decisions read (tests move it by
+    /// hand).
+    pub fn with_clock(
+        config: ServiceConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServiceError> {
+        let instance = config.gitlab.base_url.clone();
+        let gitlab = GitLab::new(config.gitlab)?;
+        let mut engine_options = config.engine;
+        engine_options.watched_files = watched_files(&config.scan);
+        let scanner = Arc::new(Scanner::new(
+            gitlab.clone(),
+            Arc::clone(&store),
+            config.scan,
+            instance,
+            config.registry,
+        ));
+        let engine = Arc::new(Engine::with_clock(
+            Arc::clone(&store),
+            gitlab.clone(),
+            Some(Arc::clone(&scanner)),
+            engine_options,
+            clock,
+        )?);
+        // The disabled-hooks gauge starts from the last sync of any process (`update` from a timer).
+        if let Ok(Some(n)) = store.meta(DISABLED_META) {
+            engine.metrics.hooks_disabled.set(n.parse().unwrap_or(0));
+        }
+        Ok(Self {
+            store,
+            gitlab,
+            scanner,
+            engine,
+            http: config.http,
+            hook_sync: config.hook_sync,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The GitLab client.
+    pub fn gitlab(&self) -> &GitLab {
+        &self.gitlab
+    }
+
+    /// The scanner.
+    pub fn scanner(&self) -> &Arc<Scanner> {
+        &self.scanner
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The HTTP router alone, for tests that drive it in-process (starts the event writer, so
+    /// call it inside a Tokio runtime). [`Service::serve`] runs the engine as well.
+    pub fn router(&self) -> axum::Router {
+        server::router(Arc::clone(&self.engine), self.http.clone())
+    }
+
+    /// Runs the engine, the HTTP server on `listener` and (when configured) the hook sync until
+    /// `shutdown` is cancelled.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServiceError> {
+        if let Some(hooks) = self.hook_sync.clone() {
+            self.spawn_hook_sync(hooks, shutdown.clone());
+        }
+        server::run(self.engine, self.http, listener, shutdown).await?;
+        Ok(())
+    }
+
+    /// Installs or repairs the hooks in the background (on a large instance this takes minutes,
+    /// and webhooks must be answered meanwhile), again after every rescan interval: new projects
+    /// get a hook, a changed default branch its push filter, and a hook GitLab disabled another
+    /// try. A sync with nothing to change only reads.
+    fn spawn_hook_sync(&self, hooks: HookSyncConfig, shutdown: CancellationToken) {
+        let options = SyncOptions {
+            url: hooks.url,
+            secret: self.http.webhook_secret.clone().unwrap_or_default(),
+            rotate_secret: false,
+            dry_run: false,
+            groups: hooks.groups,
+        };
+        let every = self.engine.options().rescan_every;
+        let (gitlab, store, engine) = (
+            self.gitlab.clone(),
+            Arc::clone(&self.store),
+            Arc::clone(&self.engine),
+        );
+        tokio::spawn(async move {
+            loop {
+                let reader = Arc::clone(&store);
+                match tokio::task::spawn_blocking(move || reader.projects()).await {
+                    Ok(Ok(projects)) => {
+                        match sync_hooks(&gitlab, store.as_ref(), &projects, &options).await {
+                            Ok(summary) => log_hook_sync(&summary, &engine),
+                            Err(e) => tracing::error!("webhook sync failed: {e}"),
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!("webhook sync skipped: {e}"),
+                    Err(e) => tracing::warn!("webhook sync skipped: {e}"),
+                }
+                let Some(every) = every else { break };
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        });
+    }
+}
+
+/// Logs what a hook sync did and updates the disabled-hooks gauge.
+fn log_hook_sync(summary: &HookSummary, engine: &Engine) {
+    engine
+        .metrics
+        .hooks_disabled
+        .set(summary.still_disabled() as i64);
+    tracing::info!(
+        created = summary.created,
+        updated = summary.updated,
+        unchanged = summary.unchanged,
+        reenabled = summary.reenabled,
+        still_disabled = summary.still_disabled(),
+        failed = summary.failed.len(),
+        "webhooks synced"
+    );
+    for f in &summary.failed {
+        tracing::warn!("webhook not installed: {f}");
+    }
+    for d in summary.disabled.iter().filter(|d| !d.reenabled) {
+        tracing::warn!(
+            "webhook of {} is disabled by GitLab ({}): {}",
+            d.target,
+            d.alert_status,
+            d.detail.as_deref().unwrap_or("")
+        );
+    }
+    for n in &summary.notes {
+        tracing::warn!("{n}");
+    }
+}
