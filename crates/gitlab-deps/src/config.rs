@@ -27,15 +27,12 @@ pub enum ConfigError {
     /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The config file is not valid TOML or has unknown keys.
     #[error("invalid config file {path}: {message}")]
     Parse {
-        /// The file.
         path: PathBuf,
         /// What the TOML parser said.
         message: String,
@@ -61,9 +58,7 @@ pub enum ConfigError {
     /// A secret file (API token, webhook secret) could not be read or is empty.
     #[error("cannot read secret file {path}: {reason}")]
     TokenFile {
-        /// The file.
         path: PathBuf,
-        /// Why.
         reason: String,
     },
     /// A path pattern is not a valid glob.
@@ -71,19 +66,14 @@ pub enum ConfigError {
     Pattern {
         /// The config key holding it.
         key: &'static str,
-        /// The pattern.
         pattern: String,
-        /// Why.
         reason: String,
     },
     /// A duration setting does not parse.
     #[error("invalid duration {value:?} for {key}: {reason} (use e.g. \"30s\", \"5m\", \"1h\")")]
     Duration {
-        /// The key.
         key: &'static str,
-        /// The value.
         value: String,
-        /// Why.
         reason: String,
     },
     /// A `[scan] platforms` entry is not `os/arch[/variant]`, or the list is empty.

@@ -57,7 +57,6 @@ pub struct Change {
     pub action: &'static str,
     /// The hook, when it exists.
     pub hook_id: Option<u64>,
-    /// Why.
     pub reason: String,
 }
 

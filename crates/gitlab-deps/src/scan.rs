@@ -86,7 +86,6 @@ pub struct ScanSummary {
     pub failed: usize,
     /// Projects in the store with at least one upstream project.
     pub with_dependencies: usize,
-    /// Dependency edges.
     pub edges: usize,
     /// Distinct external images.
     pub external_images: usize,
@@ -113,7 +112,6 @@ mod duration_ms {
 pub enum Rescanned {
     /// Only this project's upstream edges (and its record) may have changed.
     Project {
-        /// Its GitLab id.
         id: u64,
     },
     /// The project appeared, left, or moved: the whole graph was re-resolved.

@@ -138,7 +138,6 @@ impl fmt::Display for PipelineStatus {
 /// A pipeline whose final status was already applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenPipeline {
-    /// Pipeline id.
     pub id: u64,
     /// The status applied (a retried pipeline can finish again with another status).
     pub status: PipelineStatus,
@@ -218,13 +217,10 @@ pub enum Input {
     /// A pipeline on the project's default branch (not tag/MR/child — the caller filters) reached a
     /// final status. `attempt` is the [`VAR_ATTEMPT`] variable if present.
     PipelineFinished {
-        /// Project path.
         project: String,
-        /// Pipeline id.
         pipeline_id: u64,
         /// Our attempt id, if the pipeline carries one.
         attempt: Option<String>,
-        /// Final status.
         status: PipelineStatus,
         /// Failure reason for the log and status page.
         reason: Option<String>,
@@ -235,7 +231,6 @@ pub enum Input {
     },
     /// The pipeline for an attempt was created (or adopted after a crash).
     PipelineCreated {
-        /// Project path.
         project: String,
         /// Attempt id from the action.
         attempt: String,
@@ -244,7 +239,6 @@ pub enum Input {
     },
     /// Creating the pipeline failed permanently; transient errors are retried by the caller.
     CreateFailed {
-        /// Project path.
         project: String,
         /// Attempt id from the action.
         attempt: String,
@@ -253,7 +247,6 @@ pub enum Input {
     },
     /// Operator: rebuild `project` as if it had changed (new cascade rooted at it).
     Rebuild {
-        /// Project path.
         project: String,
     },
     /// Operator: forget everything about these projects: pending work, failure, and our running
@@ -278,7 +271,6 @@ pub enum Action {
     /// Create a pipeline on the project's default branch with these variables; the intent
     /// (project, attempt) is already recorded as `running` with `pipeline_id: None`.
     CreatePipeline {
-        /// Project path.
         project: String,
         /// Attempt id, also in `variables` as [`VAR_ATTEMPT`].
         attempt: String,

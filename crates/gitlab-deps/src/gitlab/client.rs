@@ -30,7 +30,6 @@ pub struct GitLabOptions {
     pub concurrency: usize,
     /// Timeout for one request.
     pub timeout: Duration,
-    /// Retry behaviour.
     pub retry: RetryPolicy,
 }
 

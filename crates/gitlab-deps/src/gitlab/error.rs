@@ -19,7 +19,6 @@ pub enum GitLabError {
     Forbidden {
         /// The request.
         what: String,
-        /// GitLab's message.
         message: String,
     },
     /// 404: the object does not exist or is not visible to the token.
@@ -27,7 +26,6 @@ pub enum GitLabError {
     NotFound {
         /// The request.
         what: String,
-        /// GitLab's message.
         message: String,
     },
     /// 400/422: GitLab refused the request as invalid.
@@ -35,9 +33,7 @@ pub enum GitLabError {
     Rejected {
         /// The request.
         what: String,
-        /// The status.
         status: StatusCode,
-        /// GitLab's message.
         message: String,
     },
     /// A transient failure that persisted through every retry, or another unexpected status.
@@ -49,7 +45,6 @@ pub enum GitLabError {
         status: StatusCode,
         /// Attempts made.
         attempts: u32,
-        /// GitLab's message.
         message: String,
     },
     /// The network failed through every retry.

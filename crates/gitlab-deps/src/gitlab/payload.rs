@@ -17,9 +17,7 @@ pub enum PayloadError {
     /// Not JSON, or a field we need is missing or of the wrong type.
     #[error("malformed {kind} payload: {reason}")]
     Malformed {
-        /// The event kind.
         kind: &'static str,
-        /// What is wrong.
         reason: String,
     },
 }
@@ -84,13 +82,11 @@ pub fn classify_source(source: Option<&str>) -> SourceClass {
 /// The fields of a `Pipeline Hook` we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipelineEvent {
-    /// Project id.
     pub project_id: u64,
     /// Project full path, if the payload says.
     pub project: Option<String>,
     /// The project's default branch (null for an empty repository).
     pub default_branch: Option<String>,
-    /// Pipeline id.
     pub pipeline_id: u64,
     /// Branch or tag.
     pub git_ref: String,
@@ -98,7 +94,6 @@ pub struct PipelineEvent {
     pub tag: bool,
     /// What started it, if the payload says.
     pub source: Option<String>,
-    /// Its status.
     pub status: String,
     /// Its CI variables that have a string value (GitLab allows a null value).
     pub variables: Vec<(String, String)>,
@@ -158,7 +153,6 @@ impl PipelineEvent {
 /// The fields of a `Push Hook` we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushEvent {
-    /// Project id.
     pub project_id: u64,
     /// Project full path, if the payload says.
     pub project: Option<String>,

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 /// A project as listed by `GET /projects` or `GET /groups/:id/projects`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct Project {
-    /// Numeric id.
     pub id: u64,
     /// Full path, `group/sub/name`.
     pub path_with_namespace: String,
@@ -79,7 +78,6 @@ const SYMLINK_MODE: &str = "120000";
 /// A branch with its head commit.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Branch {
-    /// Branch name.
     pub name: String,
     /// Head commit.
     pub commit: Commit,
@@ -121,7 +119,6 @@ pub struct Pipeline {
 pub struct Variable {
     /// Name.
     pub key: String,
-    /// Value.
     pub value: String,
 }
 
@@ -132,7 +129,6 @@ pub struct Variable {
 pub struct Hook {
     /// Hook id (unique across project and group hooks).
     pub id: u64,
-    /// Target URL.
     pub url: String,
     /// Push events enabled.
     #[serde(default, deserialize_with = "null_is_false")]
@@ -180,7 +176,6 @@ fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Erro
 /// Settings for creating or updating a hook.
 #[derive(Debug, Clone, Serialize)]
 pub struct HookSpec {
-    /// Target URL.
     pub url: String,
     /// Secret sent back as `X-Gitlab-Token`; its text appears only in the request body.
     #[serde(serialize_with = "expose")]
