@@ -15,7 +15,8 @@ use crate::gitlab::{GitLab, GitLabError, GitLabOptions, RetryPolicy};
 use crate::hooks::{DISABLED_META, HookSummary, SyncOptions, sync_hooks};
 use crate::orchestrate::{Engine, EngineOptions};
 use crate::scan::{DEPS_FILE, Scanner};
-use crate::server::{self, HttpOptions, ServerError};
+use crate::server::{self, ServerError};
+pub use crate::server::{HttpOptions, bind};
 use crate::store::{Store, StoreError};
 use crate::util::{Clock, SystemClock};
 

@@ -115,7 +115,7 @@ mod tests {
     use super::*;
     use crate::cli::hooks_cmd::webhook_secret;
     use crate::hooks::{SyncOptions, hook_spec};
-    use crate::server::HttpOptions;
+    use crate::service::HttpOptions;
     use secrecy::ExposeSecret;
 
     /// Every settings struct a secret passes through, resolved from files as the commands do,

@@ -16,8 +16,7 @@ use super::output::{print_json, table};
 use crate::cascade::{Input, VAR_CASCADE, VAR_ROOT, VAR_UPSTREAM};
 use crate::config::{self, PathPatterns};
 use crate::orchestrate::{self, EngineOptions, Snapshot, describe};
-use crate::server::{self, HttpOptions};
-use crate::service::{HookSyncConfig, Service, ServiceConfig, defaults};
+use crate::service::{self, HookSyncConfig, HttpOptions, Service, ServiceConfig, defaults};
 
 /// `serve`.
 #[derive(Debug, Args)]
@@ -184,7 +183,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| ctx.file.serve.listen.clone())
         .unwrap_or_else(|| defaults::LISTEN.to_owned());
-    let (listener, addr) = server::bind(&listen).await?;
+    let (listener, addr) = service::bind(&listen).await?;
     println!("gitlab-deps serving on http://{addr} (webhooks: POST http://{addr}/hooks/gitlab)");
     let _ = std::io::stdout().flush();
     let shutdown = CancellationToken::new();
