@@ -136,7 +136,7 @@ pub async fn sync(ctx: &Context, args: &SyncArgs) -> anyhow::Result<()> {
         );
     };
     let store = ctx.store()?;
-    let projects = store.projects()?;
+    let projects = store.projects().await?;
     if projects.is_empty() {
         bail!("the database holds no projects: run `gitlab-deps scan` first");
     }
@@ -235,7 +235,7 @@ pub async fn run(ctx: &Context, args: HooksArgs) -> anyhow::Result<()> {
         } => {
             let url = require_url(ctx, flag.as_ref())?;
             let store = ctx.store()?;
-            let projects = store.projects()?;
+            let projects = store.projects().await?;
             let gitlab = ctx.gitlab()?;
             // Group hooks may have been installed under an earlier config: look in every
             // configured group, whatever `[hooks] group` says now.

@@ -173,8 +173,8 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = service_config(ctx, &args, secret)?;
     let store = ctx.store()?;
-    let service = Service::new(config, Arc::clone(&store))?;
-    if store.projects()?.is_empty() {
+    let service = Service::new(config, Arc::clone(&store)).await?;
+    if store.projects().await?.is_empty() {
         tracing::warn!(
             "the database holds no projects: run `gitlab-deps scan` so that changes can cascade"
         );
@@ -222,7 +222,7 @@ pub async fn shutdown_signal() {
 
 pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let graph = ctx.graph(store.as_ref())?;
+    let graph = ctx.graph(store.as_ref()).await?;
     let project = super::query::require(&graph, &args.project)?.to_owned();
     let waves = graph.plan(&[project.as_str()]);
     if args.dry_run {
@@ -236,14 +236,14 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
             &Input::Rebuild {
                 project: project.clone(),
             },
-        )?;
+        ).await?;
         println!(
             "Queued a rebuild of {project} and what is built on it: the running service starts it once nothing above it is pending."
         );
         return Ok(());
     }
     let record = store
-        .projects()?
+        .projects().await?
         .into_iter()
         .find(|r| r.path == project)
         .context("the project vanished from the database")?;
@@ -275,9 +275,9 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
+pub async fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let graph = ctx.graph(store.as_ref())?;
+    let graph = ctx.graph(store.as_ref()).await?;
     let projects = args
         .projects
         .iter()
@@ -289,7 +289,7 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
             &Input::Forget {
                 projects: projects.clone(),
             },
-        )?;
+        ).await?;
     }
     orchestrate::enqueue_operator_input(
         store.as_ref(),
@@ -297,7 +297,8 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
             projects: projects.clone(),
             with_descendants: args.descendants,
         },
-    )?;
+    )
+    .await?;
     println!(
         "Dropping the pending rebuilds of {}{}: the service applies it within a second.",
         projects.join(", "),
@@ -310,16 +311,17 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
+pub async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let graph = Arc::new(ctx.graph(store.as_ref())?);
+    let graph = Arc::new(ctx.graph(store.as_ref()).await?);
     let cascade = orchestrate::load_cascade(store.as_ref())
+        .await
         .context("the stored orchestration state is unreadable")?;
     let snapshot = Snapshot {
         cascade,
         graph,
         web_urls: store
-            .projects()?
+            .projects().await?
             .into_iter()
             .map(|p| (p.path, p.web_url))
             .collect(),

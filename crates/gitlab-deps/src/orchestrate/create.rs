@@ -43,7 +43,8 @@ impl Engine {
                     attempt,
                     pipeline_id,
                 },
-            ),
+            )
+.await,
             Ok(None) => {}
             Err(reason) => {
                 self.metrics.create_failures.inc();
@@ -55,7 +56,8 @@ impl Engine {
                         attempt,
                         reason,
                     },
-                );
+                )
+.await;
             }
         }
     }
