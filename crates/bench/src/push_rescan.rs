@@ -221,7 +221,8 @@ pub async fn bench_push_rescan(
     for k in 0..pushes.min(20) {
         let i = pushed[k % pushed.len()];
         let started = Instant::now();
-        gitlab_deps::scan::resolve_project(store.as_ref(), sim_ids[&i], None, &base).await?
+        gitlab_deps::scan::resolve_project(store.as_ref(), sim_ids[&i], None, &base)
+            .await?
             .context("pushed project not stored")?;
         store_step.push(started.elapsed());
         let ups: Vec<String> = graph

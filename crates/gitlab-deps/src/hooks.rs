@@ -579,7 +579,9 @@ pub async fn sync_hooks(
     summary.requests = gitlab.request_count() - requests_before;
     if !options.dry_run {
         store.update_hook_fingerprints(&set, &forget).await?;
-        store.set_meta(DISABLED_META, &summary.still_disabled().to_string()).await?;
+        store
+            .set_meta(DISABLED_META, &summary.still_disabled().to_string())
+            .await?;
     }
     Ok(summary)
 }

@@ -288,7 +288,8 @@ impl Scanner {
         };
         let stored: HashMap<u64, ProjectRecord> = self
             .store
-            .projects().await?
+            .projects()
+            .await?
             .into_iter()
             .map(|p| (p.id, p))
             .collect();
@@ -442,7 +443,8 @@ impl Scanner {
             self.save_urls(&ctx.learned_urls()).await?;
             self.store.set_meta(FINGERPRINT_KEY, &fingerprint).await?;
             self.store
-                .set_meta("scan.last_at_ms", &now_ms().to_string()).await?;
+                .set_meta("scan.last_at_ms", &now_ms().to_string())
+                .await?;
         }
         if let Some(e) = listing_error {
             return Err(e.into());
@@ -462,7 +464,8 @@ impl Scanner {
             .len();
         summary.warnings = self
             .store
-            .warnings().await?
+            .warnings()
+            .await?
             .iter()
             .map(|w| w.to_string())
             .collect();
@@ -953,7 +956,10 @@ pub async fn resolve(
         tries += 1;
         let input = store.resolve_input().await?;
         let resolution = resolve_all(&input, registry_override, instance)?;
-        match store.replace_resolution_from(&resolution, &input.versions).await? {
+        match store
+            .replace_resolution_from(&resolution, &input.versions)
+            .await?
+        {
             ReplaceOutcome::Written { kept } => {
                 if !kept.is_empty() {
                     tracing::debug!(
@@ -1258,7 +1264,8 @@ mod tests {
                         project(2, "gone/project"),
                     ],
                 ),
-            ]).await
+            ])
+            .await
             .unwrap();
             s
         }
@@ -1308,31 +1315,40 @@ mod tests {
             s.save_scans(&[scan(
                 record(3, "apps/app", None),
                 vec![image(1, "registry.git.example.org/img/tools")],
-            )]).await
+            )])
+            .await
             .unwrap();
             resolve_project(&s, 3, None, &url()).await.unwrap().unwrap();
             let edges: Vec<_> = s
-                .edges().await
+                .edges()
+                .await
                 .unwrap()
                 .into_iter()
                 .map(|e| format!("{}->{}", e.upstream, e.downstream))
                 .collect();
             assert_eq!(edges, ["img/tools->apps/app"]);
             let externals: Vec<_> = s
-                .externals().await
+                .externals()
+                .await
                 .unwrap()
                 .into_iter()
                 .map(|e| e.project)
                 .collect();
             assert_eq!(externals, ["img/Base"], "base's external stays");
             assert!(s.warnings().await.unwrap().is_empty());
-            assert!(resolve_project(&s, 99, None, &url()).await.unwrap().is_none());
+            assert!(
+                resolve_project(&s, 99, None, &url())
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
         }
 
         #[tokio::test]
         async fn one_project_resolve_follows_a_registry_override() {
             let s = instance().await;
-            let r = resolve_project(&s, 3, Some("https://mirror:443/"), &url()).await
+            let r = resolve_project(&s, 3, Some("https://mirror:443/"), &url())
+                .await
                 .unwrap()
                 .unwrap();
             // Only the `.gitlab-deps` name resolves: every image is on another registry.
@@ -1346,9 +1362,11 @@ mod tests {
                     image(1, "mirror:443/img/base/x"),
                     image(2, "reg.example.org:5050/img/base"),
                 ],
-            )]).await
+            )])
+            .await
             .unwrap();
-            let r = resolve_project(&s, 3, Some("https://mirror:443/"), &url()).await
+            let r = resolve_project(&s, 3, Some("https://mirror:443/"), &url())
+                .await
                 .unwrap()
                 .unwrap();
             assert_eq!(r.edges.len(), 1);
@@ -1371,11 +1389,15 @@ mod tests {
             s.save_scans(&[scan(
                 record(3, "apps/app", None),
                 vec![image(1, "registry.git.example.org/img/tools")],
-            )]).await
+            )])
+            .await
             .unwrap();
             resolve_project(&s, 3, None, &url()).await.unwrap().unwrap();
             // ...then the whole resolve writes what it derived from the older references.
-            let outcome = s.replace_resolution_from(&stale, &read.versions).await.unwrap();
+            let outcome = s
+                .replace_resolution_from(&stale, &read.versions)
+                .await
+                .unwrap();
             assert_eq!(
                 outcome,
                 ReplaceOutcome::Written {
@@ -1383,7 +1405,8 @@ mod tests {
                 }
             );
             let ups: Vec<_> = s
-                .upstream_edges("apps/app").await
+                .upstream_edges("apps/app")
+                .await
                 .unwrap()
                 .into_iter()
                 .map(|e| e.upstream)
@@ -1404,9 +1427,12 @@ mod tests {
             let read = s.resolve_input().await.unwrap();
             let stale = resolve_all(&read, None, &url()).unwrap();
             // A scan in another process saved new references; its own resolve comes later.
-            s.save_scans(&[scan(record(3, "apps/app", None), vec![])]).await
+            s.save_scans(&[scan(record(3, "apps/app", None), vec![])])
+                .await
                 .unwrap();
-            s.replace_resolution_from(&stale, &read.versions).await.unwrap();
+            s.replace_resolution_from(&stale, &read.versions)
+                .await
+                .unwrap();
             resolve(&s, None, &url()).await.unwrap();
             assert!(s.upstream_edges("apps/app").await.unwrap().is_empty());
         }
@@ -1417,9 +1443,13 @@ mod tests {
             let read = s.resolve_input().await.unwrap();
             let stale = resolve_all(&read, None, &url()).unwrap();
             // Renaming tools changes what `.gitlab-deps` names resolve to.
-            s.update_records(&[record(2, "img/tools2", None)]).await.unwrap();
+            s.update_records(&[record(2, "img/tools2", None)])
+                .await
+                .unwrap();
             assert_eq!(
-                s.replace_resolution_from(&stale, &read.versions).await.unwrap(),
+                s.replace_resolution_from(&stale, &read.versions)
+                    .await
+                    .unwrap(),
                 ReplaceOutcome::CatalogMoved
             );
             assert!(s.edges().await.unwrap().is_empty(), "nothing written");
@@ -1429,14 +1459,18 @@ mod tests {
             touched.checked_at_ms = Some(5);
             s.update_records(&[touched]).await.unwrap();
             assert!(matches!(
-                s.replace_resolution_from(&stale, &read.versions).await.unwrap(),
+                s.replace_resolution_from(&stale, &read.versions)
+                    .await
+                    .unwrap(),
                 ReplaceOutcome::Written { .. }
             ));
             // Removing a project moves it too.
             let read = s.resolve_input().await.unwrap();
             s.remove_projects(&[2]).await.unwrap();
             assert_eq!(
-                s.replace_resolution_from(&stale, &read.versions).await.unwrap(),
+                s.replace_resolution_from(&stale, &read.versions)
+                    .await
+                    .unwrap(),
                 ReplaceOutcome::CatalogMoved
             );
         }
@@ -1444,10 +1478,13 @@ mod tests {
         #[tokio::test]
         async fn the_whole_resolve_starts_over_and_writes_the_current_catalog() {
             let s = instance().await;
-            s.update_records(&[record(2, "img/tools2", None)]).await.unwrap();
+            s.update_records(&[record(2, "img/tools2", None)])
+                .await
+                .unwrap();
             resolve(&s, None, &url()).await.unwrap();
             let ups: Vec<_> = s
-                .upstream_edges("apps/app").await
+                .upstream_edges("apps/app")
+                .await
                 .unwrap()
                 .into_iter()
                 .map(|e| e.upstream)
@@ -1556,7 +1593,8 @@ mod tests {
         // An address no project shows any more is forgotten by a complete scan.
         let stale = InstanceUrls::new(&Url::parse("https://old.example.org/").unwrap());
         store
-            .set_meta(INSTANCE_URLS_KEY, &serde_json::to_string(&stale).unwrap()).await
+            .set_meta(INSTANCE_URLS_KEY, &serde_json::to_string(&stale).unwrap())
+            .await
             .unwrap();
         scanner
             .scan(&ScanRequest::default(), &NoProgress)
@@ -1579,7 +1617,8 @@ mod tests {
         sim.reset_request_log();
         scanner.rescan_project("g/app").await.unwrap();
         let edges: Vec<(String, String)> = store
-            .edges().await
+            .edges()
+            .await
             .unwrap()
             .into_iter()
             .map(|e| (e.upstream, e.downstream))

@@ -171,14 +171,16 @@ impl Service {
             instance,
             config.registry,
         ));
-        let engine = Arc::new(Engine::with_clock(
-            Arc::clone(&store),
-            gitlab.clone(),
-            Some(Arc::clone(&scanner)),
-            engine_options,
-            clock,
-        )
-        .await?);
+        let engine = Arc::new(
+            Engine::with_clock(
+                Arc::clone(&store),
+                gitlab.clone(),
+                Some(Arc::clone(&scanner)),
+                engine_options,
+                clock,
+            )
+            .await?,
+        );
         // The disabled-hooks gauge starts from the last sync of any process (`update` from a timer).
         if let Ok(Some(n)) = store.meta(DISABLED_META).await {
             engine.metrics.hooks_disabled.set(n.parse().unwrap_or(0));

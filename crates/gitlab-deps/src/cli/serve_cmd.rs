@@ -236,14 +236,16 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
             &Input::Rebuild {
                 project: project.clone(),
             },
-        ).await?;
+        )
+        .await?;
         println!(
             "Queued a rebuild of {project} and what is built on it: the running service starts it once nothing above it is pending."
         );
         return Ok(());
     }
     let record = store
-        .projects().await?
+        .projects()
+        .await?
         .into_iter()
         .find(|r| r.path == project)
         .context("the project vanished from the database")?;
@@ -289,7 +291,8 @@ pub async fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
             &Input::Forget {
                 projects: projects.clone(),
             },
-        ).await?;
+        )
+        .await?;
     }
     orchestrate::enqueue_operator_input(
         store.as_ref(),
@@ -321,7 +324,8 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         cascade,
         graph,
         web_urls: store
-            .projects().await?
+            .projects()
+            .await?
             .into_iter()
             .map(|p| (p.path, p.web_url))
             .collect(),

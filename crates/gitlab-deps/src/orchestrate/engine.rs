@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::create::Claim;
 use super::log::{INPUT_EVENT, load_cascade};
-use crate::store::Store;
 use super::reconcile::status_of;
 use crate::cascade::{Action, Cascade, Input, Throttle, VAR_ATTEMPT};
 use crate::config::PathPatterns;
@@ -20,6 +19,7 @@ use crate::gitlab::payload::{self, HookEvent, PushEvent};
 use crate::graph::DepGraph;
 use crate::metrics::Metrics;
 use crate::scan::Scanner;
+use crate::store::Store;
 use crate::store::{ProjectRecord, StoreError, StoredEvent};
 use crate::util::{Clock, SystemClock};
 
@@ -467,7 +467,9 @@ mod throttle_tests {
             let input = Input::Rebuild {
                 project: project.into(),
             };
-            enqueue_operator_input(store.as_ref(), &input).await.unwrap();
+            enqueue_operator_input(store.as_ref(), &input)
+                .await
+                .unwrap();
         }
         engine.process().await.unwrap();
         let started = engine.cascade.lock().await.counts().running;

@@ -24,7 +24,8 @@ impl Intake {
     /// Starts the writer task; `committed` runs after each batch (it wakes the engine).
     pub(crate) fn start(
         store: Arc<dyn OrchestrationStore>,
-        committed: impl Fn() + Send + 'static) -> Self {
+        committed: impl Fn() + Send + 'static,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<(NewEvent, Reply)>(4 * MAX_BATCH);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {

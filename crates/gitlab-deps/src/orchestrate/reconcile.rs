@@ -33,7 +33,8 @@ impl Engine {
                 // Delivery keys are kept a week: GitLab redelivers within hours, not weeks.
                 match self
                     .store
-                    .prune_events(self.clock.now_ms() - EVENT_RETENTION_MS).await
+                    .prune_events(self.clock.now_ms() - EVENT_RETENTION_MS)
+                    .await
                 {
                     Ok(n) if n > 0 => tracing::info!("pruned {n} old webhook events"),
                     Ok(_) => {}
@@ -115,7 +116,7 @@ impl Engine {
                                     .and_then(crate::util::parse_timestamp_ms),
                             },
                         )
-.await;
+                        .await;
                     }
                 }
                 // Deleted (by hand or by retention): it will never finish, so it must not hold
@@ -135,7 +136,7 @@ impl Engine {
                             created_ms: None,
                         },
                     )
-.await;
+                    .await;
                 }
                 Err(e) => tracing::warn!("{project}: cannot poll pipeline #{pipeline_id}: {e}"),
             }

@@ -85,7 +85,8 @@ impl Engine {
         }
         let upstreams: Vec<String> = self
             .store
-            .upstream_edges(&record.path).await?
+            .upstream_edges(&record.path)
+            .await?
             .into_iter()
             .map(|e| e.upstream)
             .collect();

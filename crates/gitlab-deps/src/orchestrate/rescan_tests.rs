@@ -49,7 +49,8 @@ pub(super) async fn engine() -> (Arc<dyn Store>, Engine) {
             scan(1, "img/base", &[]),
             scan(2, "img/tools", &[]),
             scan(3, "apps/app", &["img/base"]),
-        ]).await
+        ])
+        .await
         .unwrap();
     resolve(store.as_ref(), None, &url()).await.unwrap();
     let mut options = GitLabOptions::new(Url::parse("http://127.0.0.1:9/").unwrap(), "t".into());
@@ -76,9 +77,11 @@ async fn a_push_rescan_swaps_that_projects_edges_into_the_graph() {
     let (store, engine) = engine().await;
     assert_eq!(engine.graph().upstreams("apps/app"), ["img/base"]);
     store
-        .save_scans(&[scan(3, "apps/app", &["img/tools"])]).await
+        .save_scans(&[scan(3, "apps/app", &["img/tools"])])
+        .await
         .unwrap();
-    resolve_project(store.as_ref(), 3, None, &url()).await
+    resolve_project(store.as_ref(), 3, None, &url())
+        .await
         .unwrap()
         .unwrap();
     assert!(engine.update_project(3).await.unwrap());
@@ -93,9 +96,11 @@ async fn an_update_naming_a_project_the_graph_lacks_falls_back_to_a_reload() {
     // moves app onto it.
     store.save_scans(&[scan(4, "img/new", &[])]).await.unwrap();
     store
-        .save_scans(&[scan(3, "apps/app", &["img/new"])]).await
+        .save_scans(&[scan(3, "apps/app", &["img/new"])])
+        .await
         .unwrap();
-    resolve_project(store.as_ref(), 3, None, &url()).await
+    resolve_project(store.as_ref(), 3, None, &url())
+        .await
         .unwrap()
         .unwrap();
     assert!(!engine.update_project(3).await.unwrap());
@@ -109,9 +114,11 @@ async fn an_update_naming_a_project_the_graph_lacks_falls_back_to_a_reload() {
 async fn a_reload_and_a_later_push_update_both_install_the_stores_current_edges() {
     let (store, engine) = engine().await;
     store
-        .save_scans(&[scan(3, "apps/app", &["img/tools"])]).await
+        .save_scans(&[scan(3, "apps/app", &["img/tools"])])
+        .await
         .unwrap();
-    resolve_project(store.as_ref(), 3, None, &url()).await
+    resolve_project(store.as_ref(), 3, None, &url())
+        .await
         .unwrap()
         .unwrap();
     // Another process's whole scan resolves meanwhile (it sees the push's references).

@@ -13,9 +13,8 @@
 use std::collections::HashMap;
 
 use super::{
-    DiscoveryStore, Edge, External, FileBlobs, NewEvent, PrefixRule,
-    ProjectRecord, ProjectScan, RefKind, Reference, ReplaceOutcome, Resolution, Store, Warning,
-    INPUT_EVENT,
+    DiscoveryStore, Edge, External, FileBlobs, INPUT_EVENT, NewEvent, PrefixRule, ProjectRecord,
+    ProjectScan, RefKind, Reference, ReplaceOutcome, Resolution, Store, Warning,
 };
 use crate::cascade::{Cascade, Input, ProjectState, Throttle};
 use crate::graph::DepGraph;
@@ -94,7 +93,10 @@ fn scan(id: u64, path: &str, images: &[&str]) -> ProjectScan {
             .map(|(i, v)| reference(RefKind::Image, "Dockerfile", i as u32 + 1, v))
             .collect(),
         warnings: vec![],
-        files: FileBlobs::from([("Dockerfile".to_owned(), format!("blob-{id}-{}", images.len()))]),
+        files: FileBlobs::from([(
+            "Dockerfile".to_owned(),
+            format!("blob-{id}-{}", images.len()),
+        )]),
     }
 }
 
@@ -192,9 +194,13 @@ pub async fn a_rename_keeps_the_id_and_removal_takes_everything_along(s: &dyn St
 
 /// `replace_resolution` swaps the whole derived graph; reads come back in their documented order.
 pub async fn derived_rows_are_replaced_as_a_whole_and_read_in_order(s: &dyn Store) {
-    s.save_scans(&[scan(1, "g/a", &[]), scan(2, "g/b", &[]), scan(3, "g/c", &[])])
-        .await
-        .unwrap();
+    s.save_scans(&[
+        scan(1, "g/a", &[]),
+        scan(2, "g/b", &[]),
+        scan(3, "g/c", &[]),
+    ])
+    .await
+    .unwrap();
     let first = Resolution {
         edges: vec![edge("g/b", "g/c"), edge("g/a", "g/c"), edge("g/a", "g/b")],
         externals: vec![
@@ -283,9 +289,13 @@ pub async fn a_whole_resolve_is_refused_when_the_catalog_moved(s: &dyn Store) {
 
 /// A whole resolve writes everything but the part of projects rescanned after its read.
 pub async fn a_whole_resolve_keeps_projects_rescanned_after_its_read(s: &dyn Store) {
-    s.save_scans(&[scan(1, "g/a", &[]), scan(2, "g/b", &[]), scan(3, "g/c", &[])])
-        .await
-        .unwrap();
+    s.save_scans(&[
+        scan(1, "g/a", &[]),
+        scan(2, "g/b", &[]),
+        scan(3, "g/c", &[]),
+    ])
+    .await
+    .unwrap();
     let read = s.resolve_input().await.unwrap().versions;
     // g/c is rescanned and resolved on its own meanwhile.
     s.save_scans(&[scan(3, "g/c", &["new"])]).await.unwrap();
@@ -326,7 +336,9 @@ pub async fn resolve_project_reads_and_writes_one_projects_part(s: &dyn Store) {
     ];
     let mut base = scan(1, "g/base", &[]);
     base.record.registry_prefix = Some("reg.test/g/base".into());
-    s.save_scans(&[base, scan(2, "g/lib", &[]), app]).await.unwrap();
+    s.save_scans(&[base, scan(2, "g/lib", &[]), app])
+        .await
+        .unwrap();
     s.replace_resolution(&Resolution {
         edges: vec![edge("g/old", "g/app"), edge("g/base", "g/lib")],
         externals: vec![External {
@@ -499,20 +511,35 @@ pub async fn commit_cascade_stores_states_and_processed_marks_together(s: &dyn S
 pub async fn pruning_forgets_only_old_processed_events(s: &dyn Store) {
     let old = s.insert_event("old", "Push Hook", "{}").await.unwrap();
     s.insert_event("open", "Push Hook", "{}").await.unwrap();
-    s.commit_cascade(&[], Default::default(), old).await.unwrap();
+    s.commit_cascade(&[], Default::default(), old)
+        .await
+        .unwrap();
     let now = crate::util::now_ms();
     assert_eq!(s.prune_events(now - 3_600_000).await.unwrap(), 0);
     assert_eq!(s.prune_events(now + 60_000).await.unwrap(), 1);
     assert_eq!(s.unprocessed_events(10).await.unwrap().len(), 1);
     // Its key is forgotten: the same delivery key is new again.
-    assert!(s.insert_event("old", "Push Hook", "{}").await.unwrap().is_some());
-    assert!(s.insert_event("open", "Push Hook", "{}").await.unwrap().is_none());
+    assert!(
+        s.insert_event("old", "Push Hook", "{}")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.insert_event("open", "Push Hook", "{}")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// What is committed comes back equal: counters and every project's full state.
 pub async fn the_cascade_state_round_trips(s: &dyn Store) {
     assert_eq!(s.cascade_state().await.unwrap(), None);
-    assert_eq!(super::load_cascade(s).await.unwrap().counters(), Default::default());
+    assert_eq!(
+        super::load_cascade(s).await.unwrap().counters(),
+        Default::default()
+    );
     let (mut cascade, _graph) = busy_cascade();
     let counters = cascade.counters();
     let expected: HashMap<String, ProjectState> = cascade

@@ -325,7 +325,8 @@ pub trait DiscoveryStore: MetaStore {
     /// The stored dependency-file blob ids of one project.
     async fn project_file_blobs(&self, id: u64) -> Result<FileBlobs, StoreError>;
     /// One project's stored references and file warnings, in the order saved.
-    async fn project_findings(&self, id: u64) -> Result<(Vec<Reference>, Vec<Warning>), StoreError>;
+    async fn project_findings(&self, id: u64)
+    -> Result<(Vec<Reference>, Vec<Warning>), StoreError>;
     /// Every project's references, with the project's path, by path, file, line.
     async fn references(&self) -> Result<Vec<(String, Reference)>, StoreError>;
     /// Replaces the derived graph in one transaction, unconditionally.

@@ -899,7 +899,10 @@ impl DiscoveryStore for SqliteStore {
         self.run(move |db| db.project_file_blobs(id)).await
     }
 
-    async fn project_findings(&self, id: u64) -> Result<(Vec<Reference>, Vec<Warning>), StoreError> {
+    async fn project_findings(
+        &self,
+        id: u64,
+    ) -> Result<(Vec<Reference>, Vec<Warning>), StoreError> {
         self.run(move |db| db.project_findings(id)).await
     }
 
@@ -978,7 +981,8 @@ impl OrchestrationStore for SqliteStore {
         body: &str,
     ) -> Result<Option<i64>, StoreError> {
         let (key, kind, body) = (delivery_key.to_owned(), kind.to_owned(), body.to_owned());
-        self.run(move |db| db.insert_event(&key, &kind, &body)).await
+        self.run(move |db| db.insert_event(&key, &kind, &body))
+            .await
     }
 
     async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Option<i64>>, StoreError> {
@@ -1046,12 +1050,18 @@ mod tests {
     crate::store_conformance_tests!(sqlite_file, || async {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
-        (std::sync::Arc::new(store) as std::sync::Arc<dyn crate::store::Store>, Box::new(dir) as Box<dyn std::any::Any + Send>)
+        (
+            std::sync::Arc::new(store) as std::sync::Arc<dyn crate::store::Store>,
+            Box::new(dir) as Box<dyn std::any::Any + Send>,
+        )
     });
 
     crate::store_conformance_tests!(sqlite_memory, || async {
         let store = SqliteStore::in_memory().unwrap();
-        (std::sync::Arc::new(store) as std::sync::Arc<dyn crate::store::Store>, Box::new(()) as Box<dyn std::any::Any + Send>)
+        (
+            std::sync::Arc::new(store) as std::sync::Arc<dyn crate::store::Store>,
+            Box::new(()) as Box<dyn std::any::Any + Send>,
+        )
     });
 
     #[tokio::test]
