@@ -92,7 +92,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
 
     let db = std::env::temp_dir().join(format!("gitlab-deps-demo-{}.db", std::process::id()));
     remove_db(&db);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_async(&db).await?);
     let base_url = Url::parse(&format!("{sim_url}/"))?;
     let (listener, addr) = server::bind(&opts.listen).await?;
     let server_url = format!("http://{addr}");

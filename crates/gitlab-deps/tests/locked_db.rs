@@ -108,7 +108,7 @@ fn status_routes_answer_while_the_database_is_locked() {
     });
 
     // Lock the database right after an event the engine must commit, so an engine step ends up
-    // waiting on the lock while holding the cascade.
+    // waiting on the lock in the middle of its work.
     let (release, held) = {
         let mut attempt = 0;
         loop {

@@ -43,9 +43,9 @@ impl Context {
     }
 
     /// Opens the store.
-    pub fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
+    pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
         let path = self.db_path()?;
-        Ok(Arc::new(SqliteStore::open(&path)?))
+        Ok(Arc::new(SqliteStore::open_async(&path).await?))
     }
 
     /// The GitLab base URL.

@@ -42,7 +42,7 @@ pub(crate) fn require<'g>(graph: &'g DepGraph, project: &str) -> anyhow::Result<
 }
 
 pub async fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let records = store.projects().await?;
     if args.json {
         let paths: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
@@ -72,7 +72,7 @@ pub async fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()>
 }
 
 pub async fn deps(ctx: &Context, args: &DepsArgs, direction: Direction) -> anyhow::Result<()> {
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let graph = ctx.graph(store.as_ref()).await?;
     let project = require(&graph, &args.project)?;
     let found: Vec<&str> = match (direction, args.recursive) {
@@ -125,7 +125,7 @@ struct Plan {
 }
 
 pub async fn plan(ctx: &Context, args: &PlanArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let graph = ctx.graph(store.as_ref()).await?;
     let roots = args
         .projects
@@ -173,7 +173,7 @@ struct GraphProject<'a> {
 }
 
 pub async fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let graph = ctx.graph(store.as_ref()).await?;
     match args.format {
         GraphFormat::Dot => print!("{}", graph.to_dot()),
@@ -205,7 +205,7 @@ pub async fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
 }
 
 pub async fn warnings(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let warnings = store.warnings().await?;
     if args.json {
         return print_json(&warnings);

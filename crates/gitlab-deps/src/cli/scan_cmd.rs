@@ -22,7 +22,7 @@ impl ScanProgress for Bar {
 }
 
 pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let gitlab = ctx.gitlab()?;
     let scanner = Scanner::new(
         gitlab,

@@ -172,7 +172,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let config = service_config(ctx, &args, secret)?;
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let service = Service::new(config, Arc::clone(&store)).await?;
     if store.projects().await?.is_empty() {
         tracing::warn!(
@@ -221,7 +221,7 @@ pub async fn shutdown_signal() {
 }
 
 pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let graph = ctx.graph(store.as_ref()).await?;
     let project = super::query::require(&graph, &args.project)?.to_owned();
     let waves = graph.plan(&[project.as_str()]);
@@ -278,7 +278,7 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
 }
 
 pub async fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let graph = ctx.graph(store.as_ref()).await?;
     let projects = args
         .projects
@@ -315,7 +315,7 @@ pub async fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
 }
 
 pub async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let graph = Arc::new(ctx.graph(store.as_ref()).await?);
     let cascade = orchestrate::load_cascade(store.as_ref())
         .await

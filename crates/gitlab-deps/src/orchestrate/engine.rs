@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::create::Claim;
 use super::log::{INPUT_EVENT, load_cascade};
 use super::reconcile::status_of;
-use crate::cascade::{Action, Cascade, Input, Throttle, VAR_ATTEMPT};
+use crate::cascade::{Action, Cascade, Input, ProjectState, Throttle, VAR_ATTEMPT};
 use crate::config::PathPatterns;
 use crate::gitlab::GitLab;
 use crate::gitlab::payload::{self, HookEvent, PushEvent};
@@ -76,10 +76,10 @@ pub struct Engine {
     /// updates alike: each installs what the store held when it read, so neither can install
     /// older data over the other's newer.
     pub(super) graph_writer: tokio::sync::Mutex<()>,
+    /// Never held across a store call: the status page reads it while the database is locked.
     pub(super) cascade: tokio::sync::Mutex<Cascade>,
-    /// A copy of the active part of the cascade as of the last engine step, for the status page
-    /// while a step holds the cascade (a step may wait seconds on a locked database).
-    published: Mutex<Cascade>,
+    /// Held through an engine step, store calls included (see [`Engine::process`]).
+    step: tokio::sync::Mutex<()>,
     /// The newest activity lines, newest first: the status page reads them without the store.
     activity: Mutex<VecDeque<(i64, String)>>,
     pub(super) wake: Notify,
@@ -131,7 +131,7 @@ impl Engine {
                 path_by_id: HashMap::new(),
             })),
             graph_writer: tokio::sync::Mutex::new(()),
-            published: Mutex::new(cascade.active_copy()),
+            step: tokio::sync::Mutex::new(()),
             cascade: tokio::sync::Mutex::new(cascade),
             activity: Mutex::new(activity.into()),
             wake: Notify::new(),
@@ -191,15 +191,12 @@ impl Engine {
         self.wake.notify_one();
     }
 
-    /// A copy of the current state. Never waits for the store: while an engine step holds the
-    /// cascade (waiting on a locked database, say), it is the state of the last step.
+    /// A copy of the current state. Never waits for the store: nothing holds the cascade while
+    /// it waits for the database.
     pub async fn snapshot(&self) -> Snapshot {
         // Only what is not idle: idle projects keep a small pipeline memory each, and copying all
         // of them for every status request would cost O(projects).
-        let cascade = match self.cascade.try_lock() {
-            Ok(cascade) => cascade.active_copy(),
-            Err(_) => lock(&self.published).active_copy(),
-        };
+        let cascade = self.cascade.lock().await.active_copy();
         let records = self.records();
         let web_urls = cascade
             .projects()
@@ -253,6 +250,8 @@ impl Engine {
 
     /// Drains the event log: applies every logged event, dispatches, persists, then acts.
     pub async fn process(self: &Arc<Self>) -> Result<(), StoreError> {
+        // One step at a time, so commits land in the order their steps ran.
+        let _step = self.step.lock().await;
         loop {
             let events = self.store.unprocessed_events(BATCH).await?;
             let graph = self.graph();
@@ -287,19 +286,13 @@ impl Engine {
                 ));
             }
             let counters = cascade.counters();
-            let changes = cascade.take_dirty();
-            if !changes.is_empty() || last.is_some() {
-                // The intent to create each pipeline is durable before any is created.
-                let committed = self.store.commit_cascade(&changes, counters, last).await;
-                if let Err(e) = committed {
-                    // Keep the changes for the next commit; the events stay unprocessed and the
-                    // intents unperformed (the reconciler resolves them if nothing else does).
-                    let projects: Vec<String> = changes.into_iter().map(|(p, _)| p).collect();
-                    cascade.mark_dirty(projects);
-                    return Err(e);
-                }
-            }
-            *lock(&self.published) = cascade.active_copy();
+            // Copied (only what changed), so the commit below runs without the cascade: the
+            // status page and the reconciler never wait for the database.
+            let changes: Vec<(String, Option<ProjectState>)> = cascade
+                .take_dirty()
+                .into_iter()
+                .map(|(p, state)| (p, state.cloned()))
+                .collect();
             // Claimed before the lock is released, so the reconciler never starts a second
             // creation of the same attempt.
             {
@@ -310,6 +303,28 @@ impl Engine {
             }
             self.metrics.observe(&cascade);
             drop(cascade);
+            if !changes.is_empty() || last.is_some() {
+                // The intent to create each pipeline is durable before any is created.
+                let rows: Vec<(String, Option<&ProjectState>)> = changes
+                    .iter()
+                    .map(|(p, state)| (p.clone(), state.as_ref()))
+                    .collect();
+                if let Err(e) = self.store.commit_cascade(&rows, counters, last).await {
+                    // Keep the changes for the next commit; the events stay unprocessed and the
+                    // intents unperformed and unclaimed (the reconciler resolves them if nothing
+                    // else does).
+                    drop(rows);
+                    {
+                        let mut claimed = lock(&self.in_flight);
+                        for Action::CreatePipeline { attempt, .. } in &actions {
+                            claimed.remove(attempt);
+                        }
+                    }
+                    let projects = changes.into_iter().map(|(p, _)| p);
+                    self.cascade.lock().await.mark_dirty(projects);
+                    return Err(e);
+                }
+            }
             for action in actions {
                 let Action::CreatePipeline {
                     project,

@@ -72,6 +72,15 @@ impl SqliteStore {
         })
     }
 
+    /// [`SqliteStore::open`] on the blocking pool: opening may migrate the schema and wait for
+    /// another process's lock, which must not stall an async worker.
+    pub async fn open_async(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open(&path))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
     /// An in-memory database, for tests (one connection for reads and writes).
     pub fn in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory()?;
