@@ -19,8 +19,7 @@ use crate::gitlab::payload::{self, HookEvent, PushEvent};
 use crate::graph::DepGraph;
 use crate::metrics::Metrics;
 use crate::scan::Scanner;
-use crate::store::Store;
-use crate::store::{ProjectRecord, StoreError, StoredEvent};
+use crate::store::{ProjectRecord, Store, StoreError, StoredEvent};
 use crate::util::{Clock, SystemClock};
 
 /// Events folded per engine step.
