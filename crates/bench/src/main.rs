@@ -542,7 +542,7 @@ async fn bench_scan(
     }
     let listing_alone = started.elapsed();
     let started = Instant::now();
-    resolve(store.as_ref(), None, &instance)?;
+    resolve(store.as_ref(), None, &instance).await?;
     let resolve_alone = started.elapsed();
     let (peak, _) = rss()?;
 
@@ -764,12 +764,12 @@ impl ScannedService {
         config.engine.max_running = max_running;
         config.engine.rescan_every = None;
         config.http.webhook_secret = Some(secret.into());
-        let service = Service::new(config, store)?;
+        let service = Service::new(config, store).await?;
         let summary = service
             .scanner()
             .scan(&ScanRequest::default(), &NoProgress)
             .await?;
-        service.engine().reload()?;
+        service.engine().reload().await?;
         Ok(Self {
             service,
             summary,

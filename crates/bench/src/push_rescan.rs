@@ -121,13 +121,13 @@ pub async fn bench_push_rescan(
             files: Default::default(),
         });
         if batch.len() == 5_000 {
-            store.save_scans(&batch)?;
+            store.save_scans(&batch).await?;
             batch.clear();
         }
     }
-    store.save_scans(&batch)?;
+    store.save_scans(&batch).await?;
     let base = Url::parse(&format!("{url}/"))?;
-    let resolved = resolve(store.as_ref(), None, &base)?;
+    let resolved = resolve(store.as_ref(), None, &base).await?;
     let distinct_edges = {
         let mut e = edges.clone();
         e.sort_unstable();
@@ -151,7 +151,7 @@ pub async fn bench_push_rescan(
     config.engine.max_running = 1;
     config.engine.rescan_every = None;
     config.http.webhook_secret = Some(secret.into());
-    let service = Service::new(config, Arc::clone(&store))?;
+    let service = Service::new(config, Arc::clone(&store)).await?;
     let engine = Arc::clone(service.engine());
     let gitlab = service.gitlab().clone();
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
@@ -221,7 +221,8 @@ pub async fn bench_push_rescan(
     for k in 0..pushes.min(20) {
         let i = pushed[k % pushed.len()];
         let started = Instant::now();
-        gitlab_deps::scan::resolve_project(store.as_ref(), sim_ids[&i], None, &base)?
+        gitlab_deps::scan::resolve_project(store.as_ref(), sim_ids[&i], None, &base)
+            .await?
             .context("pushed project not stored")?;
         store_step.push(started.elapsed());
         let ups: Vec<String> = graph
@@ -242,8 +243,8 @@ pub async fn bench_push_rescan(
     let mut whole = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
-        resolve(store.as_ref(), None, &base)?;
-        engine.reload()?;
+        resolve(store.as_ref(), None, &base).await?;
+        engine.reload().await?;
         whole.push(started.elapsed());
     }
     shutdown.cancel();

@@ -92,7 +92,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
 
     let db = std::env::temp_dir().join(format!("gitlab-deps-demo-{}.db", std::process::id()));
     remove_db(&db);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_async(&db).await?);
     let base_url = Url::parse(&format!("{sim_url}/"))?;
     let (listener, addr) = server::bind(&opts.listen).await?;
     let server_url = format!("http://{addr}");
@@ -107,7 +107,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         uuid::Uuid::new_v4().simple().to_string(),
     ));
     let secret = config.http.webhook_secret.clone().unwrap_or_default();
-    let service = Service::new(config, Arc::clone(&store))?;
+    let service = Service::new(config, Arc::clone(&store)).await?;
     let summary = service
         .scanner()
         .scan(&ScanRequest::default(), &NoProgress)
@@ -121,11 +121,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         db.display()
     );
     let engine = Arc::clone(service.engine());
-    engine.reload()?;
+    engine.reload().await?;
     let hooks = sync_hooks(
         service.gitlab(),
         store.as_ref(),
-        &store.projects()?,
+        &store.projects().await?,
         &SyncOptions {
             url: format!("{server_url}/hooks/gitlab"),
             secret,

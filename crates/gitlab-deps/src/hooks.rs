@@ -13,7 +13,7 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use crate::gitlab::{GitLab, GitLabError, Hook, HookOwner, HookSpec, TestOutcome};
-use crate::store::{ProjectRecord, Store, StoreError};
+use crate::store::{DiscoveryStore, ProjectRecord, StoreError};
 
 /// Meta key of the fingerprint key (created by the schema migration).
 const KEY_META: &str = "hook_fingerprint_key";
@@ -198,8 +198,8 @@ pub fn fingerprint(key: &[u8], url: &str, secret: &SecretString) -> String {
         .collect()
 }
 
-fn fingerprint_key(store: &dyn Store) -> Result<Vec<u8>, HooksError> {
-    let key = store.meta(KEY_META)?.ok_or(HooksError::NoKey)?;
+async fn fingerprint_key(store: &dyn DiscoveryStore) -> Result<Vec<u8>, HooksError> {
+    let key = store.meta(KEY_META).await?.ok_or(HooksError::NoKey)?;
     Ok(key.into_bytes())
 }
 
@@ -490,14 +490,14 @@ fn fold(
 /// failures (a project without Maintainer access, say) are reported in the summary, not fatal.
 pub async fn sync_hooks(
     gitlab: &GitLab,
-    store: &dyn Store,
+    store: &dyn DiscoveryStore,
     projects: &[ProjectRecord],
     options: &SyncOptions,
 ) -> Result<HookSummary, HooksError> {
-    let key = fingerprint_key(store)?;
+    let key = fingerprint_key(store).await?;
     let job = Arc::new(Job {
         gitlab: gitlab.clone(),
-        fingerprints: Arc::new(store.hook_fingerprints()?),
+        fingerprints: Arc::new(store.hook_fingerprints().await?),
         wanted_fingerprint: fingerprint(&key, &options.url, &options.secret),
         rotate: options.rotate_secret,
         dry_run: options.dry_run,
@@ -577,8 +577,10 @@ pub async fn sync_hooks(
     summary.failed.sort();
     summary.requests = gitlab.request_count() - requests_before;
     if !options.dry_run {
-        store.update_hook_fingerprints(&set, &forget)?;
-        store.set_meta(DISABLED_META, &summary.still_disabled().to_string())?;
+        store.update_hook_fingerprints(&set, &forget).await?;
+        store
+            .set_meta(DISABLED_META, &summary.still_disabled().to_string())
+            .await?;
     }
     Ok(summary)
 }
@@ -587,7 +589,7 @@ pub async fn sync_hooks(
 /// GitLab has no group hooks (Free) or refuses them are skipped: nothing of ours can be there.
 pub async fn remove_hooks(
     gitlab: &GitLab,
-    store: &dyn Store,
+    store: &dyn DiscoveryStore,
     projects: &[ProjectRecord],
     groups: &[String],
     url: &str,
@@ -640,8 +642,8 @@ pub async fn remove_hooks(
     summary.failed.sort();
     summary.requests = gitlab.request_count() - requests_before;
     if !dry_run {
-        store.update_hook_fingerprints(&[], &forget)?;
-        store.set_meta(DISABLED_META, "0")?;
+        store.update_hook_fingerprints(&[], &forget).await?;
+        store.set_meta(DISABLED_META, "0").await?;
     }
     Ok(summary)
 }

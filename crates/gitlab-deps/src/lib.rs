@@ -2,7 +2,7 @@
 //! `.gitlab-deps` files), stores the graph, and rebuilds downstream projects in dependency order.
 //!
 //! Layers, bottom up: [`discover`] (pure parsers), [`graph`] (queries over the dependency graph),
-//! [`gitlab`] (typed REST client and webhook payloads), [`store`] (SQLite behind a trait),
+//! [`gitlab`] (typed REST client and webhook payloads), [`store`] (SQLite behind async traits),
 //! [`scan`] (discovery), [`cascade`] (the pure orchestration state machine), [`orchestrate`] (the
 //! runtime around it: event log, engine loop, pipeline creation, reconciler, rescans), [`server`]
 //! (HTTP only), [`service`] (one builder that starts them all), and [`cli`].

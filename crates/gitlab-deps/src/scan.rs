@@ -21,8 +21,8 @@ use crate::discover::dockerfile::parse_dockerfile;
 use crate::discover::image::{ImageName, RegistryIndex, normalise_prefix};
 use crate::gitlab::{GitLab, GitLabError, Project, ProjectScope, TreeEntry};
 use crate::store::{
-    Edge, External, FileBlobs, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference,
-    ReplaceOutcome, Resolution, ResolveInput, Store, StoreError, Warning,
+    DeriveFn, DiscoveryStore, Edge, External, FileBlobs, PrefixRule, ProjectRecord, ProjectScan,
+    RefKind, Reference, ReplaceOutcome, Resolution, ResolveInput, StoreError, Warning,
 };
 use crate::util::{now_ms, parse_timestamp_ms};
 
@@ -123,7 +123,7 @@ pub enum Rescanned {
 /// Runs scans against one GitLab instance into one store.
 pub struct Scanner {
     gitlab: GitLab,
-    store: Arc<dyn Store>,
+    store: Arc<dyn DiscoveryStore>,
     settings: ScanSettings,
     instance: Url,
     registry_override: Option<String>,
@@ -253,7 +253,7 @@ impl Scanner {
     /// replaces the registry host of every project.
     pub fn new(
         gitlab: GitLab,
-        store: Arc<dyn Store>,
+        store: Arc<dyn DiscoveryStore>,
         settings: ScanSettings,
         instance: Url,
         registry_override: Option<String>,
@@ -278,7 +278,7 @@ impl Scanner {
         let requests_before = self.gitlab.request_count();
         let fingerprint = self.fingerprint();
         let depth = if request.full
-            || self.store.meta(FINGERPRINT_KEY)?.as_deref() != Some(fingerprint.as_str())
+            || self.store.meta(FINGERPRINT_KEY).await?.as_deref() != Some(fingerprint.as_str())
         {
             Depth::Full
         } else {
@@ -286,14 +286,15 @@ impl Scanner {
         };
         let stored: HashMap<u64, ProjectRecord> = self
             .store
-            .projects()?
+            .projects()
+            .await?
             .into_iter()
             .map(|p| (p.id, p))
             .collect();
         let ctx = ScanContext::new(
             InstanceUrls::new(&self.instance),
-            self.known_urls()?,
-            self.store.file_blobs()?,
+            self.known_urls().await?,
+            self.store.file_blobs().await?,
         );
         let groups = if request.groups.is_empty() {
             self.settings.groups.clone()
@@ -386,11 +387,11 @@ impl Scanner {
                             }
                         }
                         if pending.len() >= SAVE_BATCH {
-                            self.store.save_scans(&pending)?;
+                            self.store.save_scans(&pending).await?;
                             pending.clear();
                         }
                         if touched.len() >= SAVE_BATCH {
-                            self.store.update_records(&touched)?;
+                            self.store.update_records(&touched).await?;
                             touched.clear();
                         }
                     }
@@ -400,8 +401,8 @@ impl Scanner {
                 break;
             }
         }
-        self.store.save_scans(&pending)?;
-        self.store.update_records(&touched)?;
+        self.store.save_scans(&pending).await?;
+        self.store.update_records(&touched).await?;
 
         // Forget what left the scope, but only when every listing completed: a partial listing
         // says nothing about the projects it did not reach.
@@ -426,20 +427,22 @@ impl Scanner {
         }
         removed.sort_unstable();
         removed.dedup();
-        self.store.remove_projects(&removed)?;
+        self.store.remove_projects(&removed).await?;
         summary.removed = removed.len();
 
         let resolution = resolve(
             self.store.as_ref(),
             self.registry_override.as_deref(),
             &self.instance,
-        )?;
+        )
+        .await?;
         if listing_error.is_none() {
             // Every project was seen: what they show replaces what older scans learned.
-            self.save_urls(&ctx.learned_urls())?;
-            self.store.set_meta(FINGERPRINT_KEY, &fingerprint)?;
+            self.save_urls(&ctx.learned_urls()).await?;
+            self.store.set_meta(FINGERPRINT_KEY, &fingerprint).await?;
             self.store
-                .set_meta("scan.last_at_ms", &now_ms().to_string())?;
+                .set_meta("scan.last_at_ms", &now_ms().to_string())
+                .await?;
         }
         if let Some(e) = listing_error {
             return Err(e.into());
@@ -459,7 +462,8 @@ impl Scanner {
             .len();
         summary.warnings = self
             .store
-            .warnings()?
+            .warnings()
+            .await?
             .iter()
             .map(|w| w.to_string())
             .collect();
@@ -474,12 +478,12 @@ impl Scanner {
     /// renamed or got another registry prefix (which changes what other projects resolve to).
     pub async fn rescan_project(&self, path: &str) -> Result<Rescanned, ScanError> {
         let project = self.gitlab.project(path).await?;
-        let stored = self.store.project(project.id)?;
-        let known = self.known_urls()?;
+        let stored = self.store.project(project.id).await?;
+        let known = self.known_urls().await?;
         let ctx = ScanContext::new(
             InstanceUrls::new(&self.instance),
             known.clone(),
-            HashMap::from([(project.id, self.store.project_file_blobs(project.id)?)]),
+            HashMap::from([(project.id, self.store.project_file_blobs(project.id).await?)]),
         );
         // A push says something changed: always list the tree, but read only the files whose
         // blob id moved.
@@ -489,7 +493,7 @@ impl Scanner {
         // One project says nothing about the others' addresses: add to what is known.
         let mut urls = known;
         urls.extend(&ctx.learned_urls());
-        self.save_urls(&urls)?;
+        self.save_urls(&urls).await?;
         // Same path and prefix as stored: other projects' references resolve as before.
         let same_place = |r: &ProjectRecord| {
             stored
@@ -500,20 +504,20 @@ impl Scanner {
             Outcome::Read(scan) => {
                 let id = scan.record.id;
                 let local = same_place(&scan.record);
-                self.store.save_scans(&[scan])?;
+                self.store.save_scans(&[scan]).await?;
                 local.then_some(id)
             }
             Outcome::Unchanged(r) | Outcome::FilesUnchanged(r) => {
                 let id = r.id;
                 let local = same_place(&r);
-                self.store.update_records(&[r])?;
+                self.store.update_records(&[r]).await?;
                 local.then_some(id)
             }
             Outcome::Gone(id) => {
                 if stored.is_none() {
                     return Ok(Rescanned::Nothing);
                 }
-                self.store.remove_projects(&[id])?;
+                self.store.remove_projects(&[id]).await?;
                 None
             }
             Outcome::Failed(message) => {
@@ -527,7 +531,8 @@ impl Scanner {
                 id,
                 self.registry_override.as_deref(),
                 &self.instance,
-            )?;
+            )
+            .await?;
             // Forgotten meanwhile (by a scan of another process): that scan resolves everything.
             if resolved.is_some() {
                 return Ok(Rescanned::Project { id });
@@ -537,7 +542,8 @@ impl Scanner {
             self.store.as_ref(),
             self.registry_override.as_deref(),
             &self.instance,
-        )?;
+        )
+        .await?;
         Ok(Rescanned::Everything)
     }
 
@@ -574,9 +580,9 @@ impl Scanner {
 
     /// The configured URL with the addresses stored by earlier scans. A stored value that does
     /// not decode (written by another version) is ignored: the scan learns it again.
-    fn known_urls(&self) -> Result<InstanceUrls, ScanError> {
+    async fn known_urls(&self) -> Result<InstanceUrls, ScanError> {
         let mut urls = InstanceUrls::new(&self.instance);
-        if let Some(json) = self.store.meta(INSTANCE_URLS_KEY)? {
+        if let Some(json) = self.store.meta(INSTANCE_URLS_KEY).await? {
             match serde_json::from_str::<InstanceUrls>(&json) {
                 Ok(stored) => urls.extend(&stored),
                 Err(e) => tracing::warn!("ignoring stored instance addresses: {e}"),
@@ -585,10 +591,10 @@ impl Scanner {
         Ok(urls)
     }
 
-    fn save_urls(&self, urls: &InstanceUrls) -> Result<(), ScanError> {
+    async fn save_urls(&self, urls: &InstanceUrls) -> Result<(), ScanError> {
         let json = serde_json::to_string(urls).map_err(crate::store::StoreError::from)?;
-        if self.store.meta(INSTANCE_URLS_KEY)?.as_deref() != Some(json.as_str()) {
-            self.store.set_meta(INSTANCE_URLS_KEY, &json)?;
+        if self.store.meta(INSTANCE_URLS_KEY).await?.as_deref() != Some(json.as_str()) {
+            self.store.set_meta(INSTANCE_URLS_KEY, &json).await?;
         }
         Ok(())
     }
@@ -812,7 +818,7 @@ impl Scanner {
             contents.insert(name.as_str(), content?);
         }
         let kept = if listed.iter().any(|(n, e)| unchanged(n, e)) {
-            self.store.project_findings(project.id)?
+            self.store.project_findings(project.id).await?
         } else {
             Default::default()
         };
@@ -938,17 +944,20 @@ const RESOLVE_TRIES: usize = 3;
 /// Never writes over newer data: a project whose references were saved again while this ran keeps
 /// what its own (newer) resolve stores, and if the set of projects, their paths or registry
 /// prefixes changed meanwhile, the resolve starts over.
-pub fn resolve(
-    store: &dyn Store,
+pub async fn resolve(
+    store: &dyn DiscoveryStore,
     registry_override: Option<&str>,
     instance: &Url,
 ) -> Result<Resolution, StoreError> {
     let mut tries = 0;
     loop {
         tries += 1;
-        let input = store.resolve_input()?;
+        let input = store.resolve_input().await?;
         let resolution = resolve_all(&input, registry_override, instance)?;
-        match store.replace_resolution_from(&resolution, &input.versions)? {
+        match store
+            .replace_resolution_from(&resolution, &input.versions)
+            .await?
+        {
             ReplaceOutcome::Written { kept } => {
                 if !kept.is_empty() {
                     tracing::debug!(
@@ -1028,14 +1037,14 @@ fn resolve_all(
 /// Only the project's own part of the graph changes: valid as long as no project was added,
 /// removed, renamed or given another registry prefix (those change what other projects' references
 /// resolve to; [`resolve`] handles them).
-pub fn resolve_project(
-    store: &dyn Store,
+pub async fn resolve_project(
+    store: &dyn DiscoveryStore,
     id: u64,
     registry_override: Option<&str>,
     instance: &Url,
 ) -> Result<Option<Resolution>, StoreError> {
     let rule = prefix_rule(registry_override, instance);
-    store.resolve_project(id, &rule, &mut |project, refs, lookup| {
+    let derive_one: DeriveFn = Box::new(|project, refs, lookup| {
         // Two closures cannot both borrow the look-up mutably: share it through a cell.
         let lookup = std::cell::RefCell::new(lookup);
         derive(
@@ -1051,7 +1060,8 @@ pub fn resolve_project(
                 Ok(None)
             },
         )
-    })
+    });
+    store.resolve_project(id, &rule, derive_one).await
 }
 
 /// How [`registry_prefix`] derives prefixes, for the store's indexed look-ups.
@@ -1232,7 +1242,7 @@ mod tests {
         }
 
         /// base (registry from GitLab), tools (derived registry), app using both and more.
-        fn instance() -> SqliteStore {
+        async fn instance() -> SqliteStore {
             let s = SqliteStore::in_memory().unwrap();
             s.save_scans(&[
                 scan(
@@ -1253,15 +1263,16 @@ mod tests {
                     ],
                 ),
             ])
+            .await
             .unwrap();
             s
         }
 
-        #[test]
-        fn one_project_resolves_edges_externals_warnings_and_skips_itself() {
-            let s = instance();
-            resolve(&s, None, &url()).unwrap();
-            let r = resolve_project(&s, 3, None, &url()).unwrap().unwrap();
+        #[tokio::test]
+        async fn one_project_resolves_edges_externals_warnings_and_skips_itself() {
+            let s = instance().await;
+            resolve(&s, None, &url()).await.unwrap();
+            let r = resolve_project(&s, 3, None, &url()).await.unwrap().unwrap();
             let edges: Vec<_> = r
                 .edges
                 .iter()
@@ -1288,25 +1299,27 @@ mod tests {
                 "apps/app: .gitlab-deps:2: unknown project \"gone/project\""
             );
             // What it stored is what the whole resolve stores.
-            let whole = resolve(&s, None, &url()).unwrap();
-            assert_eq!(s.edges().unwrap().len(), whole.edges.len());
+            let whole = resolve(&s, None, &url()).await.unwrap();
+            assert_eq!(s.edges().await.unwrap().len(), whole.edges.len());
             let mut own = r.edges.clone();
             own.sort_by(|a, b| a.upstream.cmp(&b.upstream));
-            assert_eq!(s.upstream_edges("apps/app").unwrap(), own);
+            assert_eq!(s.upstream_edges("apps/app").await.unwrap(), own);
         }
 
-        #[test]
-        fn one_project_resolve_replaces_only_that_projects_part() {
-            let s = instance();
-            resolve(&s, None, &url()).unwrap();
+        #[tokio::test]
+        async fn one_project_resolve_replaces_only_that_projects_part() {
+            let s = instance().await;
+            resolve(&s, None, &url()).await.unwrap();
             s.save_scans(&[scan(
                 record(3, "apps/app", None),
                 vec![image(1, "registry.git.example.org/img/tools")],
             )])
+            .await
             .unwrap();
-            resolve_project(&s, 3, None, &url()).unwrap().unwrap();
+            resolve_project(&s, 3, None, &url()).await.unwrap().unwrap();
             let edges: Vec<_> = s
                 .edges()
+                .await
                 .unwrap()
                 .into_iter()
                 .map(|e| format!("{}->{}", e.upstream, e.downstream))
@@ -1314,19 +1327,26 @@ mod tests {
             assert_eq!(edges, ["img/tools->apps/app"]);
             let externals: Vec<_> = s
                 .externals()
+                .await
                 .unwrap()
                 .into_iter()
                 .map(|e| e.project)
                 .collect();
             assert_eq!(externals, ["img/Base"], "base's external stays");
-            assert!(s.warnings().unwrap().is_empty());
-            assert!(resolve_project(&s, 99, None, &url()).unwrap().is_none());
+            assert!(s.warnings().await.unwrap().is_empty());
+            assert!(
+                resolve_project(&s, 99, None, &url())
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
         }
 
-        #[test]
-        fn one_project_resolve_follows_a_registry_override() {
-            let s = instance();
+        #[tokio::test]
+        async fn one_project_resolve_follows_a_registry_override() {
+            let s = instance().await;
             let r = resolve_project(&s, 3, Some("https://mirror:443/"), &url())
+                .await
                 .unwrap()
                 .unwrap();
             // Only the `.gitlab-deps` name resolves: every image is on another registry.
@@ -1341,8 +1361,10 @@ mod tests {
                     image(2, "reg.example.org:5050/img/base"),
                 ],
             )])
+            .await
             .unwrap();
             let r = resolve_project(&s, 3, Some("https://mirror:443/"), &url())
+                .await
                 .unwrap()
                 .unwrap();
             assert_eq!(r.edges.len(), 1);
@@ -1354,22 +1376,26 @@ mod tests {
             );
         }
 
-        #[test]
-        fn a_whole_resolve_does_not_overwrite_a_newer_project_resolve() {
-            let s = instance();
-            resolve(&s, None, &url()).unwrap();
+        #[tokio::test]
+        async fn a_whole_resolve_does_not_overwrite_a_newer_project_resolve() {
+            let s = instance().await;
+            resolve(&s, None, &url()).await.unwrap();
             // A whole resolve (a scheduled rescan, another process) reads...
-            let read = s.resolve_input().unwrap();
+            let read = s.resolve_input().await.unwrap();
             let stale = resolve_all(&read, None, &url()).unwrap();
             // ...a push saves and resolves the app's new references meanwhile...
             s.save_scans(&[scan(
                 record(3, "apps/app", None),
                 vec![image(1, "registry.git.example.org/img/tools")],
             )])
+            .await
             .unwrap();
-            resolve_project(&s, 3, None, &url()).unwrap().unwrap();
+            resolve_project(&s, 3, None, &url()).await.unwrap().unwrap();
             // ...then the whole resolve writes what it derived from the older references.
-            let outcome = s.replace_resolution_from(&stale, &read.versions).unwrap();
+            let outcome = s
+                .replace_resolution_from(&stale, &read.versions)
+                .await
+                .unwrap();
             assert_eq!(
                 outcome,
                 ReplaceOutcome::Written {
@@ -1378,70 +1404,85 @@ mod tests {
             );
             let ups: Vec<_> = s
                 .upstream_edges("apps/app")
+                .await
                 .unwrap()
                 .into_iter()
                 .map(|e| e.upstream)
                 .collect();
             assert_eq!(ups, ["img/tools"]);
             assert!(
-                s.warnings().unwrap().is_empty(),
+                s.warnings().await.unwrap().is_empty(),
                 "the stale warning is not back"
             );
             // The other projects' part is written as read.
-            assert_eq!(s.externals().unwrap().len(), 1);
+            assert_eq!(s.externals().await.unwrap().len(), 1);
         }
 
-        #[test]
-        fn a_whole_resolve_keeps_data_saved_but_not_yet_resolved() {
-            let s = instance();
-            resolve(&s, None, &url()).unwrap();
-            let read = s.resolve_input().unwrap();
+        #[tokio::test]
+        async fn a_whole_resolve_keeps_data_saved_but_not_yet_resolved() {
+            let s = instance().await;
+            resolve(&s, None, &url()).await.unwrap();
+            let read = s.resolve_input().await.unwrap();
             let stale = resolve_all(&read, None, &url()).unwrap();
             // A scan in another process saved new references; its own resolve comes later.
             s.save_scans(&[scan(record(3, "apps/app", None), vec![])])
+                .await
                 .unwrap();
-            s.replace_resolution_from(&stale, &read.versions).unwrap();
-            resolve(&s, None, &url()).unwrap();
-            assert!(s.upstream_edges("apps/app").unwrap().is_empty());
+            s.replace_resolution_from(&stale, &read.versions)
+                .await
+                .unwrap();
+            resolve(&s, None, &url()).await.unwrap();
+            assert!(s.upstream_edges("apps/app").await.unwrap().is_empty());
         }
 
-        #[test]
-        fn a_whole_resolve_is_not_written_over_a_changed_catalog() {
-            let s = instance();
-            let read = s.resolve_input().unwrap();
+        #[tokio::test]
+        async fn a_whole_resolve_is_not_written_over_a_changed_catalog() {
+            let s = instance().await;
+            let read = s.resolve_input().await.unwrap();
             let stale = resolve_all(&read, None, &url()).unwrap();
             // Renaming tools changes what `.gitlab-deps` names resolve to.
-            s.update_records(&[record(2, "img/tools2", None)]).unwrap();
+            s.update_records(&[record(2, "img/tools2", None)])
+                .await
+                .unwrap();
             assert_eq!(
-                s.replace_resolution_from(&stale, &read.versions).unwrap(),
+                s.replace_resolution_from(&stale, &read.versions)
+                    .await
+                    .unwrap(),
                 ReplaceOutcome::CatalogMoved
             );
-            assert!(s.edges().unwrap().is_empty(), "nothing written");
+            assert!(s.edges().await.unwrap().is_empty(), "nothing written");
             // Metadata that other projects do not resolve against leaves the catalog alone.
-            let read = s.resolve_input().unwrap();
+            let read = s.resolve_input().await.unwrap();
             let mut touched = record(2, "img/tools2", None);
             touched.checked_at_ms = Some(5);
-            s.update_records(&[touched]).unwrap();
+            s.update_records(&[touched]).await.unwrap();
             assert!(matches!(
-                s.replace_resolution_from(&stale, &read.versions).unwrap(),
+                s.replace_resolution_from(&stale, &read.versions)
+                    .await
+                    .unwrap(),
                 ReplaceOutcome::Written { .. }
             ));
             // Removing a project moves it too.
-            let read = s.resolve_input().unwrap();
-            s.remove_projects(&[2]).unwrap();
+            let read = s.resolve_input().await.unwrap();
+            s.remove_projects(&[2]).await.unwrap();
             assert_eq!(
-                s.replace_resolution_from(&stale, &read.versions).unwrap(),
+                s.replace_resolution_from(&stale, &read.versions)
+                    .await
+                    .unwrap(),
                 ReplaceOutcome::CatalogMoved
             );
         }
 
-        #[test]
-        fn the_whole_resolve_starts_over_and_writes_the_current_catalog() {
-            let s = instance();
-            s.update_records(&[record(2, "img/tools2", None)]).unwrap();
-            resolve(&s, None, &url()).unwrap();
+        #[tokio::test]
+        async fn the_whole_resolve_starts_over_and_writes_the_current_catalog() {
+            let s = instance().await;
+            s.update_records(&[record(2, "img/tools2", None)])
+                .await
+                .unwrap();
+            resolve(&s, None, &url()).await.unwrap();
             let ups: Vec<_> = s
                 .upstream_edges("apps/app")
+                .await
                 .unwrap()
                 .into_iter()
                 .map(|e| e.upstream)
@@ -1481,6 +1522,8 @@ mod tests {
                         0..6),
                     over in proptest::option::of(Just("mirror")),
                 ) {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    runtime.block_on(async {
                     let s = SqliteStore::in_memory().unwrap();
                     let mut by_project: HashMap<usize, Vec<Reference>> = HashMap::new();
                     for (owner, values) in refs {
@@ -1502,10 +1545,10 @@ mod tests {
                             )
                         })
                         .collect();
-                    s.save_scans(&scans).unwrap();
-                    let whole = resolve(&s, over, &url()).unwrap();
+                    s.save_scans(&scans).await.unwrap();
+                    let whole = resolve(&s, over, &url()).await.unwrap();
                     for sc in &scans {
-                        let one = resolve_project(&s, sc.record.id, over, &url()).unwrap().unwrap();
+                        let one = resolve_project(&s, sc.record.id, over, &url()).await.unwrap().unwrap();
                         let path = &sc.record.path;
                         let edges: Vec<_> = whole.edges.iter().filter(|e| &e.downstream == path).cloned().collect();
                         let externals: Vec<_> = whole.externals.iter().filter(|e| &e.project == path).cloned().collect();
@@ -1514,6 +1557,8 @@ mod tests {
                         prop_assert_eq!(one.externals, externals);
                         prop_assert_eq!(one.warnings, warnings);
                     }
+                    Ok(())
+                    })?;
                 }
             }
         }
@@ -1540,19 +1585,20 @@ mod tests {
             ..GitLabOptions::new(url.clone(), sim.token().into())
         })
         .unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let store: Arc<dyn DiscoveryStore> = Arc::new(SqliteStore::in_memory().unwrap());
         let settings = ScanSettings::from_file(&ScanFileConfig::default()).unwrap();
         let scanner = Scanner::new(gitlab, store.clone(), settings, url, None);
         // An address no project shows any more is forgotten by a complete scan.
         let stale = InstanceUrls::new(&Url::parse("https://old.example.org/").unwrap());
         store
             .set_meta(INSTANCE_URLS_KEY, &serde_json::to_string(&stale).unwrap())
+            .await
             .unwrap();
         scanner
             .scan(&ScanRequest::default(), &NoProgress)
             .await
             .unwrap();
-        let json = store.meta(INSTANCE_URLS_KEY).unwrap().unwrap();
+        let json = store.meta(INSTANCE_URLS_KEY).await.unwrap().unwrap();
         assert!(!json.contains("old.example.org"), "{json}");
         let stored: InstanceUrls = serde_json::from_str(&json).unwrap();
         let (entries, warnings) = parse_deps_file(
@@ -1570,17 +1616,18 @@ mod tests {
         scanner.rescan_project("g/app").await.unwrap();
         let edges: Vec<(String, String)> = store
             .edges()
+            .await
             .unwrap()
             .into_iter()
             .map(|e| (e.upstream, e.downstream))
             .collect();
         assert_eq!(edges, [("g/base".to_owned(), "g/app".to_owned())]);
-        assert!(store.warnings().unwrap().is_empty());
+        assert!(store.warnings().await.unwrap().is_empty());
         assert_eq!(sim.endpoint_count(gitlab_sim::Endpoint::Blob), 1);
         assert_eq!(sim.endpoint_count(gitlab_sim::Endpoint::File), 0);
         // The rescan added to the stored addresses, it did not replace them.
         let after: InstanceUrls =
-            serde_json::from_str(&store.meta(INSTANCE_URLS_KEY).unwrap().unwrap()).unwrap();
+            serde_json::from_str(&store.meta(INSTANCE_URLS_KEY).await.unwrap().unwrap()).unwrap();
         assert_eq!(after, stored);
     }
 }

@@ -150,13 +150,13 @@ pub struct Service {
 
 impl Service {
     /// Builds the client, the scanner and the engine over `store`, with the system clock.
-    pub fn new(config: ServiceConfig, store: Arc<dyn Store>) -> Result<Self, ServiceError> {
-        Self::with_clock(config, store, Arc::new(SystemClock))
+    pub async fn new(config: ServiceConfig, store: Arc<dyn Store>) -> Result<Self, ServiceError> {
+        Self::with_clock(config, store, Arc::new(SystemClock)).await
     }
 
     /// As [`Service::new`], with the clock the engine's timing decisions read (tests move it by
     /// hand).
-    pub fn with_clock(
+    pub async fn with_clock(
         config: ServiceConfig,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -167,20 +167,23 @@ impl Service {
         engine_options.watched_files = watched_files(&config.scan);
         let scanner = Arc::new(Scanner::new(
             gitlab.clone(),
-            Arc::clone(&store),
+            store.clone(),
             config.scan,
             instance,
             config.registry,
         ));
-        let engine = Arc::new(Engine::with_clock(
-            Arc::clone(&store),
-            gitlab.clone(),
-            Some(Arc::clone(&scanner)),
-            engine_options,
-            clock,
-        )?);
+        let engine = Arc::new(
+            Engine::with_clock(
+                Arc::clone(&store),
+                gitlab.clone(),
+                Some(Arc::clone(&scanner)),
+                engine_options,
+                clock,
+            )
+            .await?,
+        );
         // The disabled-hooks gauge starts from the last sync of any process (`update` from a timer).
-        if let Ok(Some(n)) = store.meta(DISABLED_META) {
+        if let Ok(Some(n)) = store.meta(DISABLED_META).await {
             engine.metrics.hooks_disabled.set(n.parse().unwrap_or(0));
         }
         Ok(Self {
@@ -253,15 +256,13 @@ impl Service {
         );
         tokio::spawn(async move {
             loop {
-                let reader = Arc::clone(&store);
-                match tokio::task::spawn_blocking(move || reader.projects()).await {
-                    Ok(Ok(projects)) => {
+                match store.projects().await {
+                    Ok(projects) => {
                         match sync_hooks(&gitlab, store.as_ref(), &projects, &options).await {
                             Ok(summary) => log_hook_sync(&summary, &engine),
                             Err(e) => tracing::error!("webhook sync failed: {e}"),
                         }
                     }
-                    Ok(Err(e)) => tracing::warn!("webhook sync skipped: {e}"),
                     Err(e) => tracing::warn!("webhook sync skipped: {e}"),
                 }
                 let Some(every) = every else { break };

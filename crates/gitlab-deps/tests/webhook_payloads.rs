@@ -29,7 +29,7 @@ struct Running {
 }
 
 /// The service with an empty graph; GitLab is never called (nothing is ever due to be built).
-fn service() -> Running {
+async fn service() -> Running {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let gitlab = GitLabOptions {
         concurrency: 1,
@@ -46,7 +46,7 @@ fn service() -> Running {
         webhook_secret: Some(SECRET.into()),
         max_body_bytes: MAX_BODY,
     };
-    let service = Service::new(config, Arc::clone(&store)).unwrap();
+    let service = Service::new(config, Arc::clone(&store)).await.unwrap();
     Running {
         router: service.router(),
         engine: Arc::clone(service.engine()),
@@ -107,7 +107,7 @@ const FIXTURES: [(&str, &str, bool); 15] = [
 
 #[tokio::test]
 async fn gitlabs_example_payloads_are_accepted_or_ignored_never_refused() {
-    let s = service();
+    let s = service().await;
     let mut kept = 0;
     for (name, kind, keep) in FIXTURES {
         let body = serde_json::to_vec(&fixture(name)).unwrap();
@@ -117,9 +117,9 @@ async fn gitlabs_example_payloads_are_accepted_or_ignored_never_refused() {
         assert!(text.starts_with(expected), "{name}: {text}");
         kept += usize::from(keep);
     }
-    assert_eq!(s.store.unprocessed_events(100).unwrap().len(), kept);
+    assert_eq!(s.store.unprocessed_events(100).await.unwrap().len(), kept);
     s.engine.process().await.unwrap();
-    assert!(s.store.unprocessed_events(100).unwrap().is_empty());
+    assert!(s.store.unprocessed_events(100).await.unwrap().is_empty());
 }
 
 #[test]
@@ -147,13 +147,13 @@ fn the_pipeline_example_reads_as_expected() {
 
 #[tokio::test]
 async fn unknown_sources_are_ignored_and_counted() {
-    let s = service();
+    let s = service().await;
     let mut body = fixture("pipeline_push_success.json");
     body["object_attributes"]["source"] = json!("hologram");
     let (status, text) = post(&s.router, Some("Pipeline Hook"), body.to_string().into()).await;
     assert_eq!(status, StatusCode::OK);
     assert!(text.contains("unknown pipeline source"), "{text}");
-    assert!(s.store.unprocessed_events(10).unwrap().is_empty());
+    assert!(s.store.unprocessed_events(10).await.unwrap().is_empty());
     let metrics = s.engine.metrics.encode();
     assert!(
         metrics.contains("event=\"Pipeline Hook\",result=\"unknown_source\"} 1"),
@@ -163,7 +163,7 @@ async fn unknown_sources_are_ignored_and_counted() {
 
 #[tokio::test]
 async fn only_missing_needed_fields_are_refused() {
-    let s = service();
+    let s = service().await;
     for (path, field) in [
         ("project", "id"),
         ("object_attributes", "id"),
@@ -297,15 +297,15 @@ proptest! {
     #[test]
     fn any_json_is_answered_without_a_server_error(kind in prop::sample::select(KINDS.to_vec()), value in arbitrary_json()) {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let s = rt.block_on(async { service() });
+        let s = rt.block_on(service());
         check(&rt, &s, kind, value.to_string().into_bytes());
     }
 
     #[test]
     fn mutated_examples_are_answered_without_a_server_error((which, body) in mutated_fixture()) {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let s = rt.block_on(async { service() });
+        let s = rt.block_on(service());
         check(&rt, &s, FIXTURES[which].1, body.to_string().into_bytes());
-        prop_assert!(s.store.unprocessed_events(10).unwrap().is_empty());
+        prop_assert!(rt.block_on(s.store.unprocessed_events(10)).unwrap().is_empty());
     }
 }

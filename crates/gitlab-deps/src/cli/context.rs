@@ -11,7 +11,7 @@ use super::GlobalArgs;
 use crate::config::{self, FileConfig, ScanSettings};
 use crate::gitlab::{GitLab, GitLabOptions};
 use crate::graph::DepGraph;
-use crate::store::{SqliteStore, Store};
+use crate::store::{DiscoveryStore, SqliteStore, Store};
 
 /// Settings shared by the commands.
 pub struct Context {
@@ -43,9 +43,9 @@ impl Context {
     }
 
     /// Opens the store.
-    pub fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
+    pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
         let path = self.db_path()?;
-        Ok(Arc::new(SqliteStore::open(&path)?))
+        Ok(Arc::new(SqliteStore::open_async(&path).await?))
     }
 
     /// The GitLab base URL.
@@ -105,8 +105,10 @@ impl Context {
     }
 
     /// The stored graph.
-    pub fn graph(&self, store: &dyn Store) -> anyhow::Result<DepGraph> {
-        crate::store::load_graph(store).context("cannot load the dependency graph")
+    pub async fn graph(&self, store: &dyn DiscoveryStore) -> anyhow::Result<DepGraph> {
+        crate::store::load_graph(store)
+            .await
+            .context("cannot load the dependency graph")
     }
 }
 

@@ -135,8 +135,8 @@ pub async fn sync(ctx: &Context, args: &SyncArgs) -> anyhow::Result<()> {
             "no webhook secret: pass --webhook-secret-file FILE or set GITLAB_DEPS_WEBHOOK_SECRET"
         );
     };
-    let store = ctx.store()?;
-    let projects = store.projects()?;
+    let store = ctx.store().await?;
+    let projects = store.projects().await?;
     if projects.is_empty() {
         bail!("the database holds no projects: run `gitlab-deps scan` first");
     }
@@ -234,8 +234,8 @@ pub async fn run(ctx: &Context, args: HooksArgs) -> anyhow::Result<()> {
             json,
         } => {
             let url = require_url(ctx, flag.as_ref())?;
-            let store = ctx.store()?;
-            let projects = store.projects()?;
+            let store = ctx.store().await?;
+            let projects = store.projects().await?;
             let gitlab = ctx.gitlab()?;
             // Group hooks may have been installed under an earlier config: look in every
             // configured group, whatever `[hooks] group` says now.

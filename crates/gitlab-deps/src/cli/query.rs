@@ -41,9 +41,9 @@ pub(crate) fn require<'g>(graph: &'g DepGraph, project: &str) -> anyhow::Result<
         .unwrap_or_else(|| anyhow::anyhow!("unknown project {wanted:?}")))
 }
 
-pub fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
-    let records = store.projects()?;
+pub async fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
+    let store = ctx.store().await?;
+    let records = store.projects().await?;
     if args.json {
         let paths: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
         return print_json(&paths);
@@ -52,7 +52,7 @@ pub fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
         eprintln!("No projects stored yet: run `gitlab-deps scan`.");
         return Ok(());
     }
-    let graph = ctx.graph(store.as_ref())?;
+    let graph = ctx.graph(store.as_ref()).await?;
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
@@ -71,9 +71,9 @@ pub fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn deps(ctx: &Context, args: &DepsArgs, direction: Direction) -> anyhow::Result<()> {
-    let store = ctx.store()?;
-    let graph = ctx.graph(store.as_ref())?;
+pub async fn deps(ctx: &Context, args: &DepsArgs, direction: Direction) -> anyhow::Result<()> {
+    let store = ctx.store().await?;
+    let graph = ctx.graph(store.as_ref()).await?;
     let project = require(&graph, &args.project)?;
     let found: Vec<&str> = match (direction, args.recursive) {
         (Direction::Up, false) => graph.upstreams(project),
@@ -99,7 +99,7 @@ pub fn deps(ctx: &Context, args: &DepsArgs, direction: Direction) -> anyhow::Res
         return Ok(());
     }
     // Direct neighbours: say where each edge comes from.
-    let edges = store.edges()?;
+    let edges = store.edges().await?;
     let rows: Vec<Vec<String>> = found
         .iter()
         .map(|other| {
@@ -124,9 +124,9 @@ struct Plan {
     waves: Vec<Vec<String>>,
 }
 
-pub fn plan(ctx: &Context, args: &PlanArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
-    let graph = ctx.graph(store.as_ref())?;
+pub async fn plan(ctx: &Context, args: &PlanArgs) -> anyhow::Result<()> {
+    let store = ctx.store().await?;
+    let graph = ctx.graph(store.as_ref()).await?;
     let roots = args
         .projects
         .iter()
@@ -172,15 +172,15 @@ struct GraphProject<'a> {
     external: Vec<&'a str>,
 }
 
-pub fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
-    let graph = ctx.graph(store.as_ref())?;
+pub async fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
+    let store = ctx.store().await?;
+    let graph = ctx.graph(store.as_ref()).await?;
     match args.format {
         GraphFormat::Dot => print!("{}", graph.to_dot()),
         GraphFormat::Mermaid => print!("{}", graph.to_mermaid()),
         GraphFormat::Json => {
-            let records = store.projects()?;
-            let externals = store.externals()?;
+            let records = store.projects().await?;
+            let externals = store.externals().await?;
             let mut by_project: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
             for e in &externals {
                 by_project.entry(&e.project).or_default().push(&e.image);
@@ -204,9 +204,9 @@ pub fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn warnings(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
-    let warnings = store.warnings()?;
+pub async fn warnings(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
+    let store = ctx.store().await?;
+    let warnings = store.warnings().await?;
     if args.json {
         return print_json(&warnings);
     }

@@ -1,7 +1,6 @@
 //! `gitlab-deps scan`.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -23,11 +22,11 @@ impl ScanProgress for Bar {
 }
 
 pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let gitlab = ctx.gitlab()?;
     let scanner = Scanner::new(
         gitlab,
-        Arc::clone(&store),
+        store.clone(),
         ctx.scan_settings()?,
         ctx.gitlab_url()?,
         ctx.registry(),
@@ -52,7 +51,7 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<()> {
     let result = scanner.scan(&request, &Bar(bar.clone())).await;
     bar.finish_and_clear();
     let summary = result?;
-    let graph = ctx.graph(store.as_ref())?;
+    let graph = ctx.graph(store.as_ref()).await?;
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
         value["cycles"] = serde_json::to_value(graph.cycles())?;

@@ -171,9 +171,9 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let config = service_config(ctx, &args, secret)?;
-    let store = ctx.store()?;
-    let service = Service::new(config, Arc::clone(&store))?;
-    if store.projects()?.is_empty() {
+    let store = ctx.store().await?;
+    let service = Service::new(config, Arc::clone(&store)).await?;
+    if store.projects().await?.is_empty() {
         tracing::warn!(
             "the database holds no projects: run `gitlab-deps scan` so that changes can cascade"
         );
@@ -220,8 +220,8 @@ pub async fn shutdown_signal() {
 }
 
 pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
-    let graph = ctx.graph(store.as_ref())?;
+    let store = ctx.store().await?;
+    let graph = ctx.graph(store.as_ref()).await?;
     let project = super::query::require(&graph, &args.project)?.to_owned();
     let waves = graph.plan(&[project.as_str()]);
     if args.dry_run {
@@ -235,14 +235,16 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
             &Input::Rebuild {
                 project: project.clone(),
             },
-        )?;
+        )
+        .await?;
         println!(
             "Queued a rebuild of {project} and what is built on it: the running service starts it once nothing above it is pending."
         );
         return Ok(());
     }
     let record = store
-        .projects()?
+        .projects()
+        .await?
         .into_iter()
         .find(|r| r.path == project)
         .context("the project vanished from the database")?;
@@ -274,9 +276,9 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
-    let graph = ctx.graph(store.as_ref())?;
+pub async fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
+    let store = ctx.store().await?;
+    let graph = ctx.graph(store.as_ref()).await?;
     let projects = args
         .projects
         .iter()
@@ -288,7 +290,8 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
             &Input::Forget {
                 projects: projects.clone(),
             },
-        )?;
+        )
+        .await?;
     }
     orchestrate::enqueue_operator_input(
         store.as_ref(),
@@ -296,7 +299,8 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
             projects: projects.clone(),
             with_descendants: args.descendants,
         },
-    )?;
+    )
+    .await?;
     println!(
         "Dropping the pending rebuilds of {}{}: the service applies it within a second.",
         projects.join(", "),
@@ -309,16 +313,18 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
-    let graph = Arc::new(ctx.graph(store.as_ref())?);
+pub async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
+    let store = ctx.store().await?;
+    let graph = Arc::new(ctx.graph(store.as_ref()).await?);
     let cascade = orchestrate::load_cascade(store.as_ref())
+        .await
         .context("the stored orchestration state is unreadable")?;
     let snapshot = Snapshot {
         cascade,
         graph,
         web_urls: store
-            .projects()?
+            .projects()
+            .await?
             .into_iter()
             .map(|p| (p.path, p.web_url))
             .collect(),

@@ -36,14 +36,17 @@ impl Engine {
             .await;
         lock(&self.in_flight).remove(&attempt);
         match outcome {
-            Ok(Some(pipeline_id)) => self.enqueue(
-                &format!("created:{attempt}"),
-                &Input::PipelineCreated {
-                    project,
-                    attempt,
-                    pipeline_id,
-                },
-            ),
+            Ok(Some(pipeline_id)) => {
+                self.enqueue(
+                    &format!("created:{attempt}"),
+                    &Input::PipelineCreated {
+                        project,
+                        attempt,
+                        pipeline_id,
+                    },
+                )
+                .await
+            }
             Ok(None) => {}
             Err(reason) => {
                 self.metrics.create_failures.inc();
@@ -55,7 +58,8 @@ impl Engine {
                         attempt,
                         reason,
                     },
-                );
+                )
+                .await;
             }
         }
     }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::create::Claim;
 use super::log::{INPUT_EVENT, load_cascade};
 use super::reconcile::status_of;
-use crate::cascade::{Action, Cascade, Input, Throttle, VAR_ATTEMPT};
+use crate::cascade::{Action, Cascade, Input, ProjectState, Throttle, VAR_ATTEMPT};
 use crate::config::PathPatterns;
 use crate::gitlab::GitLab;
 use crate::gitlab::payload::{self, HookEvent, PushEvent};
@@ -24,6 +24,8 @@ use crate::util::{Clock, SystemClock};
 
 /// Events folded per engine step.
 const BATCH: usize = 512;
+/// Activity lines kept in memory for the status page (it shows the newest 100).
+const ACTIVITY_KEPT: usize = 100;
 /// Store key holding the time of the last complete scan (written by [`crate::scan`]).
 const SCAN_STAMP: &str = crate::scan::LAST_SCAN_KEY;
 
@@ -72,8 +74,13 @@ pub struct Engine {
     /// Held from reading the store to installing the result, by whole reloads and one-project
     /// updates alike: each installs what the store held when it read, so neither can install
     /// older data over the other's newer.
-    pub(super) graph_writer: Mutex<()>,
+    pub(super) graph_writer: tokio::sync::Mutex<()>,
+    /// Never held across a store call: the status page reads it while the database is locked.
     pub(super) cascade: tokio::sync::Mutex<Cascade>,
+    /// Held through an engine step, store calls included (see [`Engine::process`]).
+    step: tokio::sync::Mutex<()>,
+    /// The newest activity lines, newest first: the status page reads them without the store.
+    activity: Mutex<VecDeque<(i64, String)>>,
     pub(super) wake: Notify,
     pub(super) in_flight: Mutex<HashSet<String>>,
     /// Projects being rescanned; `true` when another push arrived meanwhile (scan once more).
@@ -93,24 +100,25 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Engine {
     /// Loads the graph and the persisted cascade state.
-    pub fn new(
+    pub async fn new(
         store: Arc<dyn Store>,
         gitlab: GitLab,
         scanner: Option<Arc<Scanner>>,
         opts: EngineOptions,
     ) -> Result<Self, StoreError> {
-        Self::with_clock(store, gitlab, scanner, opts, Arc::new(SystemClock))
+        Self::with_clock(store, gitlab, scanner, opts, Arc::new(SystemClock)).await
     }
 
     /// As [`Engine::new`], going by `clock`.
-    pub fn with_clock(
+    pub async fn with_clock(
         store: Arc<dyn Store>,
         gitlab: GitLab,
         scanner: Option<Arc<Scanner>>,
         opts: EngineOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
-        let cascade = load_cascade(store.as_ref())?;
+        let cascade = load_cascade(store.as_ref()).await?;
+        let activity = store.recent_activity(ACTIVITY_KEPT).await?;
         let engine = Self {
             store,
             gitlab,
@@ -121,8 +129,10 @@ impl Engine {
                 by_path: HashMap::new(),
                 path_by_id: HashMap::new(),
             })),
-            graph_writer: Mutex::new(()),
+            graph_writer: tokio::sync::Mutex::new(()),
+            step: tokio::sync::Mutex::new(()),
             cascade: tokio::sync::Mutex::new(cascade),
+            activity: Mutex::new(activity.into()),
             wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
             rescanning: Mutex::new(HashMap::new()),
@@ -130,7 +140,7 @@ impl Engine {
             clock,
             metrics: Metrics::new(),
         };
-        engine.reload()?;
+        engine.reload().await?;
         Ok(engine)
     }
 
@@ -145,10 +155,10 @@ impl Engine {
     }
 
     /// Re-reads the graph and project records from the store (after a scan).
-    pub fn reload(&self) -> Result<(), StoreError> {
-        let _writer = lock(&self.graph_writer);
-        let projects = self.store.projects()?;
-        let graph = crate::store::graph_of(&projects, self.store.edges()?);
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let _writer = self.graph_writer.lock().await;
+        let projects = self.store.projects().await?;
+        let graph = crate::store::graph_of(&projects, self.store.edges().await?);
         let records = Records {
             path_by_id: projects.iter().map(|p| (p.id, p.path.clone())).collect(),
             by_path: projects.into_iter().map(|p| (p.path.clone(), p)).collect(),
@@ -180,7 +190,8 @@ impl Engine {
         self.wake.notify_one();
     }
 
-    /// A copy of the current state.
+    /// A copy of the current state. Never waits for the store: nothing holds the cascade while
+    /// it waits for the database.
     pub async fn snapshot(&self) -> Snapshot {
         // Only what is not idle: idle projects keep a small pipeline memory each, and copying all
         // of them for every status request would cost O(projects).
@@ -210,13 +221,13 @@ impl Engine {
     }
 
     async fn run_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut scan_stamp = self.store.meta(SCAN_STAMP).ok().flatten();
+        let mut scan_stamp = self.store.meta(SCAN_STAMP).await.ok().flatten();
         let mut checked = Instant::now();
         loop {
             // A scan by another process (`gitlab-deps scan`, a timer) changes the graph under us.
             if checked.elapsed() >= Duration::from_secs(1) {
                 checked = Instant::now();
-                let stamp = self.store.meta(SCAN_STAMP).ok().flatten();
+                let stamp = self.store.meta(SCAN_STAMP).await.ok().flatten();
                 if stamp != scan_stamp {
                     scan_stamp = stamp;
                     tracing::info!("the dependency graph was rescanned, reloading it");
@@ -238,8 +249,10 @@ impl Engine {
 
     /// Drains the event log: applies every logged event, dispatches, persists, then acts.
     pub async fn process(self: &Arc<Self>) -> Result<(), StoreError> {
+        // One step at a time, so commits land in the order their steps ran.
+        let _step = self.step.lock().await;
         loop {
-            let events = self.store.unprocessed_events(BATCH)?;
+            let events = self.store.unprocessed_events(BATCH).await?;
             let graph = self.graph();
             let records = self.records();
             let mut cascade = self.cascade.lock().await;
@@ -271,21 +284,14 @@ impl Engine {
                     "{project}: starting a pipeline (attempt {attempt})"
                 ));
             }
-            let changes = cascade
+            let counters = cascade.counters();
+            // Copied (only what changed), so the commit below runs without the cascade: the
+            // status page and the reconciler never wait for the database.
+            let changes: Vec<(String, Option<ProjectState>)> = cascade
                 .take_dirty()
                 .into_iter()
-                .map(|(p, state)| Ok((p, state.map(serde_json::to_string).transpose()?)))
-                .collect::<Result<Vec<_>, serde_json::Error>>()?;
-            if !changes.is_empty() || last.is_some() {
-                // The intent to create each pipeline is durable before any is created.
-                let counters = serde_json::to_string(&cascade.counters())?;
-                if let Err(e) = self.store.commit_cascade(&changes, &counters, last) {
-                    // Keep the changes for the next commit; the events stay unprocessed and the
-                    // intents unperformed (the reconciler resolves them if nothing else does).
-                    cascade.mark_dirty(changes.into_iter().map(|(p, _)| p));
-                    return Err(e);
-                }
-            }
+                .map(|(p, state)| (p, state.cloned()))
+                .collect();
             // Claimed before the lock is released, so the reconciler never starts a second
             // creation of the same attempt.
             {
@@ -296,6 +302,28 @@ impl Engine {
             }
             self.metrics.observe(&cascade);
             drop(cascade);
+            if !changes.is_empty() || last.is_some() {
+                // The intent to create each pipeline is durable before any is created.
+                let rows: Vec<(String, Option<&ProjectState>)> = changes
+                    .iter()
+                    .map(|(p, state)| (p.clone(), state.as_ref()))
+                    .collect();
+                if let Err(e) = self.store.commit_cascade(&rows, counters, last).await {
+                    // Keep the changes for the next commit; the events stay unprocessed and the
+                    // intents unperformed and unclaimed (the reconciler resolves them if nothing
+                    // else does).
+                    drop(rows);
+                    {
+                        let mut claimed = lock(&self.in_flight);
+                        for Action::CreatePipeline { attempt, .. } in &actions {
+                            claimed.remove(attempt);
+                        }
+                    }
+                    let projects = changes.into_iter().map(|(p, _)| p);
+                    self.cascade.lock().await.mark_dirty(projects);
+                    return Err(e);
+                }
+            }
             for action in actions {
                 let Action::CreatePipeline {
                     project,
@@ -310,7 +338,8 @@ impl Engine {
             for line in &log {
                 tracing::info!("{line}");
             }
-            if let Err(e) = self.store.log_activity(now, &log) {
+            self.remember_activity(now, &log);
+            if let Err(e) = self.store.log_activity(now, &log).await {
                 tracing::warn!("cannot write the activity log: {e}");
             }
             self.metrics.events_processed.inc_by(events.len() as u64);
@@ -415,18 +444,24 @@ impl Engine {
     }
 
     /// Logs an internal input durably and wakes the loop.
-    pub(super) fn enqueue(&self, key: &str, input: &Input) {
-        let body = match serde_json::to_string(input) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("cannot encode {input:?}: {e}");
-                return;
-            }
-        };
-        match self.store.insert_event(key, INPUT_EVENT, &body) {
+    pub(super) async fn enqueue(&self, key: &str, input: &Input) {
+        match self.store.insert_input(key, input).await {
             Ok(_) => self.notify(),
             Err(e) => tracing::error!("cannot record {key}: {e}"),
         }
+    }
+
+    /// The newest activity lines, newest first, from memory.
+    pub fn recent_activity(&self, limit: usize) -> Vec<(i64, String)> {
+        lock(&self.activity).iter().take(limit).cloned().collect()
+    }
+
+    fn remember_activity(&self, at_ms: i64, lines: &[String]) {
+        let mut kept = lock(&self.activity);
+        for line in lines {
+            kept.push_front((at_ms, line.clone()));
+        }
+        kept.truncate(ACTIVITY_KEPT);
     }
 }
 
@@ -438,7 +473,7 @@ mod throttle_tests {
     /// Starts base and tools (app waits for base) with the given per-minute limit; returns how
     /// many creation times the engine keeps.
     async fn creation_times_kept(limit: Option<u32>) -> usize {
-        let (store, mut engine) = crate::orchestrate::rescan_tests::engine();
+        let (store, mut engine) = crate::orchestrate::rescan_tests::engine().await;
         engine.opts.max_running = 10;
         engine.opts.max_per_minute = limit;
         let engine = Arc::new(engine);
@@ -446,7 +481,9 @@ mod throttle_tests {
             let input = Input::Rebuild {
                 project: project.into(),
             };
-            enqueue_operator_input(store.as_ref(), &input).unwrap();
+            enqueue_operator_input(store.as_ref(), &input)
+                .await
+                .unwrap();
         }
         engine.process().await.unwrap();
         let started = engine.cascade.lock().await.counts().running;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{NewEvent, Store};
+use crate::store::{NewEvent, OrchestrationStore};
 
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -22,7 +22,10 @@ pub(crate) struct Intake {
 
 impl Intake {
     /// Starts the writer task; `committed` runs after each batch (it wakes the engine).
-    pub(crate) fn start(store: Arc<dyn Store>, committed: impl Fn() + Send + 'static) -> Self {
+    pub(crate) fn start(
+        store: Arc<dyn OrchestrationStore>,
+        committed: impl Fn() + Send + 'static,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<(NewEvent, Reply)>(4 * MAX_BATCH);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -34,24 +37,16 @@ impl Intake {
                     }
                 }
                 let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.into_iter().unzip();
-                let store = Arc::clone(&store);
-                let result =
-                    tokio::task::spawn_blocking(move || store.insert_events(&events)).await;
-                match result {
-                    Ok(Ok(seqs)) => {
+                match store.insert_events(&events).await {
+                    Ok(seqs) => {
                         for (reply, seq) in replies.into_iter().zip(seqs) {
                             let _ = reply.send(Ok(seq));
                         }
                         committed();
                     }
-                    Ok(Err(e)) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(e.to_string()));
-                        }
-                    }
                     Err(e) => {
                         for reply in replies {
-                            let _ = reply.send(Err(format!("writer task failed: {e}")));
+                            let _ = reply.send(Err(e.to_string()));
                         }
                     }
                 }
@@ -80,7 +75,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_records_are_committed_and_deduplicated() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let store: Arc<dyn OrchestrationStore> = Arc::new(SqliteStore::in_memory().unwrap());
         let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = Arc::clone(&commits);
         let intake = Intake::start(Arc::clone(&store), move || {
@@ -95,7 +90,7 @@ mod tests {
         let new = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
         let dupes = results.iter().filter(|r| matches!(r, Ok(None))).count();
         assert_eq!((new, dupes), (50, 150));
-        assert_eq!(store.unprocessed_events(1000).unwrap().len(), 50);
+        assert_eq!(store.unprocessed_events(1000).await.unwrap().len(), 50);
         assert!(commits.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     }
 }

@@ -34,6 +34,7 @@ impl Engine {
                 match self
                     .store
                     .prune_events(self.clock.now_ms() - EVENT_RETENTION_MS)
+                    .await
                 {
                     Ok(n) if n > 0 => tracing::info!("pruned {n} old webhook events"),
                     Ok(_) => {}
@@ -114,7 +115,8 @@ impl Engine {
                                     .as_deref()
                                     .and_then(crate::util::parse_timestamp_ms),
                             },
-                        );
+                        )
+                        .await;
                     }
                 }
                 // Deleted (by hand or by retention): it will never finish, so it must not hold
@@ -133,7 +135,8 @@ impl Engine {
                             reason: Some(format!("pipeline #{pipeline_id} was deleted")),
                             created_ms: None,
                         },
-                    );
+                    )
+                    .await;
                 }
                 Err(e) => tracing::warn!("{project}: cannot poll pipeline #{pipeline_id}: {e}"),
             }

@@ -66,7 +66,7 @@ impl Engine {
     /// without reloading the rest. Falls back to a whole reload when the project is not where
     /// the graph has it (a scan of another process moved things meanwhile).
     pub async fn after_project_rescan(&self, id: u64) {
-        match self.update_project(id) {
+        match self.update_project(id).await {
             // The next engine step uses the new graph.
             Ok(true) => self.notify(),
             Ok(false) => self.after_scan().await,
@@ -75,9 +75,9 @@ impl Engine {
     }
 
     /// `Ok(false)` when a one-project update does not fit the current graph.
-    pub(super) fn update_project(&self, id: u64) -> Result<bool, StoreError> {
-        let _writer = lock(&self.graph_writer);
-        let Some(record) = self.store.project(id)? else {
+    pub(super) async fn update_project(&self, id: u64) -> Result<bool, StoreError> {
+        let _writer = self.graph_writer.lock().await;
+        let Some(record) = self.store.project(id).await? else {
             return Ok(false);
         };
         if self.records().path_by_id.get(&id) != Some(&record.path) {
@@ -85,7 +85,8 @@ impl Engine {
         }
         let upstreams: Vec<String> = self
             .store
-            .upstream_edges(&record.path)?
+            .upstream_edges(&record.path)
+            .await?
             .into_iter()
             .map(|e| e.upstream)
             .collect();
@@ -110,7 +111,7 @@ impl Engine {
 
     pub(super) async fn after_scan(&self) {
         let before = self.records();
-        if let Err(e) = self.reload() {
+        if let Err(e) = self.reload().await {
             tracing::error!("cannot reload the graph: {e}");
             return;
         }

@@ -42,7 +42,7 @@ fn scan(id: u64, path: &str, froms: &[&str]) -> ProjectScan {
 }
 
 /// base, tools, app (from base), resolved, and an engine on it (which never calls GitLab here).
-pub(super) fn engine() -> (Arc<dyn Store>, Engine) {
+pub(super) async fn engine() -> (Arc<dyn Store>, Engine) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     store
         .save_scans(&[
@@ -50,8 +50,9 @@ pub(super) fn engine() -> (Arc<dyn Store>, Engine) {
             scan(2, "img/tools", &[]),
             scan(3, "apps/app", &["img/base"]),
         ])
+        .await
         .unwrap();
-    resolve(store.as_ref(), None, &url()).unwrap();
+    resolve(store.as_ref(), None, &url()).await.unwrap();
     let mut options = GitLabOptions::new(Url::parse("http://127.0.0.1:9/").unwrap(), "t".into());
     options.timeout = Duration::from_secs(1);
     let gitlab = GitLab::new(options).unwrap();
@@ -66,38 +67,43 @@ pub(super) fn engine() -> (Arc<dyn Store>, Engine) {
             ..EngineOptions::default()
         },
     )
+    .await
     .unwrap();
     (store, engine)
 }
 
 #[tokio::test]
 async fn a_push_rescan_swaps_that_projects_edges_into_the_graph() {
-    let (store, engine) = engine();
+    let (store, engine) = engine().await;
     assert_eq!(engine.graph().upstreams("apps/app"), ["img/base"]);
     store
         .save_scans(&[scan(3, "apps/app", &["img/tools"])])
+        .await
         .unwrap();
     resolve_project(store.as_ref(), 3, None, &url())
+        .await
         .unwrap()
         .unwrap();
-    assert!(engine.update_project(3).unwrap());
+    assert!(engine.update_project(3).await.unwrap());
     assert_eq!(engine.graph().upstreams("apps/app"), ["img/tools"]);
     assert!(engine.graph().downstreams("img/base").is_empty());
 }
 
 #[tokio::test]
 async fn an_update_naming_a_project_the_graph_lacks_falls_back_to_a_reload() {
-    let (store, engine) = engine();
+    let (store, engine) = engine().await;
     // A scan by another process added a project; the engine has not reloaded yet when a push
     // moves app onto it.
-    store.save_scans(&[scan(4, "img/new", &[])]).unwrap();
+    store.save_scans(&[scan(4, "img/new", &[])]).await.unwrap();
     store
         .save_scans(&[scan(3, "apps/app", &["img/new"])])
+        .await
         .unwrap();
     resolve_project(store.as_ref(), 3, None, &url())
+        .await
         .unwrap()
         .unwrap();
-    assert!(!engine.update_project(3).unwrap());
+    assert!(!engine.update_project(3).await.unwrap());
     engine.after_project_rescan(3).await;
     // The reload brings both: the other process's project and the push's edge.
     assert_eq!(engine.graph().upstreams("apps/app"), ["img/new"]);
@@ -106,18 +112,20 @@ async fn an_update_naming_a_project_the_graph_lacks_falls_back_to_a_reload() {
 
 #[tokio::test]
 async fn a_reload_and_a_later_push_update_both_install_the_stores_current_edges() {
-    let (store, engine) = engine();
+    let (store, engine) = engine().await;
     store
         .save_scans(&[scan(3, "apps/app", &["img/tools"])])
+        .await
         .unwrap();
     resolve_project(store.as_ref(), 3, None, &url())
+        .await
         .unwrap()
         .unwrap();
     // Another process's whole scan resolves meanwhile (it sees the push's references).
-    resolve(store.as_ref(), None, &url()).unwrap();
-    engine.reload().unwrap();
+    resolve(store.as_ref(), None, &url()).await.unwrap();
+    engine.reload().await.unwrap();
     assert_eq!(engine.graph().upstreams("apps/app"), ["img/tools"]);
     // The push's own update, arriving after the reload, reads the store as it is now.
-    assert!(engine.update_project(3).unwrap());
+    assert!(engine.update_project(3).await.unwrap());
     assert_eq!(engine.graph().upstreams("apps/app"), ["img/tools"]);
 }

@@ -9,9 +9,7 @@ use super::AppState;
 /// `GET /metrics`. The disabled-hooks gauge is refreshed from the database, where every hook sync
 /// (this service's, or `update` run by a timer) leaves its count: no GitLab request per scrape.
 pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    let store = std::sync::Arc::clone(state.engine.store());
-    if let Ok(Ok(Some(n))) =
-        tokio::task::spawn_blocking(move || store.meta(crate::hooks::DISABLED_META)).await
+    if let Ok(Some(n)) = state.engine.store().meta(crate::hooks::DISABLED_META).await
         && let Ok(n) = n.parse()
     {
         state.engine.metrics.hooks_disabled.set(n);

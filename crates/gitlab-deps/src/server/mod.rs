@@ -63,7 +63,7 @@ pub(crate) struct AppState {
 pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Router {
     let max = http.max_body_bytes;
     let waker = Arc::clone(&engine);
-    let intake = intake::Intake::start(Arc::clone(engine.store()), move || waker.notify());
+    let intake = intake::Intake::start(engine.store().clone(), move || waker.notify());
     let state = AppState {
         engine,
         http: Arc::new(http),

@@ -28,13 +28,9 @@ struct Activity {
 }
 
 async fn collect(state: &AppState) -> StatusJson {
+    // From memory only: the page must answer while the database is locked.
     let snapshot = state.engine.snapshot().await;
-    let store = state.engine.store().clone();
-    let activity = tokio::task::spawn_blocking(move || store.recent_activity(100))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let activity = state.engine.recent_activity(100);
     StatusJson {
         projects: describe(&snapshot),
         graph: GraphCounts {

@@ -1,6 +1,6 @@
 //! The dependency graph as stored: project paths and resolved edges.
 
-use super::{Edge, ProjectRecord, Store, StoreError};
+use super::{DiscoveryStore, Edge, ProjectRecord, StoreError};
 use crate::graph::DepGraph;
 
 /// The dependency graph of stored projects and resolved edges.
@@ -12,6 +12,6 @@ pub fn graph_of(projects: &[ProjectRecord], edges: Vec<Edge>) -> DepGraph {
 }
 
 /// Loads the dependency graph from the store.
-pub fn load_graph(store: &dyn Store) -> Result<DepGraph, StoreError> {
-    Ok(graph_of(&store.projects()?, store.edges()?))
+pub async fn load_graph(store: &dyn DiscoveryStore) -> Result<DepGraph, StoreError> {
+    Ok(graph_of(&store.projects().await?, store.edges().await?))
 }

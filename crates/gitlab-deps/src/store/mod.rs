@@ -1,11 +1,14 @@
-//! Persistence behind a trait, so the embedded SQLite store can later be joined by a PostgreSQL one
-//! for highly available deployments.
+//! Persistence behind two async traits, so the embedded SQLite store can later be joined by a
+//! PostgreSQL one for highly available deployments: [`DiscoveryStore`] (projects, references, the
+//! derived graph, hook fingerprints) and [`OrchestrationStore`] (event log, cascade state, activity),
+//! both over [`MetaStore`]; [`Store`] is both. Callers take the half they need. The contract each
+//! method keeps is in `docs/store.md`, and [`conformance`] tests it against any implementation.
 //!
 //! The discovery data model: per project, its listing metadata, the raw references found in its
 //! files (`refs`) and its warnings, replaced atomically per project. The edges are *derived* from all
 //! projects' references by [`crate::scan::resolve`] and replaced in one transaction at the end of a
 //! scan, so a reader never sees a half-written graph and an interrupted scan loses nothing. A push
-//! re-derives one project's part with [`Store::resolve_project`] instead.
+//! re-derives one project's part with [`DiscoveryStore::resolve_project`] instead.
 //!
 //! Resolves never go backwards: each project's references carry a version, bumped whenever they
 //! (or the project's path or registry prefix) change, and the store counts changes to the catalog
@@ -13,6 +16,8 @@
 //! catalog is still the one it read, and leaves alone the projects whose version moved since; a
 //! one-project resolve reads and writes in one transaction.
 
+#[cfg(any(test, feature = "store-conformance"))]
+pub mod conformance;
 mod graph;
 mod migrations;
 mod sqlite;
@@ -22,7 +27,10 @@ pub use sqlite::SqliteStore;
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use crate::cascade::{Cascade, Counters, Input, ProjectState};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +61,10 @@ pub enum StoreError {
     /// Stored JSON did not decode.
     #[error("corrupt stored value: {0}")]
     Json(#[from] serde_json::Error),
+    /// The thread running a database operation stopped (it panicked, or the runtime is shutting
+    /// down).
+    #[error("database worker stopped: {0}")]
+    Worker(String),
 }
 
 /// A project as the store keeps it.
@@ -241,17 +253,21 @@ pub trait ResolveLookup {
     fn project_by_prefix(&mut self, prefix: &str) -> Result<Option<String>, StoreError>;
 }
 
-/// Derives one project's resolution from its path and references, with look-ups.
-pub type DeriveFn<'a> =
-    dyn FnMut(&str, &[Reference], &mut dyn ResolveLookup) -> Result<Resolution, StoreError> + 'a;
+/// Derives one project's resolution from its path and references, with look-ups. Owned and
+/// `Send`, because a store runs it wherever its transaction lives (SQLite: a blocking thread).
+pub type DeriveFn = Box<
+    dyn FnMut(&str, &[Reference], &mut dyn ResolveLookup) -> Result<Resolution, StoreError>
+        + Send
+        + 'static,
+>;
 
-/// The stored orchestration state: the counters and each project's state, as JSON.
+/// The stored orchestration state.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredCascade {
     /// The id counters.
-    pub counters: String,
-    /// `(project, state)` pairs.
-    pub projects: Vec<(String, String)>,
+    pub counters: Counters,
+    /// `(project, state)` pairs, by project.
+    pub projects: Vec<(String, ProjectState)>,
 }
 
 /// A delivery to record.
@@ -276,96 +292,144 @@ pub struct StoredEvent {
     pub body: String,
 }
 
-/// The persistence operations gitlab-deps needs. Implementations must make each method atomic.
-pub trait Store: Send + Sync {
-    /// Every known project.
-    fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError>;
+/// Event-log kind of an internal or operator input: the body is a serialized [`Input`].
+pub const INPUT_EVENT: &str = "gitlab-deps/input";
+
+/// Small key/value settings, shared by both halves (scan stamps, instance URLs, hook keys).
+#[async_trait]
+pub trait MetaStore: Send + Sync {
+    /// A small key/value setting.
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a key/value setting.
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+}
+
+/// The discovery half: projects, their references and file blobs, the derived graph (edges,
+/// externals, warnings) and webhook fingerprints. Every method is atomic; see `docs/store.md` for
+/// the guarantees each must give.
+#[async_trait]
+pub trait DiscoveryStore: MetaStore {
+    /// Every known project, by path.
+    async fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError>;
     /// One project by GitLab id.
-    fn project(&self, id: u64) -> Result<Option<ProjectRecord>, StoreError>;
-    /// Replaces the data of each project (metadata, references, file warnings), each atomically.
-    fn save_scans(&self, scans: &[ProjectScan]) -> Result<(), StoreError>;
+    async fn project(&self, id: u64) -> Result<Option<ProjectRecord>, StoreError>;
+    /// Replaces the data of each project (metadata, references, file warnings, file blobs), all in
+    /// one transaction, and bumps each project's references version.
+    async fn save_scans(&self, scans: &[ProjectScan]) -> Result<(), StoreError>;
     /// Updates listing metadata (path, branch, URLs, activity, checked time) without touching references.
-    fn update_records(&self, records: &[ProjectRecord]) -> Result<(), StoreError>;
-    /// Forgets projects (gone, archived, emptied, or excluded).
-    fn remove_projects(&self, ids: &[u64]) -> Result<(), StoreError>;
+    async fn update_records(&self, records: &[ProjectRecord]) -> Result<(), StoreError>;
+    /// Forgets projects (gone, archived, emptied, or excluded) with everything they own.
+    async fn remove_projects(&self, ids: &[u64]) -> Result<(), StoreError>;
     /// The stored dependency-file blob ids of every project.
-    fn file_blobs(&self) -> Result<std::collections::HashMap<u64, FileBlobs>, StoreError>;
+    async fn file_blobs(&self) -> Result<HashMap<u64, FileBlobs>, StoreError>;
     /// The stored dependency-file blob ids of one project.
-    fn project_file_blobs(&self, id: u64) -> Result<FileBlobs, StoreError>;
-    /// One project's stored references and file warnings.
-    fn project_findings(&self, id: u64) -> Result<(Vec<Reference>, Vec<Warning>), StoreError>;
-    /// Every project's references, with the project's path.
-    fn references(&self) -> Result<Vec<(String, Reference)>, StoreError>;
+    async fn project_file_blobs(&self, id: u64) -> Result<FileBlobs, StoreError>;
+    /// One project's stored references and file warnings, in the order saved.
+    async fn project_findings(&self, id: u64)
+    -> Result<(Vec<Reference>, Vec<Warning>), StoreError>;
+    /// Every project's references, with the project's path, by path, file, line.
+    async fn references(&self) -> Result<Vec<(String, Reference)>, StoreError>;
     /// Replaces the derived graph in one transaction, unconditionally.
-    fn replace_resolution(&self, resolution: &Resolution) -> Result<(), StoreError>;
+    async fn replace_resolution(&self, resolution: &Resolution) -> Result<(), StoreError>;
     /// Every project and reference, with their versions, read in one transaction.
-    fn resolve_input(&self) -> Result<ResolveInput, StoreError>;
+    async fn resolve_input(&self) -> Result<ResolveInput, StoreError>;
     /// Replaces the derived graph in one transaction if the catalog is still the one `read`, and
     /// keeps the stored data of projects whose references changed since.
-    fn replace_resolution_from(
+    async fn replace_resolution_from(
         &self,
         resolution: &Resolution,
         read: &ResolveVersions,
     ) -> Result<ReplaceOutcome, StoreError>;
     /// Re-derives one project's part of the graph in one transaction: reads its path and
     /// references, calls `derive` (whose look-ups see the same transaction), and replaces the
-    /// project's upstream edges, externals and resolve warnings with the result. `None` when the
-    /// project is not stored.
-    fn resolve_project(
+    /// project's upstream edges, externals and resolve warnings with the result. No other writer
+    /// may change projects or references between the read and the write. `None` when the project
+    /// is not stored.
+    async fn resolve_project(
         &self,
         id: u64,
         rule: &PrefixRule,
-        derive: &mut DeriveFn<'_>,
+        derive: DeriveFn,
     ) -> Result<Option<Resolution>, StoreError>;
-    /// The edges into one project (its upstreams).
-    fn upstream_edges(&self, downstream: &str) -> Result<Vec<Edge>, StoreError>;
-    /// The dependency edges.
-    fn edges(&self) -> Result<Vec<Edge>, StoreError>;
-    /// External images.
-    fn externals(&self) -> Result<Vec<External>, StoreError>;
-    /// Scan and resolution warnings.
-    fn warnings(&self) -> Result<Vec<Warning>, StoreError>;
-    /// A small key/value setting.
-    fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
-    /// Sets a key/value setting.
-    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// The edges into one project (its upstreams), by upstream.
+    async fn upstream_edges(&self, downstream: &str) -> Result<Vec<Edge>, StoreError>;
+    /// The dependency edges, by downstream, upstream.
+    async fn edges(&self) -> Result<Vec<Edge>, StoreError>;
+    /// External images, by project, image.
+    async fn externals(&self) -> Result<Vec<External>, StoreError>;
+    /// Scan and resolution warnings, by project, file, line.
+    async fn warnings(&self) -> Result<Vec<Warning>, StoreError>;
     /// The secret fingerprint recorded per webhook id.
-    fn hook_fingerprints(&self) -> Result<std::collections::HashMap<u64, String>, StoreError>;
+    async fn hook_fingerprints(&self) -> Result<HashMap<u64, String>, StoreError>;
     /// Records fingerprints of hooks just written and forgets those of hooks removed, in one
     /// transaction.
-    fn update_hook_fingerprints(
+    async fn update_hook_fingerprints(
         &self,
         set: &[(u64, String)],
         forget: &[u64],
     ) -> Result<(), StoreError>;
+}
 
+/// The orchestration half: the durable event log, the cascade state and the activity log.
+#[async_trait]
+pub trait OrchestrationStore: MetaStore {
     /// Records a webhook delivery durably unless `delivery_key` was seen before. Returns its sequence
     /// number, or `None` for a redelivery.
-    fn insert_event(
+    async fn insert_event(
         &self,
         delivery_key: &str,
         kind: &str,
         body: &str,
     ) -> Result<Option<i64>, StoreError>;
     /// Records several deliveries in one transaction (group commit for the webhook receiver);
-    /// the result has one entry per event, as [`Store::insert_event`] would return.
-    fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Option<i64>>, StoreError>;
-    /// Events recorded but not yet processed, oldest first.
-    fn unprocessed_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Stores what changed in the orchestration state (per project: its JSON state, or `None` to
-    /// delete it) and the counters, and marks events processed, in one transaction.
-    fn commit_cascade(
+    /// the result has one entry per event, as [`OrchestrationStore::insert_event`] would return.
+    async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Option<i64>>, StoreError>;
+    /// Records an internal or operator input in the event log, as an [`INPUT_EVENT`], unless
+    /// `key` was seen before.
+    async fn insert_input(&self, key: &str, input: &Input) -> Result<Option<i64>, StoreError> {
+        let body = serde_json::to_string(input)?;
+        self.insert_event(key, INPUT_EVENT, &body).await
+    }
+    /// Events recorded but not yet processed, oldest (lowest sequence number) first.
+    async fn unprocessed_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Stores what changed in the orchestration state (per project: its state, or `None` to
+    /// delete it) and the counters, and marks events up to `processed_up_to` processed, in one
+    /// transaction.
+    async fn commit_cascade(
         &self,
-        changes: &[(String, Option<String>)],
-        counters_json: &str,
+        changes: &[(String, Option<&ProjectState>)],
+        counters: Counters,
         processed_up_to: Option<i64>,
     ) -> Result<(), StoreError>;
     /// Forgets processed events received before the given time (their delivery keys too).
-    fn prune_events(&self, received_before_ms: i64) -> Result<usize, StoreError>;
+    async fn prune_events(&self, received_before_ms: i64) -> Result<usize, StoreError>;
     /// The orchestration state, if any was stored.
-    fn cascade_state(&self) -> Result<Option<StoredCascade>, StoreError>;
+    async fn cascade_state(&self) -> Result<Option<StoredCascade>, StoreError>;
     /// Appends lines to the activity log shown on the status page.
-    fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError>;
+    async fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError>;
     /// The newest activity lines, newest first.
-    fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError>;
+    async fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError>;
+}
+
+/// Both halves: what the service needs. Implemented for every type that implements both.
+pub trait Store: DiscoveryStore + OrchestrationStore {}
+
+impl<T: DiscoveryStore + OrchestrationStore + ?Sized> Store for T {}
+
+/// Loads the orchestration state (empty when none was stored).
+pub async fn load_cascade(store: &dyn OrchestrationStore) -> Result<Cascade, StoreError> {
+    Ok(match store.cascade_state().await? {
+        Some(stored) => Cascade::from_parts(stored.projects, stored.counters),
+        None => Cascade::new(),
+    })
+}
+
+/// Records an operator input (cancel, rebuild) for the service to apply, from the CLI.
+pub async fn enqueue_operator_input(
+    store: &dyn OrchestrationStore,
+    input: &Input,
+) -> Result<(), StoreError> {
+    let key = format!("operator:{}", uuid::Uuid::new_v4());
+    store.insert_input(&key, input).await?;
+    Ok(())
 }

@@ -1,81 +1,149 @@
-//! The embedded SQLite store: one file, WAL journal, one connection behind a mutex (SQLite
-//! serialises writers anyway, and every operation here is short).
+//! The embedded SQLite store: one file, WAL journal, a write connection and a read connection.
+//!
+//! SQLite calls block, so every operation runs on Tokio's blocking pool, never on an async worker.
+//! Writes share one connection (SQLite serialises writers anyway); reads have their own, so under
+//! WAL they go on while a write waits for another process's lock (a `gitlab-deps scan`, say).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::migrations::MIGRATIONS;
 use super::{
-    DeriveFn, Edge, External, FileBlobs, NewEvent, PrefixRule, ProjectRecord, ProjectScan, RefKind,
-    Reference, ReplaceOutcome, Resolution, ResolveInput, ResolveLookup, ResolveVersions, Store,
-    StoreError, StoredCascade, StoredEvent, Warning,
+    DeriveFn, DiscoveryStore, Edge, External, FileBlobs, MetaStore, NewEvent, OrchestrationStore,
+    PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference, ReplaceOutcome, Resolution,
+    ResolveInput, ResolveLookup, ResolveVersions, StoreError, StoredCascade, StoredEvent, Warning,
 };
+use crate::cascade::{Counters, ProjectState};
 use crate::discover::image::normalise_prefix;
 
 const CATALOG_KEY: &str = "resolve.catalog_version";
 
-/// SQLite implementation of [`Store`].
+/// How long a write waits for another process holding the database lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQLite implementation of the store traits ([`super::Store`]).
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    inner: Arc<Inner>,
 }
+
+/// The connections, shared with the blocking threads that use them.
+struct Inner {
+    writer: Mutex<Connection>,
+    /// `None` for an in-memory database, which only its own connection can see.
+    reader: Option<Mutex<Connection>>,
+}
+
+/// The state as stored: counters and per-project states, as JSON.
+type RawCascade = (String, Vec<(String, String)>);
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
+        let open_error = |e: rusqlite::Error| StoreError::Open {
+            path: shown.clone(),
+            reason: e.to_string(),
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                 path: shown.clone(),
                 reason: format!("cannot create {}: {e}", dir.display()),
             })?;
         }
-        let conn = Connection::open(path).map_err(|e| StoreError::Open {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
-        Self::init(conn, &shown)
-    }
-
-    /// An in-memory database, for tests.
-    pub fn in_memory() -> Result<Self, StoreError> {
-        let conn = Connection::open_in_memory()?;
-        Self::init(conn, ":memory:")
-    }
-
-    fn init(mut conn: Connection, shown: &str) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // WAL lets the CLI read while the service writes; NORMAL sync keeps every commit safe
-        // against a killed process (not against power loss, where the last commits may be lost).
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let supported = MIGRATIONS.len() as i64;
-        if version > supported {
-            return Err(StoreError::TooNew {
-                path: shown.to_owned(),
-                found: version,
-                supported,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
+        let writer = Connection::open(path).map_err(open_error)?;
+        let writer = init(writer, &shown)?;
+        // Opened after the migrations, so it never sees an older schema.
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_error)?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                reader: Some(Mutex::new(reader)),
+            }),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a half-applied transaction (SQLite rolls it
-        // back), so a poisoned lock is safe to reuse.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// [`SqliteStore::open`] on the blocking pool: opening may migrate the schema and wait for
+    /// another process's lock, which must not stall an async worker.
+    pub async fn open_async(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open(&path))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    /// An in-memory database, for tests (one connection for reads and writes).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(init(conn, ":memory:")?),
+                reader: None,
+            }),
+        })
+    }
+
+    /// Runs `op` on the blocking pool with the connections.
+    async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || op(&inner))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+}
+
+fn init(mut conn: Connection, shown: &str) -> Result<Connection, StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets readers (this process's read connection, the CLI) read while a writer writes;
+    // NORMAL sync keeps every commit safe against a killed process (not against power loss,
+    // where the last commits may be lost).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StoreError::TooNew {
+            path: shown.to_owned(),
+            found: version,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(conn)
+}
+
+fn guard(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock cannot leave a half-applied transaction (SQLite rolls it
+    // back), so a poisoned lock is safe to reuse.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        guard(&self.writer)
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        guard(self.reader.as_ref().unwrap_or(&self.writer))
     }
 }
 
@@ -316,16 +384,16 @@ fn read_warning(row: &rusqlite::Row<'_>) -> rusqlite::Result<Warning> {
     })
 }
 
-impl Store for SqliteStore {
+impl Inner {
     fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!("{PROJECT_COLUMNS} ORDER BY path"))?;
         let rows = stmt.query_map([], read_project)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn project(&self, id: u64) -> Result<Option<ProjectRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!("{PROJECT_COLUMNS} WHERE id = ?1"))?;
         Ok(stmt.query_row([id as i64], read_project).optional()?)
     }
@@ -365,7 +433,7 @@ impl Store for SqliteStore {
     }
 
     fn file_blobs(&self) -> Result<HashMap<u64, FileBlobs>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare("SELECT project_id, file, blob_id FROM project_files")?;
         let rows = stmt.query_map([], |row| {
             Ok((
@@ -383,7 +451,7 @@ impl Store for SqliteStore {
     }
 
     fn project_file_blobs(&self, id: u64) -> Result<FileBlobs, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare_cached("SELECT file, blob_id FROM project_files WHERE project_id = ?1")?;
         let rows = stmt.query_map([id as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
@@ -391,7 +459,7 @@ impl Store for SqliteStore {
     }
 
     fn project_findings(&self, id: u64) -> Result<(Vec<Reference>, Vec<Warning>), StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT kind, file, line, value FROM refs WHERE project_id = ?1 ORDER BY rowid",
         )?;
@@ -439,7 +507,7 @@ impl Store for SqliteStore {
     }
 
     fn references(&self) -> Result<Vec<(String, Reference)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(REFERENCES_SQL)?;
         let rows = stmt.query_map([], |row| {
             Ok((row.get::<_, String>(0)?, read_reference(row, 1)?))
@@ -459,7 +527,7 @@ impl Store for SqliteStore {
     }
 
     fn resolve_input(&self) -> Result<ResolveInput, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.reader();
         // A read transaction: projects, references and versions from one snapshot.
         let tx = conn.transaction()?;
         let mut projects = Vec::new();
@@ -538,7 +606,7 @@ impl Store for SqliteStore {
         &self,
         id: u64,
         rule: &PrefixRule,
-        derive: &mut DeriveFn<'_>,
+        mut derive: DeriveFn,
     ) -> Result<Option<Resolution>, StoreError> {
         let mut conn = self.conn();
         // Immediate: the write lock from the first read, so no other process writes in between.
@@ -564,7 +632,7 @@ impl Store for SqliteStore {
     }
 
     fn upstream_edges(&self, downstream: &str) -> Result<Vec<Edge>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT upstream, downstream, via FROM edges WHERE downstream = ?1 ORDER BY upstream",
         )?;
@@ -573,7 +641,7 @@ impl Store for SqliteStore {
     }
 
     fn edges(&self) -> Result<Vec<Edge>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT upstream, downstream, via FROM edges ORDER BY downstream, upstream",
         )?;
@@ -582,7 +650,7 @@ impl Store for SqliteStore {
     }
 
     fn externals(&self) -> Result<Vec<External>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare_cached("SELECT project, image FROM externals ORDER BY project, image")?;
         let rows = stmt.query_map([], |row| {
@@ -595,7 +663,7 @@ impl Store for SqliteStore {
     }
 
     fn warnings(&self) -> Result<Vec<Warning>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT p.path, w.file, w.line, w.message FROM scan_warnings w JOIN projects p ON p.id = w.project_id
              UNION ALL SELECT project, file, line, message FROM resolve_warnings
@@ -606,7 +674,7 @@ impl Store for SqliteStore {
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         Ok(conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
@@ -622,7 +690,7 @@ impl Store for SqliteStore {
     }
 
     fn hook_fingerprints(&self) -> Result<std::collections::HashMap<u64, String>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare("SELECT hook_id, fingerprint FROM hook_fingerprints")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -686,7 +754,7 @@ impl Store for SqliteStore {
     }
 
     fn unprocessed_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, kind, body FROM events WHERE processed = 0 ORDER BY seq LIMIT ?1",
         )?;
@@ -744,9 +812,11 @@ impl Store for SqliteStore {
         )?)
     }
 
-    fn cascade_state(&self) -> Result<Option<StoredCascade>, StoreError> {
-        let conn = self.conn();
-        let Some(counters) = conn
+    fn cascade_state(&self) -> Result<Option<RawCascade>, StoreError> {
+        let mut conn = self.reader();
+        // One read transaction: counters and states from the same commit.
+        let tx = conn.transaction()?;
+        let Some(counters) = tx
             .query_row("SELECT state FROM cascade_state WHERE id = 1", [], |r| {
                 r.get(0)
             })
@@ -754,12 +824,12 @@ impl Store for SqliteStore {
         else {
             return Ok(None);
         };
-        let mut stmt =
-            conn.prepare_cached("SELECT project, state FROM cascade_projects ORDER BY project")?;
-        let projects = stmt
+        let projects = tx
+            .prepare_cached("SELECT project, state FROM cascade_projects ORDER BY project")?
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        Ok(Some(StoredCascade { counters, projects }))
+        tx.commit()?;
+        Ok(Some((counters, projects)))
     }
 
     fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError> {
@@ -784,7 +854,7 @@ impl Store for SqliteStore {
     }
 
     fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare_cached("SELECT at_ms, line FROM activity ORDER BY seq DESC LIMIT ?1")?;
         let rows = stmt.query_map([limit as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
@@ -792,168 +862,247 @@ impl Store for SqliteStore {
     }
 }
 
+#[async_trait]
+impl MetaStore for SqliteStore {
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.run(move |db| db.meta(&key)).await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.run(move |db| db.set_meta(&key, &value)).await
+    }
+}
+
+#[async_trait]
+impl DiscoveryStore for SqliteStore {
+    async fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError> {
+        self.run(|db| db.projects()).await
+    }
+
+    async fn project(&self, id: u64) -> Result<Option<ProjectRecord>, StoreError> {
+        self.run(move |db| db.project(id)).await
+    }
+
+    async fn save_scans(&self, scans: &[ProjectScan]) -> Result<(), StoreError> {
+        let scans = scans.to_vec();
+        self.run(move |db| db.save_scans(&scans)).await
+    }
+
+    async fn update_records(&self, records: &[ProjectRecord]) -> Result<(), StoreError> {
+        let records = records.to_vec();
+        self.run(move |db| db.update_records(&records)).await
+    }
+
+    async fn remove_projects(&self, ids: &[u64]) -> Result<(), StoreError> {
+        let ids = ids.to_vec();
+        self.run(move |db| db.remove_projects(&ids)).await
+    }
+
+    async fn file_blobs(&self) -> Result<HashMap<u64, FileBlobs>, StoreError> {
+        self.run(|db| db.file_blobs()).await
+    }
+
+    async fn project_file_blobs(&self, id: u64) -> Result<FileBlobs, StoreError> {
+        self.run(move |db| db.project_file_blobs(id)).await
+    }
+
+    async fn project_findings(
+        &self,
+        id: u64,
+    ) -> Result<(Vec<Reference>, Vec<Warning>), StoreError> {
+        self.run(move |db| db.project_findings(id)).await
+    }
+
+    async fn references(&self) -> Result<Vec<(String, Reference)>, StoreError> {
+        self.run(|db| db.references()).await
+    }
+
+    async fn replace_resolution(&self, resolution: &Resolution) -> Result<(), StoreError> {
+        let resolution = resolution.clone();
+        self.run(move |db| db.replace_resolution(&resolution)).await
+    }
+
+    async fn resolve_input(&self) -> Result<ResolveInput, StoreError> {
+        self.run(|db| db.resolve_input()).await
+    }
+
+    async fn replace_resolution_from(
+        &self,
+        resolution: &Resolution,
+        read: &ResolveVersions,
+    ) -> Result<ReplaceOutcome, StoreError> {
+        let (resolution, read) = (resolution.clone(), read.clone());
+        self.run(move |db| db.replace_resolution_from(&resolution, &read))
+            .await
+    }
+
+    async fn resolve_project(
+        &self,
+        id: u64,
+        rule: &PrefixRule,
+        derive: DeriveFn,
+    ) -> Result<Option<Resolution>, StoreError> {
+        let rule = rule.clone();
+        self.run(move |db| db.resolve_project(id, &rule, derive))
+            .await
+    }
+
+    async fn upstream_edges(&self, downstream: &str) -> Result<Vec<Edge>, StoreError> {
+        let downstream = downstream.to_owned();
+        self.run(move |db| db.upstream_edges(&downstream)).await
+    }
+
+    async fn edges(&self) -> Result<Vec<Edge>, StoreError> {
+        self.run(|db| db.edges()).await
+    }
+
+    async fn externals(&self) -> Result<Vec<External>, StoreError> {
+        self.run(|db| db.externals()).await
+    }
+
+    async fn warnings(&self) -> Result<Vec<Warning>, StoreError> {
+        self.run(|db| db.warnings()).await
+    }
+
+    async fn hook_fingerprints(&self) -> Result<HashMap<u64, String>, StoreError> {
+        self.run(|db| db.hook_fingerprints()).await
+    }
+
+    async fn update_hook_fingerprints(
+        &self,
+        set: &[(u64, String)],
+        forget: &[u64],
+    ) -> Result<(), StoreError> {
+        let (set, forget) = (set.to_vec(), forget.to_vec());
+        self.run(move |db| db.update_hook_fingerprints(&set, &forget))
+            .await
+    }
+}
+
+#[async_trait]
+impl OrchestrationStore for SqliteStore {
+    async fn insert_event(
+        &self,
+        delivery_key: &str,
+        kind: &str,
+        body: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let (key, kind, body) = (delivery_key.to_owned(), kind.to_owned(), body.to_owned());
+        self.run(move |db| db.insert_event(&key, &kind, &body))
+            .await
+    }
+
+    async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Option<i64>>, StoreError> {
+        let events = events.to_vec();
+        self.run(move |db| db.insert_events(&events)).await
+    }
+
+    async fn unprocessed_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.run(move |db| db.unprocessed_events(limit)).await
+    }
+
+    async fn commit_cascade(
+        &self,
+        changes: &[(String, Option<&ProjectState>)],
+        counters: Counters,
+        processed_up_to: Option<i64>,
+    ) -> Result<(), StoreError> {
+        // Encoded here: the blocking thread gets owned rows, the caller keeps its state.
+        let changes = changes
+            .iter()
+            .map(|(p, state)| Ok((p.clone(), state.map(serde_json::to_string).transpose()?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        let counters = serde_json::to_string(&counters)?;
+        self.run(move |db| db.commit_cascade(&changes, &counters, processed_up_to))
+            .await
+    }
+
+    async fn prune_events(&self, received_before_ms: i64) -> Result<usize, StoreError> {
+        self.run(move |db| db.prune_events(received_before_ms))
+            .await
+    }
+
+    async fn cascade_state(&self) -> Result<Option<StoredCascade>, StoreError> {
+        let Some((counters, projects)) = self.run(|db| db.cascade_state()).await? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredCascade {
+            counters: serde_json::from_str(&counters)?,
+            projects: projects
+                .into_iter()
+                .map(|(p, state)| Ok((p, serde_json::from_str(&state)?)))
+                .collect::<Result<_, serde_json::Error>>()?,
+        }))
+    }
+
+    async fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let lines = lines.to_vec();
+        self.run(move |db| db.log_activity(at_ms, &lines)).await
+    }
+
+    async fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        self.run(move |db| db.recent_activity(limit)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(id: u64, path: &str) -> ProjectRecord {
-        ProjectRecord {
-            id,
-            path: path.into(),
-            default_branch: Some("main".into()),
-            web_url: format!("https://g/{path}"),
-            registry_prefix: None,
-            last_activity_at: None,
-            head_sha: Some("abc".into()),
-            checked_at_ms: None,
-        }
-    }
+    // The behaviour every store shares is tested in `super::super::conformance`; these cover what
+    // is SQLite's own: migrations and the separate read connection.
+    crate::store_conformance_tests!(sqlite_file, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        (
+            std::sync::Arc::new(store) as std::sync::Arc<dyn crate::store::Store>,
+            Box::new(dir) as Box<dyn std::any::Any + Send>,
+        )
+    });
 
-    fn scan(id: u64, path: &str, refs: &[&str]) -> ProjectScan {
-        ProjectScan {
-            record: record(id, path),
-            refs: refs
-                .iter()
-                .enumerate()
-                .map(|(i, v)| Reference {
-                    kind: RefKind::Image,
-                    file: "Dockerfile".into(),
-                    line: i as u32 + 1,
-                    value: (*v).into(),
-                })
-                .collect(),
-            warnings: vec![],
-            files: FileBlobs::from([("Dockerfile".to_owned(), format!("blob-{id}"))]),
-        }
-    }
+    crate::store_conformance_tests!(sqlite_memory, || async {
+        let store = SqliteStore::in_memory().unwrap();
+        (
+            std::sync::Arc::new(store) as std::sync::Arc<dyn crate::store::Store>,
+            Box::new(()) as Box<dyn std::any::Any + Send>,
+        )
+    });
 
-    #[test]
-    fn a_rescan_replaces_a_projects_references() {
-        let s = SqliteStore::in_memory().unwrap();
-        s.save_scans(&[scan(1, "g/a", &["x", "y"]), scan(2, "g/b", &["z"])])
+    #[tokio::test]
+    async fn reads_go_on_while_another_process_holds_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let s = SqliteStore::open(&path).unwrap();
+        s.set_meta("k", "v").await.unwrap();
+        let mut other = Connection::open(&path).unwrap();
+        let tx = other
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
             .unwrap();
-        s.save_scans(&[scan(1, "g/a", &["w"])]).unwrap();
-        let refs = s.references().unwrap();
-        let values: Vec<_> = refs
-            .iter()
-            .map(|(p, r)| format!("{p}={}", r.value))
-            .collect();
-        assert_eq!(values, ["g/a=w", "g/b=z"]);
-    }
-
-    #[test]
-    fn file_blobs_and_findings_are_kept_per_project() {
-        let s = SqliteStore::in_memory().unwrap();
-        let mut a = scan(1, "g/a", &["x", "y"]);
-        a.warnings.push(Warning {
-            project: "g/a".into(),
-            file: Some("Dockerfile".into()),
-            line: Some(2),
-            message: "odd".into(),
-        });
-        s.save_scans(&[a.clone(), scan(2, "g/b", &["z"])]).unwrap();
-        assert_eq!(s.project_file_blobs(1).unwrap(), a.files);
-        assert_eq!(s.file_blobs().unwrap().len(), 2);
-        let (refs, warnings) = s.project_findings(1).unwrap();
-        assert_eq!((refs, warnings), (a.refs.clone(), a.warnings.clone()));
-        // A re-read replaces the blob ids; removing the project drops them.
-        let mut again = scan(1, "g/a", &[]);
-        again.files.clear();
-        s.save_scans(&[again]).unwrap();
-        assert!(s.project_file_blobs(1).unwrap().is_empty());
-        s.remove_projects(&[2]).unwrap();
-        assert!(s.file_blobs().unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_rename_keeps_the_id_and_removing_cascades() {
-        let s = SqliteStore::in_memory().unwrap();
-        s.save_scans(&[scan(1, "g/a", &["x"])]).unwrap();
-        s.update_records(&[record(1, "g/renamed")]).unwrap();
-        assert_eq!(s.references().unwrap()[0].0, "g/renamed");
-        assert_eq!(s.project(1).unwrap().unwrap().path, "g/renamed");
-        s.remove_projects(&[1]).unwrap();
-        assert!(s.project(1).unwrap().is_none());
-        assert!(s.references().unwrap().is_empty());
-        assert!(s.projects().unwrap().is_empty());
-    }
-
-    #[test]
-    fn events_are_deduplicated_by_delivery_key() {
-        let s = SqliteStore::in_memory().unwrap();
-        assert!(
-            s.insert_event("k1", "Pipeline Hook", "{}")
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            s.insert_event("k1", "Pipeline Hook", "{}")
-                .unwrap()
-                .is_none()
-        );
-        let seq = s.insert_event("k2", "Push Hook", "{}").unwrap();
-        assert_eq!(s.unprocessed_events(10).unwrap().len(), 2);
-        s.commit_cascade(&[("g/a".into(), Some(r#"{"x":1}"#.into()))], "{}", seq)
+        tx.execute("INSERT INTO meta (key, value) VALUES ('held', '1')", [])
             .unwrap();
-        assert!(s.unprocessed_events(10).unwrap().is_empty());
-        assert_eq!(s.prune_events(crate::util::now_ms() + 1).unwrap(), 2);
-        // A pruned delivery key is forgotten: only keys younger than the retention deduplicate.
-        assert!(
-            s.insert_event("k1", "Pipeline Hook", "{}")
-                .unwrap()
-                .is_some()
-        );
-        let stored = s.cascade_state().unwrap().unwrap();
-        assert_eq!(stored.counters, "{}");
-        assert_eq!(
-            stored.projects,
-            [("g/a".to_owned(), r#"{"x":1}"#.to_owned())]
-        );
-        s.commit_cascade(&[("g/a".into(), None)], "{}", None)
-            .unwrap();
-        assert!(s.cascade_state().unwrap().unwrap().projects.is_empty());
+        // The read connection sees the last commit without waiting for the lock (a wait would
+        // take the whole busy timeout and then fail).
+        assert_eq!(s.meta("k").await.unwrap().as_deref(), Some("v"));
+        assert_eq!(s.meta("held").await.unwrap(), None);
+        tx.commit().unwrap();
+        assert_eq!(s.meta("held").await.unwrap().as_deref(), Some("1"));
     }
 
-    #[test]
-    fn a_batch_of_events_is_deduplicated_within_and_across_batches() {
-        let s = SqliteStore::in_memory().unwrap();
-        let e = |k: &str| NewEvent {
-            delivery_key: k.into(),
-            kind: "Push Hook".into(),
-            body: "{}".into(),
-        };
-        s.insert_event("a", "Push Hook", "{}").unwrap();
-        let got = s.insert_events(&[e("a"), e("b"), e("b"), e("c")]).unwrap();
-        assert!(got[0].is_none() && got[1].is_some() && got[2].is_none() && got[3].is_some());
-        assert_eq!(s.unprocessed_events(10).unwrap().len(), 3);
-    }
-
-    #[test]
-    fn hook_fingerprints_are_set_replaced_and_forgotten() {
-        let s = SqliteStore::in_memory().unwrap();
-        let key = s.meta("hook_fingerprint_key").unwrap().unwrap();
-        assert_eq!(key.len(), 64, "a random 256-bit key, hex");
-        s.update_hook_fingerprints(&[(1, "a".into()), (2, "b".into())], &[])
-            .unwrap();
-        s.update_hook_fingerprints(&[(1, "c".into())], &[2])
-            .unwrap();
-        let got = s.hook_fingerprints().unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[&1], "c");
-        let other = SqliteStore::in_memory().unwrap();
-        assert_ne!(other.meta("hook_fingerprint_key").unwrap().unwrap(), key);
-    }
-
-    #[test]
-    fn migrations_run_once_and_reopen_works() {
+    #[tokio::test]
+    async fn migrations_run_once_and_reopen_works() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/db.sqlite");
         {
             let s = SqliteStore::open(&path).unwrap();
-            s.set_meta("k", "v").unwrap();
+            s.set_meta("k", "v").await.unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.meta("k").unwrap().as_deref(), Some("v"));
+        assert_eq!(s.meta("k").await.unwrap().as_deref(), Some("v"));
     }
 
     #[test]
@@ -975,17 +1124,16 @@ mod tests {
             tx.commit().unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
-        let stored = s.cascade_state().unwrap().unwrap();
-        assert_eq!(stored.counters, r#"{"next_attempt":4,"next_cascade":2}"#);
+        let stored = s.inner.cascade_state().unwrap().unwrap();
+        assert_eq!(stored.0, r#"{"next_attempt":4,"next_cascade":2}"#);
         assert_eq!(
-            stored.projects,
+            stored.1,
             [
                 ("g/a".to_owned(), r#"{"stale":null}"#.to_owned()),
                 ("g/b".to_owned(), r#"{"failed":null}"#.to_owned())
             ]
         );
     }
-
     #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -996,7 +1144,6 @@ mod tests {
         let err = SqliteStore::open(&path).err().unwrap();
         assert!(err.to_string().contains("upgrade gitlab-deps"), "{err}");
     }
-
     #[test]
     fn migration_4_keys_existing_registry_prefixes_and_versions_references() {
         let dir = tempfile::tempdir().unwrap();
@@ -1016,7 +1163,7 @@ mod tests {
             tx.commit().unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
-        let conn = s.conn();
+        let conn = s.inner.conn();
         let keys: Vec<(i64, Option<String>, i64)> = conn
             .prepare("SELECT id, registry_key, refs_version FROM projects ORDER BY id")
             .unwrap()
@@ -1025,22 +1172,5 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(keys, [(1, Some("reg:5050/g/a".into()), 0), (2, None, 0)]);
-    }
-
-    #[test]
-    fn saving_references_bumps_their_version_and_moves_only_the_catalog_on_moves() {
-        let s = SqliteStore::in_memory().unwrap();
-        s.save_scans(&[scan(1, "g/a", &["x"])]).unwrap();
-        let before = s.resolve_input().unwrap().versions;
-        s.save_scans(&[scan(1, "g/a", &["y"])]).unwrap();
-        let after = s.resolve_input().unwrap().versions;
-        assert_eq!(after.catalog, before.catalog);
-        assert_eq!(after.projects[&1].1, before.projects[&1].1 + 1);
-        s.update_records(&[record(1, "g/a")]).unwrap();
-        assert_eq!(s.resolve_input().unwrap().versions, after);
-        s.update_records(&[record(1, "g/renamed")]).unwrap();
-        let renamed = s.resolve_input().unwrap().versions;
-        assert!(renamed.catalog > after.catalog);
-        assert!(renamed.projects[&1].1 > after.projects[&1].1);
     }
 }
