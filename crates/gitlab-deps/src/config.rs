@@ -57,10 +57,7 @@ pub enum ConfigError {
     MissingToken,
     /// A secret file (API token, webhook secret) could not be read or is empty.
     #[error("cannot read secret file {path}: {reason}")]
-    TokenFile {
-        path: PathBuf,
-        reason: String,
-    },
+    TokenFile { path: PathBuf, reason: String },
     /// A path pattern is not a valid glob.
     #[error("invalid path pattern {pattern:?} in {key}: {reason}")]
     Pattern {

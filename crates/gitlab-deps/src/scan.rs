@@ -111,9 +111,7 @@ mod duration_ms {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rescanned {
     /// Only this project's upstream edges (and its record) may have changed.
-    Project {
-        id: u64,
-    },
+    Project { id: u64 },
     /// The project appeared, left, or moved: the whole graph was re-resolved.
     Everything,
     /// Nothing changed (the project could not be read this time, or is not one we keep).

@@ -74,14 +74,16 @@ async fn start() -> Running {
     // Now: pipelines created before the service first ran do not count, so the clock starts at
     // the simulator's time and moves only forward.
     let clock = Arc::new(ManualClock::at(gitlab_deps::util::now_ms()));
-    let service = Service::with_clock(config, store, clock.clone()).unwrap();
+    let service = Service::with_clock(config, store, clock.clone())
+        .await
+        .unwrap();
     service
         .scanner()
         .scan(&ScanRequest::default(), &NoProgress)
         .await
         .unwrap();
     let engine = Arc::clone(service.engine());
-    engine.reload().unwrap();
+    engine.reload().await.unwrap();
     let (listener, addr) = server::bind("127.0.0.1:0").await.unwrap();
     for project in ["images/base", "images/ruby", "images/tools", "apps/app"] {
         sim.add_hook(project, &format!("http://{addr}/hooks/gitlab"), SECRET);
@@ -193,6 +195,20 @@ async fn the_diamond_waits_for_both_parents_and_builds_each_once() {
 async fn a_lost_webhook_is_polled_once_reconcile_after_has_passed_on_the_clock() {
     let r = start().await;
     first_wave(&r).await;
+    // The engine has taken in both creations (the reconciler polls only pipelines it knows).
+    let known = async {
+        loop {
+            let snapshot = r.service_engine.snapshot().await;
+            let views = gitlab_deps::orchestrate::describe(&snapshot);
+            if views.iter().filter(|v| v.pipeline_id.is_some()).count() == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, known)
+        .await
+        .expect("both pipelines known to the engine");
     r.sim.faults().drop_webhooks(1000);
     finish_all(&r.sim, "images/ruby", Outcome::Success);
     finish_all(&r.sim, "images/tools", Outcome::Success);

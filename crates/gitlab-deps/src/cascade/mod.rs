@@ -246,9 +246,7 @@ pub enum Input {
         reason: String,
     },
     /// Operator: rebuild `project` as if it had changed (new cascade rooted at it).
-    Rebuild {
-        project: String,
-    },
+    Rebuild { project: String },
     /// Operator: forget everything about these projects: pending work, failure, and our running
     /// pipeline (one that never finishes, say, parked on a manual job). What waits below them is
     /// unblocked; its pending work stays.

@@ -16,10 +16,7 @@ use serde_json::Value;
 pub enum PayloadError {
     /// Not JSON, or a field we need is missing or of the wrong type.
     #[error("malformed {kind} payload: {reason}")]
-    Malformed {
-        kind: &'static str,
-        reason: String,
-    },
+    Malformed { kind: &'static str, reason: String },
 }
 
 /// A webhook event we act on.
