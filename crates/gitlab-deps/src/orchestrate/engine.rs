@@ -180,6 +180,11 @@ impl Engine {
         self.wake.notify_one();
     }
 
+    /// Called when the webhook intake could not commit to the database in time (it was locked or
+    /// failed; the deliveries went to the spool, or were refused when nothing could be written).
+    /// A hook for recovery: nothing to do here yet.
+    pub fn intake_failed(&self) {}
+
     /// A copy of the current state.
     pub async fn snapshot(&self) -> Snapshot {
         // Only what is not idle: idle projects keep a small pipeline memory each, and copying all

@@ -13,10 +13,12 @@ pub(crate) mod intake;
 pub mod log;
 mod reconcile;
 mod rescan;
+pub mod spool;
 pub mod view;
 
 pub use engine::{Engine, EngineOptions, Snapshot};
 pub use log::{INPUT_EVENT, enqueue_operator_input, load_cascade};
+pub use spool::{Spool, SpoolError};
 pub use view::{ProjectView, describe};
 
 #[cfg(test)]
