@@ -252,3 +252,38 @@ fn idle_connections_are_closed_after_the_header_timeout() {
         "an idle connection stayed open: {closed:?}"
     );
 }
+
+#[test]
+fn a_short_webhook_secret_is_warned_about_and_an_empty_one_named() {
+    let server = SimServer::start(SimOptions::default());
+    let work = Workdir::new();
+    let empty = work.write("empty-secret", "\n");
+    let out = gitlab_deps(&work, &server.url, None)
+        .args(["serve", "--listen", "127.0.0.1:0", "--webhook-secret-file"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot read the webhook secret file {}: the file is empty",
+            empty.display()
+        )),
+        "{stderr}"
+    );
+
+    let short = work.write("short-secret", "hunter2\n");
+    let short = short.to_str().unwrap();
+    let _service = Service::start(
+        &work,
+        &server.url,
+        "127.0.0.1:0",
+        &["--webhook-secret-file", short],
+    );
+    let log = std::fs::read_to_string(work.path("serve.log")).unwrap();
+    assert!(
+        log.contains("the webhook secret is only 7 bytes long"),
+        "{log}"
+    );
+}
