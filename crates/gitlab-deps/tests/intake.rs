@@ -287,3 +287,45 @@ fn a_short_webhook_secret_is_warned_about_and_an_empty_one_named() {
         "{log}"
     );
 }
+
+/// One HTTP/1.1 keep-alive request on `stream`; the status line and headers of the answer.
+async fn request(stream: &mut tokio::net::TcpStream, addr: &str) -> String {
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = stream.read(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
+#[test]
+fn connections_beyond_the_limit_wait_until_one_closes() {
+    let s = setup(Some(
+        "[serve]\nmax_connections = 2\nheader_timeout = \"60s\"\n",
+    ));
+    let addr = s.service.addr.clone();
+    s.server.runtime.block_on(async move {
+        // Two kept-alive connections, each answered once: both are being served.
+        let mut first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        assert!(request(&mut first, &addr).await.starts_with("HTTP/1.1 200"));
+        assert!(
+            request(&mut second, &addr)
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        // A third is not served while they stay open...
+        let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        third.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 1024];
+        let early = tokio::time::timeout(Duration::from_secs(1), third.read(&mut answer)).await;
+        assert!(early.is_err(), "served beyond the limit: {early:?}");
+        // ...and is as soon as one closes.
+        drop(first);
+        let n = tokio::time::timeout(Duration::from_secs(20), third.read(&mut answer))
+            .await
+            .expect("not served after a connection closed")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    });
+}
