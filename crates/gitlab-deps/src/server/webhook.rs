@@ -81,18 +81,13 @@ pub(crate) async fn receive(
             "missing or wrong X-Gitlab-Token\n".into(),
         );
     }
-    let Some(kind) = header(&headers, "x-gitlab-event") else {
-        metrics.webhook("unknown", "malformed");
-        return (
-            StatusCode::BAD_REQUEST,
-            "missing X-Gitlab-Event header\n".into(),
-        );
+    let given = header(&headers, "x-gitlab-event");
+    let label = match given {
+        Some(g) => KINDS.into_iter().find(|k| *k == g).unwrap_or("other"),
+        None => "unknown",
     };
-    let Some(kind) = KINDS.into_iter().find(|k| *k == kind) else {
-        // GitLab disables hooks that keep failing: accept what we do not use.
-        metrics.webhook("other", "ignored");
-        return (StatusCode::OK, format!("ignored: {kind}\n"));
-    };
+    // Read even a body that is then ignored: answering before the body is read makes the server
+    // close the connection with data unread, and the peer may then lose the answer.
     let http = &state.http;
     let body = match body::read(
         &headers,
@@ -105,10 +100,22 @@ pub(crate) async fn receive(
     {
         Ok(body) => body,
         Err(e) => {
-            metrics.webhook(kind, "malformed");
+            metrics.webhook(label, "malformed");
             tracing::warn!("rejected a webhook: {e:?}");
             return e.response(http.max_body_bytes);
         }
+    };
+    let Some(kind) = given else {
+        metrics.webhook("unknown", "malformed");
+        return (
+            StatusCode::BAD_REQUEST,
+            "missing X-Gitlab-Event header\n".into(),
+        );
+    };
+    let Some(kind) = KINDS.into_iter().find(|k| *k == kind) else {
+        // GitLab disables hooks that keep failing: accept what we do not use.
+        metrics.webhook("other", "ignored");
+        return (StatusCode::OK, format!("ignored: {kind}\n"));
     };
     let body = &body.bytes;
     let relevant = match payload::parse(kind, body) {
