@@ -133,10 +133,10 @@ fn a_locked_database_delays_no_delivery_and_loses_none() {
                 && (d.status.is_some() || d.error.is_some())
         })
     });
-    healthz(&s, Duration::from_secs(1));
+    healthz(&s, Duration::from_secs(2));
     // Hold the lock past the busy timeout, so that every wait on it inside the service expires.
     std::thread::sleep((BUSY_TIMEOUT + Duration::from_secs(1)).saturating_sub(locked_at.elapsed()));
-    healthz(&s, Duration::from_secs(1));
+    healthz(&s, Duration::from_secs(2));
     assert!(
         ours(sim, "apps/app").is_empty(),
         "nothing could be processed while the database was locked"
