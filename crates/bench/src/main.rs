@@ -755,7 +755,8 @@ struct ScannedService {
 impl ScannedService {
     async fn new(sim: &Sim, url: &str, max_running: usize, secret: &str) -> anyhow::Result<Self> {
         let dir = TempDir::new()?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("deps.db"))?);
+        let db = dir.0.join("deps.db");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
         let base = Url::parse(&format!("{url}/"))?;
         let mut config = ServiceConfig::new(
             GitLabOptions::new(base, sim.token().into()),
@@ -764,6 +765,8 @@ impl ScannedService {
         config.engine.max_running = max_running;
         config.engine.rescan_every = None;
         config.http.webhook_secret = Some(secret.into());
+        // As `serve` runs: the intake's own connection and the spool next to the database.
+        config.http.database = Some(db);
         let service = Service::new(config, store).await?;
         let summary = service
             .scanner()

@@ -56,8 +56,13 @@ pub enum ConfigError {
     )]
     MissingToken,
     /// A secret file (API token, webhook secret) could not be read or is empty.
-    #[error("cannot read secret file {path}: {reason}")]
-    TokenFile { path: PathBuf, reason: String },
+    #[error("cannot read the {what} file {path}: {reason}")]
+    TokenFile {
+        /// Which secret it holds ("GitLab API token", "webhook secret").
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     /// A path pattern is not a valid glob.
     #[error("invalid path pattern {pattern:?} in {key}: {reason}")]
     Pattern {
@@ -177,6 +182,17 @@ pub struct ServeFileConfig {
     pub max_body_bytes: Option<usize>,
     /// How often the whole graph is rescanned (default "6h"; "0s" disables).
     pub rescan_every: Option<String>,
+    /// Time a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open (default "10s").
+    pub header_timeout: Option<String>,
+    /// Time a client has to send a whole webhook body (default "15s").
+    pub body_timeout: Option<String>,
+    /// HTTP connections served at once; more wait until one closes (default 512, lowered to fit
+    /// the file descriptor limit).
+    pub max_connections: Option<usize>,
+    /// Webhook body bytes held by all requests at once (default 32 MiB, at least
+    /// `max_body_bytes`).
+    pub max_body_bytes_in_flight: Option<usize>,
 }
 
 impl FileConfig {
@@ -257,9 +273,11 @@ fn without_userinfo(raw: &str) -> String {
 }
 
 /// Reads a secret (token, webhook secret) from a file: surrounding whitespace trimmed, must not be empty.
-/// Error messages name the file, never its content.
-pub fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
+/// Error messages name the secret (`what`: "GitLab API token", "webhook secret") and the file,
+/// never its content.
+pub fn read_secret_file(path: &Path, what: &'static str) -> Result<SecretString, ConfigError> {
     let mut text = std::fs::read_to_string(path).map_err(|e| ConfigError::TokenFile {
+        what,
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
@@ -268,12 +286,18 @@ pub fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
     text.zeroize();
     if empty {
         return Err(ConfigError::TokenFile {
+            what,
             path: path.to_owned(),
             reason: "the file is empty".into(),
         });
     }
     Ok(secret)
 }
+
+/// What [`read_secret_file`] calls the API token.
+pub const API_TOKEN: &str = "GitLab API token";
+/// What [`read_secret_file`] calls the webhook secret.
+pub const WEBHOOK_SECRET: &str = "webhook secret";
 
 /// A secret from an environment variable, trimmed; `None` when unset, not Unicode or blank.
 pub fn secret_from_env(name: &str) -> Option<SecretString> {
@@ -592,10 +616,21 @@ listen = "0.0.0.0:8080"
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t");
         std::fs::write(&f, "  abc\n").unwrap();
-        assert_eq!(read_secret_file(&f).unwrap().expose_secret(), "abc");
-        assert!(!format!("{:?}", read_secret_file(&f).unwrap()).contains("abc"));
+        assert_eq!(
+            read_secret_file(&f, API_TOKEN).unwrap().expose_secret(),
+            "abc"
+        );
+        assert!(!format!("{:?}", read_secret_file(&f, API_TOKEN).unwrap()).contains("abc"));
         std::fs::write(&f, "\n").unwrap();
-        assert!(read_secret_file(&f).is_err());
-        assert!(read_secret_file(&dir.path().join("missing")).is_err());
+        // The message says which secret the empty file was meant to hold.
+        let empty = read_secret_file(&f, WEBHOOK_SECRET)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            empty.starts_with("cannot read the webhook secret file "),
+            "{empty}"
+        );
+        assert!(empty.ends_with(": the file is empty"), "{empty}");
+        assert!(read_secret_file(&dir.path().join("missing"), API_TOKEN).is_err());
     }
 }

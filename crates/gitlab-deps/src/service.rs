@@ -16,7 +16,7 @@ use crate::hooks::{DISABLED_META, HookSummary, SyncOptions, sync_hooks};
 use crate::orchestrate::{Engine, EngineOptions};
 use crate::scan::{DEPS_FILE, Scanner};
 use crate::server::{self, ServerError};
-pub use crate::server::{HttpOptions, bind};
+pub use crate::server::{HttpLimits, HttpOptions, bind};
 use crate::store::{Store, StoreError};
 use crate::util::{Clock, SystemClock};
 
@@ -38,6 +38,14 @@ pub mod defaults {
     pub const CONCURRENCY: usize = 8;
     /// Timeout of one GitLab API request.
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Time a client has for a request's headers (and an idle keep-alive connection to live).
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Time a client has for a webhook body (GitLab itself gives up after about 10 s).
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(15);
+    /// HTTP connections served at once.
+    pub const MAX_CONNECTIONS: usize = 512;
+    /// Webhook body bytes held at once by all requests.
+    pub const MAX_BODY_BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
 }
 
 /// Failures while starting or running the service.
@@ -81,11 +89,26 @@ impl Default for EngineOptions {
 }
 
 impl Default for HttpOptions {
-    /// No secret (the caller sets one, or has decided to run without) and the default body limit.
+    /// No secret (the caller sets one, or has decided to run without), no database of its own
+    /// (so no spool), and the default
+    /// limits.
     fn default() -> Self {
         Self {
             webhook_secret: None,
             max_body_bytes: defaults::MAX_BODY_BYTES,
+            database: None,
+            limits: HttpLimits::default(),
+        }
+    }
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: defaults::HEADER_TIMEOUT,
+            body_timeout: defaults::BODY_TIMEOUT,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_body_bytes_in_flight: defaults::MAX_BODY_BYTES_IN_FLIGHT,
         }
     }
 }
@@ -218,8 +241,8 @@ impl Service {
 
     /// The HTTP router alone, for tests that drive it in-process (starts the event writer, so
     /// call it inside a Tokio runtime). [`Service::serve`] runs the engine as well.
-    pub fn router(&self) -> axum::Router {
-        server::router(Arc::clone(&self.engine), self.http.clone())
+    pub fn router(&self) -> Result<axum::Router, ServiceError> {
+        Ok(server::router(Arc::clone(&self.engine), self.http.clone())?)
     }
 
     /// Runs the engine, the HTTP server on `listener` and (when configured) the hook sync until

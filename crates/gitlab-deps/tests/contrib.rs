@@ -62,6 +62,7 @@ fn example_config_values_are_valid() {
     let serve = &file.serve;
     assert!(serve.listen.is_some() && serve.public_url.is_some());
     assert!(serve.webhook_secret_file.is_some() && serve.max_body_bytes.is_some());
+    assert!(serve.max_connections.is_some() && serve.max_body_bytes_in_flight.is_some());
 
     config::parse_gitlab_url(file.gitlab_url.as_deref().unwrap()).unwrap();
     for (key, value) in [
@@ -69,6 +70,8 @@ fn example_config_values_are_valid() {
         ("scan.activity_grace", &scan.activity_grace),
         ("cascade.reconcile_after", &cascade.reconcile_after),
         ("serve.rescan_every", &serve.rescan_every),
+        ("serve.header_timeout", &serve.header_timeout),
+        ("serve.body_timeout", &serve.body_timeout),
     ] {
         let value = value
             .as_deref()
@@ -119,6 +122,17 @@ fn systemd_units_run_the_right_commands() {
     assert!(exec[0].ends_with(" serve"), "{}", exec[0]);
     assert_eq!(unit_values(&service, "User"), ["gitlab-deps"]);
     assert_eq!(unit_values(&service, "StateDirectory"), ["gitlab-deps"]);
+    // Room for the connection limit of the example config plus the service's own files.
+    let nofile: Vec<u64> = unit_values(&service, "LimitNOFILE")
+        .iter()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let example = FileConfig::load(&contrib("config.example.toml")).unwrap();
+    let connections = example.serve.max_connections.unwrap() as u64;
+    assert!(
+        nofile.len() == 1 && nofile[0] >= connections + 128,
+        "LimitNOFILE {nofile:?} for {connections} connections"
+    );
 
     let scan = read("systemd/gitlab-deps-scan.service");
     let exec = unit_values(&scan, "ExecStart");

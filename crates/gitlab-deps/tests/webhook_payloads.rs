@@ -45,10 +45,11 @@ async fn service() -> Running {
     config.http = HttpOptions {
         webhook_secret: Some(SECRET.into()),
         max_body_bytes: MAX_BODY,
+        ..HttpOptions::default()
     };
     let service = Service::new(config, Arc::clone(&store)).await.unwrap();
     Running {
-        router: service.router(),
+        router: service.router().unwrap(),
         engine: Arc::clone(service.engine()),
         store,
     }

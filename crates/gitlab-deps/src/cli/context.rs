@@ -62,13 +62,13 @@ impl Context {
     /// The API token: `--token-file`, else `GITLAB_DEPS_TOKEN`, else the config's `token_file`.
     pub fn token(&self) -> anyhow::Result<SecretString> {
         if let Some(path) = &self.args.token_file {
-            return Ok(config::read_secret_file(path)?);
+            return Ok(config::read_secret_file(path, config::API_TOKEN)?);
         }
         if let Some(token) = config::secret_from_env("GITLAB_DEPS_TOKEN") {
             return Ok(token);
         }
         if let Some(path) = &self.file.token_file {
-            return Ok(config::read_secret_file(path)?);
+            return Ok(config::read_secret_file(path, config::API_TOKEN)?);
         }
         Err(config::ConfigError::MissingToken.into())
     }
@@ -168,6 +168,7 @@ mod tests {
         let http = HttpOptions {
             webhook_secret: Some(secret),
             max_body_bytes: 1,
+            ..HttpOptions::default()
         };
         let printed = [
             format!("{:?}", ctx.args),

@@ -88,13 +88,19 @@ pub fn webhook_secret(
     file: Option<&PathBuf>,
 ) -> anyhow::Result<Option<SecretString>> {
     if let Some(path) = file {
-        return Ok(Some(config::read_secret_file(path)?));
+        return Ok(Some(config::read_secret_file(
+            path,
+            config::WEBHOOK_SECRET,
+        )?));
     }
     if let Some(secret) = config::secret_from_env("GITLAB_DEPS_WEBHOOK_SECRET") {
         return Ok(Some(secret));
     }
     if let Some(path) = &ctx.file.serve.webhook_secret_file {
-        return Ok(Some(config::read_secret_file(path)?));
+        return Ok(Some(config::read_secret_file(
+            path,
+            config::WEBHOOK_SECRET,
+        )?));
     }
     Ok(None)
 }

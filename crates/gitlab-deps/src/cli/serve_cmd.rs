@@ -7,16 +7,18 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::hooks_cmd::{hook_groups, hook_url, public_url, webhook_secret};
 use super::output::{print_json, table};
 use crate::cascade::{Input, VAR_CASCADE, VAR_ROOT, VAR_UPSTREAM};
-use crate::config::{self, PathPatterns};
+use crate::config::{self, PathPatterns, ServeFileConfig};
 use crate::orchestrate::{self, EngineOptions, Snapshot, describe};
-use crate::service::{self, HookSyncConfig, HttpOptions, Service, ServiceConfig, defaults};
+use crate::service::{
+    self, HookSyncConfig, HttpLimits, HttpOptions, Service, ServiceConfig, defaults,
+};
 
 /// `serve`.
 #[derive(Debug, Args)]
@@ -131,6 +133,33 @@ pub fn engine_options(ctx: &Context, args: &ServeArgs) -> anyhow::Result<EngineO
     })
 }
 
+/// The HTTP limits from `[serve]`, over the defaults.
+fn http_limits(file: &ServeFileConfig) -> anyhow::Result<HttpLimits> {
+    let defaults = HttpLimits::default();
+    let limits = HttpLimits {
+        header_timeout: duration("serve.header_timeout", file.header_timeout.as_ref(), None)?
+            .unwrap_or(defaults.header_timeout),
+        body_timeout: duration("serve.body_timeout", file.body_timeout.as_ref(), None)?
+            .unwrap_or(defaults.body_timeout),
+        max_connections: file.max_connections.unwrap_or(defaults.max_connections),
+        max_body_bytes_in_flight: file
+            .max_body_bytes_in_flight
+            .unwrap_or(defaults.max_body_bytes_in_flight),
+    };
+    anyhow::ensure!(
+        !limits.header_timeout.is_zero() && !limits.body_timeout.is_zero(),
+        "serve.header_timeout and serve.body_timeout must be longer than 0s"
+    );
+    anyhow::ensure!(
+        limits.max_connections > 0,
+        "serve.max_connections must be at least 1"
+    );
+    Ok(limits)
+}
+
+/// Secrets shorter than this are easy to guess.
+const MIN_SECRET_BYTES: usize = 16;
+
 /// Resolves `serve`'s flags, environment and config file into the service's configuration.
 pub fn service_config(
     ctx: &Context,
@@ -157,6 +186,8 @@ pub fn service_config(
             .max_body_bytes
             .or(ctx.file.serve.max_body_bytes)
             .unwrap_or(config.http.max_body_bytes),
+        database: Some(ctx.db_path()?),
+        limits: http_limits(&ctx.file.serve)?,
     };
     config.hook_sync = hook_sync;
     Ok(config)
@@ -168,6 +199,16 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         bail!(
             "no webhook secret: pass --webhook-secret-file FILE or set GITLAB_DEPS_WEBHOOK_SECRET \
              (or --insecure-no-webhook-secret to accept unauthenticated webhooks)"
+        );
+    }
+    if let Some(short) = secret
+        .as_ref()
+        .map(|s| s.expose_secret().len())
+        .filter(|n| *n < MIN_SECRET_BYTES)
+    {
+        tracing::warn!(
+            "the webhook secret is only {short} bytes long: use at least {MIN_SECRET_BYTES} random \
+             bytes (e.g. `openssl rand -hex 32`), then `gitlab-deps hooks sync --rotate-secret`"
         );
     }
     let config = service_config(ctx, &args, secret)?;

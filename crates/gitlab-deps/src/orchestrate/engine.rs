@@ -190,6 +190,11 @@ impl Engine {
         self.wake.notify_one();
     }
 
+    /// Called when the webhook intake could not commit to the database in time (it was locked or
+    /// failed; the deliveries went to the spool, or were refused when nothing could be written).
+    /// A hook for recovery: nothing to do here yet.
+    pub fn intake_failed(&self) {}
+
     /// A copy of the current state. Never waits for the store: nothing holds the cascade while
     /// it waits for the database.
     pub async fn snapshot(&self) -> Snapshot {

@@ -1,8 +1,9 @@
 //! The orchestration runtime around the pure [`crate::cascade`] state machine.
 //!
-//! Flow: the HTTP layer commits each webhook to the store's event log ([`intake`]) and wakes the
-//! engine. The engine ([`engine`]) folds logged events into the cascade state, persists the state
-//! (which records every pipeline it is about to create) and only then calls GitLab ([`create`]).
+//! Flow: the HTTP layer commits each webhook to the store's event log ([`intake`]; while the
+//! database is busy, to the [`spool`] first) and wakes the engine. The engine ([`engine`]) folds
+//! logged events into the cascade state, persists the state (which records every pipeline it is
+//! about to create) and only then calls GitLab ([`create`]).
 //! Results of those calls, reconciler findings ([`reconcile`]) and operator commands ([`log`]) go
 //! through the same event log, so one ordered, durable path decides everything and a restart
 //! resumes exactly where the log stops. Rescans ([`rescan`]) keep the graph current.
@@ -13,10 +14,12 @@ pub(crate) mod intake;
 pub mod log;
 mod reconcile;
 mod rescan;
+pub mod spool;
 pub mod view;
 
 pub use engine::{Engine, EngineOptions, Snapshot};
 pub use log::{INPUT_EVENT, enqueue_operator_input, load_cascade};
+pub use spool::{Spool, SpoolError};
 pub use view::{ProjectView, describe};
 
 #[cfg(test)]

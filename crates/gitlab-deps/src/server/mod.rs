@@ -1,24 +1,26 @@
 //! HTTP only: the webhook receiver (verify, then parse, then commit to the event log), the status
 //! page, the JSON API and metrics. The work happens in [`crate::orchestrate`].
 
+mod body;
+mod listen;
 mod metrics;
 mod status;
 mod webhook;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::orchestrate::Engine;
 use crate::orchestrate::intake;
-use crate::store::StoreError;
+use crate::orchestrate::{Engine, Spool, SpoolError};
+use crate::store::{SqliteStore, Store, StoreError};
 
 /// Server failures.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub enum ServerError {
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(String),
+    /// The delivery spool cannot be opened.
+    #[error("{0}: check that the database's directory is writable")]
+    Spool(#[from] SpoolError),
 }
 
 /// HTTP settings.
@@ -47,6 +52,28 @@ pub struct HttpOptions {
     pub webhook_secret: Option<SecretString>,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// The SQLite database file. When set, deliveries are committed through a connection of
+    /// their own (the engine's work never holds them up) and kept in the spool next to it,
+    /// [`spool_path`], while the database is busy. `None`: deliveries wait for the engine's store
+    /// as long as it takes (in-memory stores, tests).
+    pub database: Option<PathBuf>,
+    /// Limits that keep slow or hostile clients from pinning the server.
+    pub limits: HttpLimits,
+}
+
+/// Connection and body limits of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Time a client has to send a request's headers, counted from the connection's start or the
+    /// previous response (so it also closes idle keep-alive connections).
+    pub header_timeout: Duration,
+    /// Time a client has to send a whole webhook body.
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog. Lowered at start when the
+    /// file descriptor limit is too small for it.
+    pub max_connections: usize,
+    /// Body bytes held by all webhook requests at once (at least `max_body_bytes`).
+    pub max_body_bytes_in_flight: usize,
 }
 
 /// Shared state of the HTTP handlers.
@@ -55,29 +82,49 @@ pub(crate) struct AppState {
     pub engine: Arc<Engine>,
     pub http: Arc<HttpOptions>,
     pub intake: intake::Intake,
+    pub bodies: body::BodyBudget,
+}
+
+/// The delivery spool of the database at `db`: the same name with `.spool` appended.
+pub fn spool_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".spool");
+    name.into()
 }
 
 /// Builds the router: `POST /hooks/gitlab`, `GET /healthz`, `GET /` (status page),
 /// `GET /api/status`, `GET /metrics`. Must be called inside a Tokio runtime (it starts the
-/// event writer).
-pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Router {
-    let max = http.max_body_bytes;
-    let waker = Arc::clone(&engine);
-    let intake = intake::Intake::start(engine.store().clone(), move || waker.notify());
+/// event writer). Fails when the spool cannot be opened.
+pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Result<Router, ServerError> {
+    let (store, spool): (Arc<dyn Store>, _) = match &http.database {
+        Some(db) => (
+            Arc::new(SqliteStore::open(db)?),
+            Some(Spool::open(&spool_path(db))?),
+        ),
+        None => (Arc::clone(engine.store()), None),
+    };
+    let (waker, alarm) = (Arc::clone(&engine), Arc::clone(&engine));
+    let signals = intake::Signals {
+        committed: Box::new(move || waker.notify()),
+        failed: Box::new(move || alarm.intake_failed()),
+    };
+    let intake = intake::Intake::start(store, spool, signals);
+    let bodies = body::BodyBudget::new(http.limits.max_body_bytes_in_flight, http.max_body_bytes);
     let state = AppState {
         engine,
         http: Arc::new(http),
         intake,
+        bodies,
     };
-    Router::new()
+    Ok(Router::new()
         .route("/hooks/gitlab", post(webhook::receive))
+        // From memory: answers whatever the database is doing.
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/", get(status::page))
         .route("/api/status", get(status::json))
         .route("/metrics", get(metrics::render))
-        .layer(DefaultBodyLimit::max(max))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state))
 }
 
 /// Binds the listener (so the caller learns the port before serving).
@@ -102,16 +149,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let tasks = engine.clone().spawn(shutdown.clone());
-    let app = router(engine, http);
-    let stop = shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .map_err(|e| ServerError::Serve(e.to_string()));
+    let limits = http.limits.clone();
+    let app = router(Arc::clone(&engine), http)?;
+    let tasks = engine.spawn(shutdown.clone());
+    listen::serve(listener, app, &limits, shutdown.clone()).await;
     shutdown.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
-    served
+    Ok(())
 }

@@ -1,9 +1,11 @@
 //! `POST /hooks/gitlab`: check, persist, acknowledge. The work happens in the engine afterwards.
+//! The secret is checked before any of the body is read: an unauthenticated client costs no
+//! memory for its body, whatever it sends.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -11,7 +13,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::body;
 use crate::gitlab::payload::{self, HookEvent};
+use crate::orchestrate::intake::Recorded;
 use crate::store::NewEvent;
 
 const KINDS: [&str; 2] = ["Pipeline Hook", "Push Hook"];
@@ -66,7 +70,7 @@ fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
 pub(crate) async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> (StatusCode, String) {
     let metrics = &state.engine.metrics;
     if !authorised(&headers, state.http.webhook_secret.as_ref()) {
@@ -77,7 +81,31 @@ pub(crate) async fn receive(
             "missing or wrong X-Gitlab-Token\n".into(),
         );
     }
-    let Some(kind) = header(&headers, "x-gitlab-event") else {
+    let given = header(&headers, "x-gitlab-event");
+    let label = match given {
+        Some(g) => KINDS.into_iter().find(|k| *k == g).unwrap_or("other"),
+        None => "unknown",
+    };
+    // Read even a body that is then ignored: answering before the body is read makes the server
+    // close the connection with data unread, and the peer may then lose the answer.
+    let http = &state.http;
+    let body = match body::read(
+        &headers,
+        body,
+        http.max_body_bytes,
+        http.limits.body_timeout,
+        &state.bodies,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(e) => {
+            metrics.webhook(label, "malformed");
+            tracing::warn!("rejected a webhook: {e:?}");
+            return e.response(http.max_body_bytes);
+        }
+    };
+    let Some(kind) = given else {
         metrics.webhook("unknown", "malformed");
         return (
             StatusCode::BAD_REQUEST,
@@ -89,7 +117,8 @@ pub(crate) async fn receive(
         metrics.webhook("other", "ignored");
         return (StatusCode::OK, format!("ignored: {kind}\n"));
     };
-    let relevant = match payload::parse(kind, &body) {
+    let body = &body.bytes;
+    let relevant = match payload::parse(kind, body) {
         Err(e) => {
             metrics.webhook(kind, "malformed");
             tracing::warn!("rejected a webhook: {e}");
@@ -112,7 +141,7 @@ pub(crate) async fn receive(
         metrics.webhook(kind, "ignored");
         return (StatusCode::OK, "ignored: nothing to do\n".into());
     }
-    let Ok(text) = std::str::from_utf8(&body) else {
+    let Ok(text) = std::str::from_utf8(body) else {
         metrics.webhook(kind, "malformed");
         return (StatusCode::BAD_REQUEST, "body is not UTF-8\n".into());
     };
@@ -128,18 +157,23 @@ pub(crate) async fn receive(
         body: text.to_owned(),
     };
     match state.intake.record(event).await {
-        Ok(Some(_)) => {
+        Ok(Recorded::New) => {
             metrics.webhook(kind, "accepted");
             (StatusCode::OK, "accepted\n".into())
         }
-        Ok(None) => {
+        // Durable in the spool; a redelivery among them is dropped when they are imported.
+        Ok(Recorded::Spooled) => {
+            metrics.webhook(kind, "accepted");
+            (StatusCode::OK, "accepted\n".into())
+        }
+        Ok(Recorded::Duplicate) => {
             metrics.webhook(kind, "duplicate");
             (StatusCode::OK, "duplicate delivery\n".into())
         }
         Err(e) => {
             tracing::error!("cannot record a webhook: {e}");
             metrics.webhook(kind, "error");
-            // 5xx: GitLab retries the delivery later.
+            // Nothing durable could be written (the spool's disk is full too): say so at once.
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cannot record the event\n".into(),

@@ -55,8 +55,18 @@ impl SqliteStore {
                 reason: format!("cannot create {}: {e}", dir.display()),
             })?;
         }
+        // Readable by its owner only: it holds webhook bodies and the orchestration state. SQLite
+        // gives its journal files the database file's mode.
+        create_private(path).map_err(|e| StoreError::Open {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
         let writer = Connection::open(path).map_err(open_error)?;
-        let writer = init(writer, &shown)?;
+        // Whatever fails while setting it up (not a database, read-only, locked) names the file.
+        let writer = init(writer, &shown).map_err(|e| match e {
+            StoreError::Sqlite(e) => open_error(e),
+            other => other,
+        })?;
         // Opened after the migrations, so it never sees an older schema.
         let reader = Connection::open_with_flags(
             path,
@@ -144,6 +154,21 @@ impl Inner {
 
     fn reader(&self) -> MutexGuard<'_, Connection> {
         guard(self.reader.as_ref().unwrap_or(&self.writer))
+    }
+}
+
+/// Creates the file with mode 0600 unless it exists (an existing file keeps its mode).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -1134,6 +1159,35 @@ mod tests {
             ]
         );
     }
+    #[tokio::test]
+    async fn a_new_database_and_its_journal_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let s = SqliteStore::open(&path).unwrap();
+        s.set_meta("k", "v").await.unwrap();
+        for file in [path.clone(), dir.path().join("db.sqlite-wal")] {
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_no_database_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.txt");
+        std::fs::write(
+            &path,
+            "not a database, but long enough to have a header page\n".repeat(20),
+        )
+        .unwrap();
+        let err = SqliteStore::open(&path).err().unwrap().to_string();
+        assert!(
+            err.starts_with(&format!("cannot open database {}: ", path.display())),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -167,6 +167,11 @@ impl Service {
         Self { child, url, addr }
     }
 
+    /// The process id (for /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// kill -9.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
