@@ -471,7 +471,7 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod throttle_tests {
+mod tests {
     use super::*;
     use crate::orchestrate::enqueue_operator_input;
 
@@ -494,6 +494,38 @@ mod throttle_tests {
         let started = engine.cascade.lock().await.counts().running;
         assert_eq!(started, 2, "base and tools started");
         lock(&engine.created_at).len()
+    }
+
+    #[tokio::test]
+    async fn activity_is_served_from_memory_newest_first_and_bounded() {
+        let (store, first) = crate::orchestrate::rescan_tests::engine().await;
+        let lines: Vec<String> = (0..150).map(|i| format!("line {i}")).collect();
+        store.log_activity(7, &lines).await.unwrap();
+        // Loaded once at start: a new engine sees what the store kept.
+        let engine = Engine::new(
+            Arc::clone(&store),
+            first.gitlab.clone(),
+            None,
+            first.opts.clone(),
+        )
+        .await
+        .unwrap();
+        let shown = engine.recent_activity(1000);
+        assert_eq!(shown.len(), ACTIVITY_KEPT);
+        assert_eq!(shown[0], (7, "line 149".to_owned()));
+        let engine = Arc::new(engine);
+        let input = Input::Rebuild {
+            project: "img/tools".into(),
+        };
+        enqueue_operator_input(store.as_ref(), &input)
+            .await
+            .unwrap();
+        engine.process().await.unwrap();
+        let shown = engine.recent_activity(1000);
+        assert_eq!(shown.len(), ACTIVITY_KEPT);
+        assert!(shown[0].1.starts_with("img/tools"), "{shown:?}");
+        // Logged to the store as well, in the same order.
+        assert_eq!(store.recent_activity(1).await.unwrap()[0], shown[0]);
     }
 
     #[tokio::test]
