@@ -190,6 +190,12 @@ pub struct ServeFileConfig {
     pub max_body_bytes: Option<usize>,
     /// How often the whole graph is rescanned (default "6h"; "0s" disables).
     pub rescan_every: Option<String>,
+    /// How often to ask GitLab for default-branch successes whose webhook never arrived (default
+    /// "5m"; "0s": only at start-up and after failures to record a webhook).
+    pub catch_up_interval: Option<String>,
+    /// GitLab requests that overdue polls and catch-up may spend per minute on average
+    /// (default 50).
+    pub recovery_requests_per_minute: Option<u32>,
 }
 
 impl FileConfig {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::create::Claim;
 use super::log::{INPUT_EVENT, load_cascade};
 use super::reconcile::status_of;
+use super::recovery::{Recovery, RecoveryOptions};
 use crate::cascade::{Action, Cascade, Input, Throttle, VAR_ATTEMPT};
 use crate::config::PathPatterns;
 use crate::gitlab::GitLab;
@@ -42,6 +43,8 @@ pub struct EngineOptions {
     pub rescan_every: Option<Duration>,
     /// Files whose change in a push triggers a rescan of the project.
     pub watched_files: Vec<String>,
+    /// Overdue polls, catch-up and their request budget.
+    pub recovery: RecoveryOptions,
 }
 
 /// The stored project records the engine needs, by path and by id.
@@ -83,6 +86,8 @@ pub struct Engine {
     pub(super) created_at: Mutex<VecDeque<Instant>>,
     /// The wall-clock time the cascade and the reconciler go by.
     pub(super) clock: Arc<dyn Clock>,
+    /// Overdue polls and catch-up.
+    pub(super) recovery: Recovery,
     /// Prometheus metrics.
     pub metrics: Metrics,
 }
@@ -111,6 +116,12 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         let cascade = load_cascade(store.as_ref())?;
+        let recovery = Recovery::load(
+            store.as_ref(),
+            opts.recovery.clone(),
+            opts.max_running,
+            clock.now_ms(),
+        )?;
         let engine = Self {
             store,
             gitlab,
@@ -128,6 +139,7 @@ impl Engine {
             rescanning: Mutex::new(HashMap::new()),
             created_at: Mutex::new(VecDeque::new()),
             clock,
+            recovery,
             metrics: Metrics::new(),
         };
         engine.reload()?;
@@ -202,6 +214,7 @@ impl Engine {
         let mut tasks = vec![
             tokio::spawn(self.clone().run_loop(shutdown.clone())),
             tokio::spawn(self.clone().reconcile_loop(shutdown.clone())),
+            tokio::spawn(self.clone().catch_up_loop(shutdown.clone())),
         ];
         if let Some(every) = self.opts.rescan_every {
             tasks.push(tokio::spawn(self.clone().rescan_loop(every, shutdown)));
@@ -250,6 +263,7 @@ impl Engine {
             for event in &events {
                 last = Some(event.seq);
                 for input in self.inputs(event, &records, &mut rescans) {
+                    self.observe_finish(&cascade, &input, now);
                     let applied = cascade.apply(&graph, input, now);
                     log.extend(applied.log);
                 }
@@ -414,18 +428,24 @@ impl Engine {
         }
     }
 
-    /// Logs an internal input durably and wakes the loop.
-    pub(super) fn enqueue(&self, key: &str, input: &Input) {
+    /// Logs an internal input durably and wakes the loop; true when the key was new.
+    pub(super) fn enqueue(&self, key: &str, input: &Input) -> bool {
         let body = match serde_json::to_string(input) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!("cannot encode {input:?}: {e}");
-                return;
+                return false;
             }
         };
         match self.store.insert_event(key, INPUT_EVENT, &body) {
-            Ok(_) => self.notify(),
-            Err(e) => tracing::error!("cannot record {key}: {e}"),
+            Ok(seq) => {
+                self.notify();
+                seq.is_some()
+            }
+            Err(e) => {
+                tracing::error!("cannot record {key}: {e}");
+                false
+            }
         }
     }
 }

@@ -139,6 +139,8 @@ pub(crate) async fn receive(
         Err(e) => {
             tracing::error!("cannot record a webhook: {e}");
             metrics.webhook(kind, "error");
+            // GitLab may not redeliver it (or give up on the hook): look for what it carried.
+            state.engine.intake_failed();
             // 5xx: GitLab retries the delivery later.
             (
                 StatusCode::SERVICE_UNAVAILABLE,
