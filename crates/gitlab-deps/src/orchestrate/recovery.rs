@@ -505,7 +505,7 @@ impl Engine {
                     .successful_pipelines_since(id, &branch, after, CATCH_UP_PAGE)
                     .await;
                 let result = match found {
-                    Ok(list) => Ok(self.feed_caught_up(project, &list)),
+                    Ok(list) => Ok(self.feed_caught_up(project, &list).await),
                     Err(e) => {
                         tracing::warn!("{project}: catch-up cannot list pipelines: {e}");
                         Err(e.to_string())
@@ -543,9 +543,9 @@ impl Engine {
         report
     }
 
-    /// Logs the newest branch-building success in `list` as an event; true when one was new to
-    /// the log.
-    fn feed_caught_up(&self, project: String, list: &[Pipeline]) -> bool {
+    /// Logs the newest branch-building success in `list` as an event unless the cascade has
+    /// already applied it (its webhook arrived); true when it was news.
+    async fn feed_caught_up(&self, project: String, list: &[Pipeline]) -> bool {
         let Some(newest) = list
             .iter()
             .filter(|p| p.status == "success")
@@ -553,6 +553,16 @@ impl Engine {
         else {
             return false;
         };
+        // The usual case: nothing to log. (A webhook still waiting in the log is deduplicated by
+        // the cascade when the find is applied after it.)
+        let applied = self.cascade.lock().await.state(&project).is_some_and(|s| {
+            s.seen
+                .iter()
+                .any(|seen| seen.id == newest.id && seen.status == PipelineStatus::Success)
+        });
+        if applied {
+            return false;
+        }
         let (key, input) =
             finished_input(project, newest, None, PipelineStatus::Success, "caught up");
         let new = self.enqueue(&key, &input);
