@@ -397,7 +397,8 @@ impl Engine {
         let mut reason = CatchUpReason::Startup;
         loop {
             let report = self.catch_up(reason).await;
-            if report.asked > 0 || report.deferred > 0 {
+            // Routine rounds that found nothing stay out of the log.
+            if report.found > 0 || (reason != CatchUpReason::Scheduled && report.asked > 0) {
                 tracing::info!(
                     asked = report.asked,
                     found = report.found,
