@@ -26,10 +26,10 @@ impl Engine {
         // may have been missed while the service was down.
         let mut startup = true;
         let mut pruned = Instant::now();
-        // Ticks are cheap (a request only for what is due): often enough that an overdue
-        // pipeline is polled well within a minute of becoming due.
+        // Ticks are cheap (a request only for what is due, at most `max_running` pipelines
+        // looked at): often, so an overdue pipeline is polled within seconds of becoming due.
         let every = (self.opts.reconcile_after / 2)
-            .clamp(Duration::from_millis(200), Duration::from_secs(15));
+            .clamp(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             self.reconcile(startup).await;
             if startup || pruned.elapsed() > Duration::from_secs(3600) {
