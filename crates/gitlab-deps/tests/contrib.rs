@@ -62,6 +62,7 @@ fn example_config_values_are_valid() {
     let serve = &file.serve;
     assert!(serve.listen.is_some() && serve.public_url.is_some());
     assert!(serve.webhook_secret_file.is_some() && serve.max_body_bytes.is_some());
+    assert!(serve.recovery_requests_per_minute.is_some());
 
     config::parse_gitlab_url(file.gitlab_url.as_deref().unwrap()).unwrap();
     for (key, value) in [
@@ -69,6 +70,7 @@ fn example_config_values_are_valid() {
         ("scan.activity_grace", &scan.activity_grace),
         ("cascade.reconcile_after", &cascade.reconcile_after),
         ("serve.rescan_every", &serve.rescan_every),
+        ("serve.catch_up_interval", &serve.catch_up_interval),
     ] {
         let value = value
             .as_deref()
