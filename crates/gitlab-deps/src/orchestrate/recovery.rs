@@ -656,6 +656,32 @@ mod tests {
         assert_eq!(d.estimate("a"), Some(5));
     }
 
+    proptest::proptest! {
+        /// Any time from 1970 to 2200 survives formatting for `updated_after` and parsing back.
+        #[test]
+        fn any_timestamp_round_trips(ms in 0i64..7_258_118_400_000) {
+            let text = crate::util::format_timestamp_ms(ms);
+            proptest::prop_assert_eq!(crate::util::parse_timestamp_ms(&text), Some(ms));
+        }
+
+        /// Whatever the estimate, a pipeline is first due after at least the minimum margin and
+        /// never later than the limit.
+        #[test]
+        fn the_first_poll_lies_between_the_margin_and_the_limit(
+            estimate in 0i64..86_400_000,
+            limit in 1i64..3_600_000,
+        ) {
+            let mut s = PollSchedule::default();
+            let first = (0..=limit)
+                .step_by(1_000)
+                .chain([limit])
+                .find(|&t| s.due(1, 0, estimate, limit, t).is_some());
+            let first = first.unwrap_or(i64::MAX);
+            proptest::prop_assert!(first <= limit);
+            proptest::prop_assert!(first >= MIN_MARGIN_MS.min(limit));
+        }
+    }
+
     #[test]
     fn timestamps_round_trip() {
         let ms = 1_767_225_600_123;
