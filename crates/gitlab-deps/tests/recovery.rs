@@ -189,7 +189,9 @@ fn a_root_change_delivered_while_the_service_was_down_runs_the_chain_once() {
     });
     assert_eq!(ours(s.sim(), "images/mid").len(), 1, "mid built once");
     assert_eq!(ours(s.sim(), "apps/leaf").len(), 1, "leaf built once");
-    assert_eq!(s.metric("gitlab_deps_caught_up_pipelines_total", ""), 1.0);
+    // base's success came only through catch-up (mid's too, if a round found it before its
+    // webhook was applied: logged twice, applied once, which the counts above show).
+    assert!(s.metric("gitlab_deps_caught_up_pipelines_total", "") >= 1.0);
 }
 
 // ---------------------------------------------------------------------------------------------
