@@ -17,6 +17,7 @@
 mod engine_step;
 mod hooks;
 mod push_rescan;
+mod recovery;
 mod scan_requests;
 mod webhooks;
 
@@ -147,6 +148,8 @@ enum Command {
         #[arg(long, default_value_t = 21)]
         runs: usize,
     },
+    /// Recovery time after a crash or a lost webhook, and catch-up cost (see `recovery.rs`).
+    Recovery(recovery::Args),
     /// Engine cost per event with a wave of rebuilds in flight (see `engine_step.rs`).
     EngineStep {
         #[arg(long, default_value_t = 100_000)]
@@ -251,6 +254,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(bench_intake(requests, clients, rate))
         }
+        Command::Recovery(args) => recovery::run(args),
         Command::Payloads { jobs, runs } => webhooks::bench_payloads(&jobs, runs.max(1)),
         Command::EngineStep {
             projects,

@@ -193,6 +193,12 @@ pub struct ServeFileConfig {
     /// Webhook body bytes held by all requests at once (default 32 MiB, at least
     /// `max_body_bytes`).
     pub max_body_bytes_in_flight: Option<usize>,
+    /// How often to ask GitLab for default-branch successes whose webhook never arrived (default
+    /// "5m"; "0s": only at start-up and after failures to record a webhook).
+    pub catch_up_interval: Option<String>,
+    /// GitLab requests that overdue polls and catch-up may spend per minute on average
+    /// (default 50).
+    pub recovery_requests_per_minute: Option<u32>,
 }
 
 impl FileConfig {

@@ -16,6 +16,11 @@ struct WebhookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
 }
@@ -35,6 +40,13 @@ pub struct Metrics {
     pub reconciled: Counter,
     /// Hooks of ours GitLab still had disabled after the last hook sync.
     pub hooks_disabled: Gauge,
+    /// GitLab requests spent by recovery (pipeline polls and catch-up lists).
+    pub recovery_requests: Counter,
+    /// Recovery asks postponed because the request budget was spent.
+    pub recovery_deferred: Counter,
+    /// Successful pipelines found by catch-up and fed in as events.
+    pub caught_up: Counter,
+    recovery_polls: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -89,8 +101,36 @@ impl Metrics {
             "Webhooks of gitlab-deps that GitLab had disabled after failed deliveries and the last hook sync could not re-enable",
             hooks_disabled.clone(),
         );
+        let recovery_requests = Counter::default();
+        registry.register(
+            "recovery_requests",
+            "GitLab requests spent by recovery: polls of our pipelines and catch-up lists",
+            recovery_requests.clone(),
+        );
+        let recovery_deferred = Counter::default();
+        registry.register(
+            "recovery_deferred",
+            "Recovery polls and catch-up asks postponed because the request budget was spent",
+            recovery_deferred.clone(),
+        );
+        let caught_up = Counter::default();
+        registry.register(
+            "caught_up_pipelines",
+            "Successful default-branch pipelines found by catch-up instead of a webhook",
+            caught_up.clone(),
+        );
+        let recovery_polls = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "recovery_polls",
+            "Recovery polls by reason (startup, overdue, limit, intake_failure; catch_up_* for catch-up asks)",
+            recovery_polls.clone(),
+        );
         Self {
             hooks_disabled,
+            recovery_requests,
+            recovery_deferred,
+            caught_up,
+            recovery_polls,
             registry,
             webhooks,
             projects,
@@ -107,6 +147,16 @@ impl Metrics {
             .get_or_create(&WebhookLabels {
                 event: event.to_owned(),
                 result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one recovery request made for `reason`.
+    pub fn recovery_poll(&self, reason: &str) {
+        self.recovery_requests.inc();
+        self.recovery_polls
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
             })
             .inc();
     }

@@ -13,7 +13,7 @@ use url::Url;
 use crate::config::{PathPatterns, ScanSettings};
 use crate::gitlab::{GitLab, GitLabError, GitLabOptions, RetryPolicy};
 use crate::hooks::{DISABLED_META, HookSummary, SyncOptions, sync_hooks};
-use crate::orchestrate::{Engine, EngineOptions};
+use crate::orchestrate::{Engine, EngineOptions, RecoveryOptions};
 use crate::scan::{DEPS_FILE, Scanner};
 use crate::server::{self, ServerError};
 pub use crate::server::{HttpLimits, HttpOptions, bind};
@@ -32,6 +32,12 @@ pub mod defaults {
     pub const MAX_RUNNING: usize = 10;
     /// How long a created pipeline may go without a final status before it is polled.
     pub const RECONCILE_AFTER: Duration = Duration::from_secs(10 * 60);
+    /// How often catch-up asks GitLab for default-branch successes whose webhook never arrived.
+    pub const CATCH_UP_INTERVAL: Duration = Duration::from_secs(5 * 60);
+    /// GitLab requests recovery (overdue polls and catch-up) may spend per minute on average.
+    pub const RECOVERY_REQUESTS_PER_MINUTE: u32 = 50;
+    /// Duration assumed for a project none of whose pipelines was seen finishing yet.
+    pub const PIPELINE_DURATION: Duration = Duration::from_secs(5 * 60);
     /// How often the whole instance is rescanned.
     pub const RESCAN_EVERY: Duration = Duration::from_secs(6 * 3600);
     /// GitLab API requests in flight at once.
@@ -84,6 +90,17 @@ impl Default for EngineOptions {
             reconcile_after: defaults::RECONCILE_AFTER,
             rescan_every: Some(defaults::RESCAN_EVERY),
             watched_files: Vec::new(),
+            recovery: RecoveryOptions::default(),
+        }
+    }
+}
+
+impl Default for RecoveryOptions {
+    fn default() -> Self {
+        Self {
+            catch_up_interval: Some(defaults::CATCH_UP_INTERVAL),
+            requests_per_minute: defaults::RECOVERY_REQUESTS_PER_MINUTE,
+            default_duration: defaults::PIPELINE_DURATION,
         }
     }
 }

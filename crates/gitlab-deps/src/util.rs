@@ -50,6 +50,15 @@ impl Clock for ManualClock {
     }
 }
 
+/// Formats Unix milliseconds as an ISO 8601 UTC timestamp (`2026-01-02T15:04:05.123Z`), the
+/// shape GitLab's API accepts in time filters such as `updated_after`.
+pub fn format_timestamp_ms(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
 /// Parses GitLab's ISO 8601 timestamps (`2026-01-02T15:04:05.000Z`, `2026-01-02T15:04:05.123+01:00`)
 /// into Unix milliseconds.
 pub fn parse_timestamp_ms(text: &str) -> Option<i64> {

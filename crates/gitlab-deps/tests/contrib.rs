@@ -63,6 +63,7 @@ fn example_config_values_are_valid() {
     assert!(serve.listen.is_some() && serve.public_url.is_some());
     assert!(serve.webhook_secret_file.is_some() && serve.max_body_bytes.is_some());
     assert!(serve.max_connections.is_some() && serve.max_body_bytes_in_flight.is_some());
+    assert!(serve.recovery_requests_per_minute.is_some());
 
     config::parse_gitlab_url(file.gitlab_url.as_deref().unwrap()).unwrap();
     for (key, value) in [
@@ -72,6 +73,7 @@ fn example_config_values_are_valid() {
         ("serve.rescan_every", &serve.rescan_every),
         ("serve.header_timeout", &serve.header_timeout),
         ("serve.body_timeout", &serve.body_timeout),
+        ("serve.catch_up_interval", &serve.catch_up_interval),
     ] {
         let value = value
             .as_deref()

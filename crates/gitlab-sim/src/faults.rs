@@ -21,6 +21,9 @@ pub enum FaultResponse {
     /// Serves the request (its effect happens), then answers this status instead of the real
     /// answer: a write that succeeded behind a failing proxy.
     StatusAfter(u16),
+    /// Serves the request (its effect happens), then holds the answer this long: a client that
+    /// dies meanwhile never learns the outcome.
+    StallAfter(Duration),
 }
 
 /// "The next `times` requests matching `method` and `path_contains` answer `response`."
@@ -70,6 +73,17 @@ impl FaultRule {
             path_contains: path_contains.to_owned(),
             times,
             response: FaultResponse::StatusAfter(status),
+        }
+    }
+
+    /// The next `times` requests `method path_contains` take effect, then their answer is held
+    /// for `stall`.
+    pub fn stall_after(method: &str, path_contains: &str, times: usize, stall: Duration) -> Self {
+        Self {
+            method: Some(method.to_owned()),
+            path_contains: path_contains.to_owned(),
+            times,
+            response: FaultResponse::StallAfter(stall),
         }
     }
 

@@ -15,7 +15,7 @@ use super::hooks_cmd::{hook_groups, hook_url, public_url, webhook_secret};
 use super::output::{print_json, table};
 use crate::cascade::{Input, VAR_CASCADE, VAR_ROOT, VAR_UPSTREAM};
 use crate::config::{self, PathPatterns, ServeFileConfig};
-use crate::orchestrate::{self, EngineOptions, Snapshot, describe};
+use crate::orchestrate::{self, EngineOptions, RecoveryOptions, Snapshot, describe};
 use crate::service::{
     self, HookSyncConfig, HttpLimits, HttpOptions, Service, ServiceConfig, defaults,
 };
@@ -50,6 +50,12 @@ pub struct ServeArgs {
     /// Rescan the whole instance this often; 0s disables [default: 6h]
     #[arg(long, value_name = "DURATION")]
     pub rescan_every: Option<String>,
+    /// Ask GitLab for default-branch successes whose webhook never arrived this often; 0s: only at start-up and after failures to record a webhook [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    pub catch_up_interval: Option<String>,
+    /// GitLab requests overdue polls and catch-up may spend per minute on average [default: 50]
+    #[arg(long, value_name = "N")]
+    pub recovery_requests_per_minute: Option<u32>,
     /// Install or repair the webhook on every known project at start, then after every rescan interval (needs --public-url)
     #[arg(long)]
     pub sync_hooks: bool,
@@ -111,6 +117,23 @@ pub fn engine_options(ctx: &Context, args: &ServeArgs) -> anyhow::Result<EngineO
         args.rescan_every.as_ref(),
         ctx.file.serve.rescan_every.as_ref(),
     )?;
+    let catch_up = duration(
+        "catch_up_interval",
+        args.catch_up_interval.as_ref(),
+        ctx.file.serve.catch_up_interval.as_ref(),
+    )?;
+    let recovery = RecoveryOptions {
+        catch_up_interval: match catch_up {
+            Some(every) => (!every.is_zero()).then_some(every),
+            None => defaults.recovery.catch_up_interval,
+        },
+        requests_per_minute: args
+            .recovery_requests_per_minute
+            .or(ctx.file.serve.recovery_requests_per_minute)
+            .unwrap_or(defaults.recovery.requests_per_minute)
+            .max(1),
+        ..defaults.recovery.clone()
+    };
     Ok(EngineOptions {
         max_running: args
             .max_running
@@ -130,6 +153,7 @@ pub fn engine_options(ctx: &Context, args: &ServeArgs) -> anyhow::Result<EngineO
             None => defaults.rescan_every,
         },
         watched_files: Vec::new(),
+        recovery,
     })
 }
 

@@ -423,6 +423,31 @@ impl GitLab {
         decode(response, &what).await
     }
 
+    /// The newest successful pipelines on a ref last updated after `updated_after_ms` (one page,
+    /// newest id first): what catch-up asks to find root changes whose webhook never arrived.
+    pub async fn successful_pipelines_since(
+        &self,
+        project_id: u64,
+        git_ref: &str,
+        updated_after_ms: i64,
+        per_page: u32,
+    ) -> Result<Vec<Pipeline>, GitLabError> {
+        let what = format!("list recent successful pipelines of project {project_id}");
+        let mut url = self.url(&format!("projects/{project_id}/pipelines"))?;
+        url.query_pairs_mut()
+            .append_pair("ref", git_ref)
+            .append_pair("status", "success")
+            .append_pair(
+                "updated_after",
+                &crate::util::format_timestamp_ms(updated_after_ms),
+            )
+            .append_pair("order_by", "id")
+            .append_pair("sort", "desc")
+            .append_pair("per_page", &per_page.to_string());
+        let response = self.send(Method::GET, url, None, &what).await?;
+        decode(response, &what).await
+    }
+
     /// The variables a pipeline was created with.
     pub async fn pipeline_variables(
         &self,

@@ -112,6 +112,9 @@ pub struct Pipeline {
     /// Creation time (ISO 8601).
     #[serde(default)]
     pub created_at: Option<String>,
+    /// Last update (ISO 8601).
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 /// A CI variable as returned by `GET /projects/:id/pipelines/:id/variables`.

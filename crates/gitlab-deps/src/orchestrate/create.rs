@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use super::engine::{Engine, lock};
+use super::reconcile::status_of;
+use super::recovery::finished_input;
 use crate::cascade::{Input, VAR_ATTEMPT};
-use crate::gitlab::GitLabError;
+use crate::gitlab::{GitLabError, Pipeline};
 
 /// How a creation task was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,16 +38,29 @@ impl Engine {
             .await;
         lock(&self.in_flight).remove(&attempt);
         match outcome {
-            Ok(Some(pipeline_id)) => {
+            Ok(Some(pipeline)) => {
                 self.enqueue(
                     &format!("created:{attempt}"),
                     &Input::PipelineCreated {
-                        project,
-                        attempt,
-                        pipeline_id,
+                        project: project.clone(),
+                        attempt: attempt.clone(),
+                        pipeline_id: pipeline.id,
                     },
                 )
-                .await
+                .await;
+                // An adopted pipeline may have finished while we were down: apply its status now,
+                // as a poll would, instead of waiting for the reconciler.
+                if let Some(status) = status_of(&pipeline.status) {
+                    tracing::info!(
+                        "{project}: adopted pipeline #{} already {}",
+                        pipeline.id,
+                        pipeline.status
+                    );
+                    self.metrics.reconciled.inc();
+                    let (key, input) =
+                        finished_input(project, &pipeline, Some(attempt), status, "adopted");
+                    self.enqueue(&key, &input).await;
+                }
             }
             Ok(None) => {}
             Err(reason) => {
@@ -64,7 +79,7 @@ impl Engine {
         }
     }
 
-    /// `Ok(Some(id))`: created or adopted. `Ok(None)`: still unknown (GitLab unreachable); the
+    /// `Ok(Some(pipeline))`: created or adopted (as GitLab last listed it). `Ok(None)`: still unknown (GitLab unreachable); the
     /// reconciler tries again later. `Err(reason)`: a permanent refusal.
     async fn create_or_adopt(
         &self,
@@ -72,7 +87,7 @@ impl Engine {
         attempt: &str,
         variables: &[(String, String)],
         adopt_first: bool,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<Pipeline>, String> {
         let record = self.records().by_path.get(project).cloned();
         let Some(record) = record else {
             return Err("the project is no longer known (rescan?)".into());
@@ -86,9 +101,12 @@ impl Engine {
         for try_no in 0.. {
             if (adopt_first || try_no > 0) && variables_allowed {
                 match self.find_attempt(record.id, &branch, attempt).await {
-                    Ok(Some(id)) => {
-                        tracing::info!("{project}: adopted pipeline #{id} of attempt {attempt}");
-                        return Ok(Some(id));
+                    Ok(Some(p)) => {
+                        tracing::info!(
+                            "{project}: adopted pipeline #{} of attempt {attempt}",
+                            p.id
+                        );
+                        return Ok(Some(p));
                     }
                     Ok(None) => {}
                     Err(e) if !e.is_transient() => {
@@ -107,7 +125,7 @@ impl Engine {
             match self.gitlab.create_pipeline(record.id, &branch, sent).await {
                 Ok(p) => {
                     self.metrics.pipelines_created.inc();
-                    return Ok(Some(p.id));
+                    return Ok(Some(p));
                 }
                 // The project forbids pipeline variables (GitLab's "minimum role to use pipeline
                 // variables": no one). The pipeline still runs, without the GITLAB_DEPS_*
@@ -145,13 +163,13 @@ impl Engine {
         project_id: u64,
         branch: &str,
         attempt: &str,
-    ) -> Result<Option<u64>, GitLabError> {
+    ) -> Result<Option<Pipeline>, GitLabError> {
         let recent = self
             .gitlab
             .recent_pipelines(project_id, branch, 100)
             .await?;
         for p in recent
-            .iter()
+            .into_iter()
             .filter(|p| p.source.as_deref().is_none_or(|s| s == "api"))
         {
             match self.gitlab.pipeline_variables(project_id, p.id).await {
@@ -160,7 +178,7 @@ impl Engine {
                         .iter()
                         .any(|v| v.key == VAR_ATTEMPT && v.value == attempt)
                     {
-                        return Ok(Some(p.id));
+                        return Ok(Some(p));
                     }
                 }
                 // One unreadable pipeline (deleted meanwhile, say) says nothing about the others.

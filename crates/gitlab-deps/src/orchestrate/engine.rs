@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::create::Claim;
 use super::log::{INPUT_EVENT, load_cascade};
 use super::reconcile::status_of;
+use super::recovery::{Recovery, RecoveryOptions};
 use crate::cascade::{Action, Cascade, Input, ProjectState, Throttle, VAR_ATTEMPT};
 use crate::config::PathPatterns;
 use crate::gitlab::GitLab;
@@ -44,6 +45,8 @@ pub struct EngineOptions {
     pub rescan_every: Option<Duration>,
     /// Files whose change in a push triggers a rescan of the project.
     pub watched_files: Vec<String>,
+    /// Overdue polls, catch-up and their request budget.
+    pub recovery: RecoveryOptions,
 }
 
 /// The stored project records the engine needs, by path and by id.
@@ -90,6 +93,8 @@ pub struct Engine {
     pub(super) created_at: Mutex<VecDeque<Instant>>,
     /// The wall-clock time the cascade and the reconciler go by.
     pub(super) clock: Arc<dyn Clock>,
+    /// Overdue polls and catch-up.
+    pub(super) recovery: Recovery,
     /// Prometheus metrics.
     pub metrics: Metrics,
 }
@@ -119,6 +124,13 @@ impl Engine {
     ) -> Result<Self, StoreError> {
         let cascade = load_cascade(store.as_ref()).await?;
         let activity = store.recent_activity(ACTIVITY_KEPT).await?;
+        let recovery = Recovery::load(
+            store.as_ref(),
+            opts.recovery.clone(),
+            opts.max_running,
+            clock.now_ms(),
+        )
+        .await?;
         let engine = Self {
             store,
             gitlab,
@@ -138,6 +150,7 @@ impl Engine {
             rescanning: Mutex::new(HashMap::new()),
             created_at: Mutex::new(VecDeque::new()),
             clock,
+            recovery,
             metrics: Metrics::new(),
         };
         engine.reload().await?;
@@ -190,11 +203,6 @@ impl Engine {
         self.wake.notify_one();
     }
 
-    /// Called when the webhook intake could not commit to the database in time (it was locked or
-    /// failed; the deliveries went to the spool, or were refused when nothing could be written).
-    /// A hook for recovery: nothing to do here yet.
-    pub fn intake_failed(&self) {}
-
     /// A copy of the current state. Never waits for the store: nothing holds the cascade while
     /// it waits for the database.
     pub async fn snapshot(&self) -> Snapshot {
@@ -218,6 +226,7 @@ impl Engine {
         let mut tasks = vec![
             tokio::spawn(self.clone().run_loop(shutdown.clone())),
             tokio::spawn(self.clone().reconcile_loop(shutdown.clone())),
+            tokio::spawn(self.clone().catch_up_loop(shutdown.clone())),
         ];
         if let Some(every) = self.opts.rescan_every {
             tasks.push(tokio::spawn(self.clone().rescan_loop(every, shutdown)));
@@ -268,6 +277,7 @@ impl Engine {
             for event in &events {
                 last = Some(event.seq);
                 for input in self.inputs(event, &records, &mut rescans) {
+                    self.observe_finish(&cascade, &input, now);
                     let applied = cascade.apply(&graph, input, now);
                     log.extend(applied.log);
                 }
@@ -448,11 +458,17 @@ impl Engine {
         }
     }
 
-    /// Logs an internal input durably and wakes the loop.
-    pub(super) async fn enqueue(&self, key: &str, input: &Input) {
+    /// Logs an internal input durably and wakes the loop; true when the key was new.
+    pub(super) async fn enqueue(&self, key: &str, input: &Input) -> bool {
         match self.store.insert_input(key, input).await {
-            Ok(_) => self.notify(),
-            Err(e) => tracing::error!("cannot record {key}: {e}"),
+            Ok(seq) => {
+                self.notify();
+                seq.is_some()
+            }
+            Err(e) => {
+                tracing::error!("cannot record {key}: {e}");
+                false
+            }
         }
     }
 

@@ -13,12 +13,14 @@ mod engine;
 pub(crate) mod intake;
 pub mod log;
 mod reconcile;
+mod recovery;
 mod rescan;
 pub mod spool;
 pub mod view;
 
 pub use engine::{Engine, EngineOptions, Snapshot};
 pub use log::{INPUT_EVENT, enqueue_operator_input, load_cascade};
+pub use recovery::{CatchUpReason, CatchUpReport, PollReason, RecoveryOptions};
 pub use spool::{Spool, SpoolError};
 pub use view::{ProjectView, describe};
 

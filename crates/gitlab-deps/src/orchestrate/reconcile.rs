@@ -1,13 +1,15 @@
-//! The reconciler: polls our pipelines whose final status may have been lost, and resolves
-//! creations that a crash or an outage interrupted.
+//! The reconciler: polls our pipelines whose final status is overdue (see [`super::recovery`]), and
+//! resolves creations that a crash or an outage interrupted.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::create::Claim;
 use super::engine::{Engine, lock};
+use super::recovery::{PollReason, finished_input};
 use crate::cascade::{Input, PipelineStatus};
 use crate::gitlab::GitLabError;
 
@@ -24,8 +26,10 @@ impl Engine {
         // may have been missed while the service was down.
         let mut startup = true;
         let mut pruned = Instant::now();
+        // Ticks are cheap (a request only for what is due, at most `max_running` pipelines
+        // looked at): often, so an overdue pipeline is polled within seconds of becoming due.
         let every = (self.opts.reconcile_after / 2)
-            .clamp(Duration::from_millis(200), Duration::from_secs(30));
+            .clamp(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             self.reconcile(startup).await;
             if startup || pruned.elapsed() > Duration::from_secs(3600) {
@@ -44,31 +48,50 @@ impl Engine {
             startup = false;
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
+                _ = self.recovery.poll_wake.notified() => {}
                 _ = shutdown.cancelled() => return,
             }
         }
     }
 
-    /// Polls our pipelines that stayed open too long, and resolves creations that never completed.
+    /// Polls our pipelines whose final status is overdue (every one when `all`, at start-up), and
+    /// resolves creations that never completed.
     pub async fn reconcile(self: &Arc<Self>, all: bool) {
         let now = self.clock.now_ms();
         let after = self.opts.reconcile_after.as_millis() as i64;
+        let recovery = &self.recovery;
+        // After an intake failure every running pipeline is polled, at most once a minute.
+        let intake_failure = !all
+            && recovery.poll_all.load(Ordering::SeqCst)
+            && now.saturating_sub(recovery.last_poll_all_ms.load(Ordering::SeqCst)) >= 60_000;
+        if intake_failure {
+            recovery.poll_all.store(false, Ordering::SeqCst);
+            recovery.last_poll_all_ms.store(now, Ordering::SeqCst);
+        }
         let (open, intents) = {
             let cascade = self.cascade.lock().await;
-            // Started at least `age` ms ago (everything, on start-up).
-            let older_than = |p: &str, age: i64| {
-                all || cascade
+            let started = |p: &str| {
+                cascade
                     .state(p)
                     .and_then(|s| s.running.as_ref())
-                    .is_some_and(|r| now - r.started_ms >= age)
+                    .map(|r| (r.started_ms, r.attempt.clone()))
             };
-            let open: Vec<(String, u64, String)> = cascade
-                .running_pipelines()
+            let running = cascade.running_pipelines();
+            let mut schedule = lock(&recovery.schedule);
+            schedule.retain(&running.iter().map(|(_, id)| *id).collect());
+            let open: Vec<(String, u64, String, PollReason)> = running
                 .into_iter()
-                .filter(|(p, _)| older_than(p, after))
                 .filter_map(|(p, id)| {
-                    let attempt = cascade.state(&p)?.running.as_ref()?.attempt.clone();
-                    Some((p, id, attempt))
+                    let (started_ms, attempt) = started(&p)?;
+                    let due = schedule.due(id, started_ms, recovery.estimate_ms(&p), after, now);
+                    let reason = if all {
+                        PollReason::Startup
+                    } else if intake_failure {
+                        PollReason::IntakeFailure
+                    } else {
+                        due?
+                    };
+                    Some((p, id, attempt, reason))
                 })
                 .collect();
             // An intent whose creation gave up (GitLab down) is retried sooner than a pipeline
@@ -77,7 +100,7 @@ impl Engine {
             let intents: Vec<Intent> = cascade
                 .pending_attempts()
                 .into_iter()
-                .filter(|(p, _)| older_than(p, intent_after))
+                .filter(|(p, _)| all || started(p).is_some_and(|(at, _)| now - at >= intent_after))
                 .filter_map(|(p, attempt)| {
                     let r = cascade.state(&p)?.running.as_ref()?;
                     let variables = crate::cascade::variables_for(r);
@@ -87,10 +110,23 @@ impl Engine {
             (open, intents)
         };
         let records = self.records();
-        for (project, pipeline_id, attempt) in open {
+        for (project, pipeline_id, attempt, reason) in open {
             let Some(record) = records.by_path.get(&project) else {
                 continue;
             };
+            // Overdue polls are optional and wait for budget; the others are owed.
+            {
+                let mut budget = lock(&recovery.budget);
+                if reason == PollReason::Overdue {
+                    if !budget.try_take(now) {
+                        self.metrics.recovery_deferred.inc();
+                        continue;
+                    }
+                } else {
+                    budget.force_take(now);
+                }
+            }
+            self.metrics.recovery_poll(reason.label());
             match self.gitlab.pipeline(record.id, pipeline_id).await {
                 Ok(p) => {
                     if let Some(status) = status_of(&p.status) {
@@ -99,24 +135,11 @@ impl Engine {
                             p.status
                         );
                         self.metrics.reconciled.inc();
-                        self.enqueue(
-                            &format!("poll:{pipeline_id}:{}", p.status),
-                            &Input::PipelineFinished {
-                                project,
-                                pipeline_id,
-                                attempt: Some(attempt),
-                                status,
-                                reason: Some(format!(
-                                    "pipeline #{pipeline_id} {} (polled)",
-                                    p.status
-                                )),
-                                created_ms: p
-                                    .created_at
-                                    .as_deref()
-                                    .and_then(crate::util::parse_timestamp_ms),
-                            },
-                        )
-                        .await;
+                        let (key, input) =
+                            finished_input(project, &p, Some(attempt), status, "polled");
+                        self.enqueue(&key, &input).await;
+                    } else {
+                        lock(&recovery.schedule).polled(pipeline_id, after, now);
                     }
                 }
                 // Deleted (by hand or by retention): it will never finish, so it must not hold
@@ -138,7 +161,10 @@ impl Engine {
                     )
                     .await;
                 }
-                Err(e) => tracing::warn!("{project}: cannot poll pipeline #{pipeline_id}: {e}"),
+                Err(e) => {
+                    tracing::warn!("{project}: cannot poll pipeline #{pipeline_id}: {e}");
+                    lock(&recovery.schedule).polled(pipeline_id, after, now);
+                }
             }
         }
         for (project, attempt, variables) in intents {

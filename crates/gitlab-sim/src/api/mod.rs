@@ -137,8 +137,10 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     }
     let mut injected = None;
     let mut after = None;
+    let mut stall = None;
     match sim.inner.faults.take_request_fault(&method, &path) {
         Some(FaultResponse::StatusAfter(code)) => after = Some(code),
+        Some(FaultResponse::StallAfter(d)) => stall = Some(d),
         Some(FaultResponse::Status(code)) => injected = Some(status_response(code)),
         Some(FaultResponse::RateLimited { retry_after_secs }) => {
             injected = Some(rate_limited(retry_after_secs));
@@ -156,6 +158,9 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
         .into_response(),
         None => next.run(req).await,
     };
+    if let Some(d) = stall {
+        tokio::time::sleep(d).await;
+    }
     // The request took effect, but the client sees an error (a proxy timing out, say).
     let (resp, was_injected) = match after {
         Some(code) => (status_response(code), true),
