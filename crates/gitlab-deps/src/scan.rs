@@ -91,12 +91,22 @@ pub struct ScanSummary {
     /// Distinct external images.
     pub external_images: usize,
     /// All current warnings (files, unknown projects, unreadable projects).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// API requests sent.
     pub requests: u64,
     /// Wall time.
     #[serde(with = "duration_ms")]
     pub duration: Duration,
+}
+
+/// The warning for a project that could not be read this time.
+fn skipped(path: &str, e: &dyn std::fmt::Display) -> Warning {
+    Warning {
+        project: path.to_owned(),
+        file: None,
+        line: None,
+        message: format!("skipped this time: {e}"),
+    }
 }
 
 mod duration_ms {
@@ -147,7 +157,8 @@ enum Outcome {
     Unchanged(ProjectRecord),
     FilesUnchanged(ProjectRecord),
     Gone(u64),
-    Failed(String),
+    /// Could not be read this time; the warning names the project.
+    Failed(Warning),
 }
 
 /// Blob contents read during one scan, by blob id. Blob ids are content hashes, so projects sharing
@@ -317,7 +328,7 @@ impl Scanner {
         let mut listing_error: Option<GitLabError> = None;
         let mut pending: Vec<ProjectScan> = Vec::new();
         let mut touched: Vec<ProjectRecord> = Vec::new();
-        let mut scan_warnings: Vec<String> = Vec::new();
+        let mut scan_warnings: Vec<Warning> = Vec::new();
 
         for scope in &scopes {
             let pages = self.gitlab.list_projects(scope.clone());
@@ -459,12 +470,7 @@ impl Scanner {
             .map(|e| e.image.as_str())
             .collect::<BTreeSet<_>>()
             .len();
-        summary.warnings = self
-            .store
-            .warnings()?
-            .iter()
-            .map(|w| w.to_string())
-            .collect();
+        summary.warnings = self.store.warnings()?;
         summary.warnings.extend(scan_warnings);
         summary.requests = self.gitlab.request_count() - requests_before;
         summary.duration = started.elapsed();
@@ -659,7 +665,7 @@ impl Scanner {
         let listed = match self.list_files(project.id, &branch).await {
             Ok(Some(listed)) => listed,
             Ok(None) => return Outcome::Gone(project.id),
-            Err(e) => return Outcome::Failed(format!("{path}: skipped this time: {e}")),
+            Err(e) => return Outcome::Failed(skipped(&path, &e)),
         };
         record.checked_at_ms = Some(checked_at);
         let files: FileBlobs = listed
@@ -686,7 +692,7 @@ impl Scanner {
                 warnings,
                 files,
             }),
-            Err(e) => Outcome::Failed(format!("{path}: skipped this time: {e}")),
+            Err(e) => Outcome::Failed(skipped(&path, &e)),
         }
     }
 
