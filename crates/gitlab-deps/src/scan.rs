@@ -36,6 +36,8 @@ const INSTANCE_URLS_KEY: &str = "scan.instance_urls";
 /// Store key holding when the last complete scan ended (Unix ms); the service reloads its graph
 /// when it changes.
 pub const LAST_SCAN_KEY: &str = "scan.last_at_ms";
+/// Store key holding the wall time of the last complete scan (ms), for the service's metrics.
+pub const LAST_SCAN_DURATION_KEY: &str = "scan.last_duration_ms";
 
 /// Scan failures. Problems with single projects are warnings, not errors.
 #[derive(Debug, thiserror::Error)]
@@ -451,6 +453,11 @@ impl Scanner {
             // Every project was seen: what they show replaces what older scans learned.
             self.save_urls(&ctx.learned_urls())?;
             self.store.set_meta(FINGERPRINT_KEY, &fingerprint)?;
+            // Before the stamp, which tells the service to reload and read it.
+            self.store.set_meta(
+                LAST_SCAN_DURATION_KEY,
+                &started.elapsed().as_millis().to_string(),
+            )?;
             self.store
                 .set_meta("scan.last_at_ms", &now_ms().to_string())?;
         }

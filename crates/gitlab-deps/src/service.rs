@@ -178,6 +178,8 @@ impl Service {
             engine_options,
             clock,
         )?);
+        // The client reports its requests to the engine's metrics (scans included).
+        gitlab.set_observer(engine.metrics.api_observer());
         // The disabled-hooks gauge starts from the last sync of any process (`update` from a timer).
         if let Ok(Some(n)) = store.meta(DISABLED_META) {
             engine.metrics.hooks_disabled.set(n.parse().unwrap_or(0));

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::create::Claim;
 use super::log::{INPUT_EVENT, load_cascade};
+use super::observe::Chains;
 use super::reconcile::status_of;
 use crate::cascade::{Action, Cascade, Input, Throttle, VAR_ATTEMPT};
 use crate::config::PathPatterns;
@@ -85,6 +86,8 @@ pub struct Engine {
     pub(super) clock: Arc<dyn Clock>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Chains in progress, for the chain-duration metric.
+    pub(super) chains: Mutex<Chains>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -111,6 +114,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         let cascade = load_cascade(store.as_ref())?;
+        let chains = Mutex::new(Chains::of(&cascade));
         let engine = Self {
             store,
             gitlab,
@@ -129,8 +133,10 @@ impl Engine {
             created_at: Mutex::new(VecDeque::new()),
             clock,
             metrics: Metrics::new(),
+            chains,
         };
         engine.reload()?;
+        engine.observe_scan();
         Ok(engine)
     }
 
@@ -271,8 +277,9 @@ impl Engine {
                     "{project}: starting a pipeline (attempt {attempt})"
                 ));
             }
-            let changes = cascade
-                .take_dirty()
+            let dirty = cascade.take_dirty();
+            self.observe_changes(&dirty, now);
+            let changes = dirty
                 .into_iter()
                 .map(|(p, state)| Ok((p, state.map(serde_json::to_string).transpose()?)))
                 .collect::<Result<Vec<_>, serde_json::Error>>()?;
@@ -294,7 +301,7 @@ impl Engine {
                     claimed.insert(attempt.clone());
                 }
             }
-            self.metrics.observe(&cascade);
+            self.observe_dispatch(&cascade, &graph, &actions, now);
             drop(cascade);
             for action in actions {
                 let Action::CreatePipeline {

@@ -11,6 +11,7 @@ mod create;
 mod engine;
 pub(crate) mod intake;
 pub mod log;
+mod observe;
 mod reconcile;
 mod rescan;
 pub mod view;

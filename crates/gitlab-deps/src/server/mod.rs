@@ -70,7 +70,13 @@ pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Router {
         intake,
     };
     Router::new()
-        .route("/hooks/gitlab", post(webhook::receive))
+        .route(
+            "/hooks/gitlab",
+            post(webhook::receive).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                metrics::time_webhook,
+            )),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/", get(status::page))
         .route("/api/status", get(status::json))
