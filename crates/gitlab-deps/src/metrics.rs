@@ -184,7 +184,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "gitlab_rate_limit_wait",
-            "Time spent waiting because GitLab asked to (Retry-After, RateLimit-Reset), by endpoint class",
+            "Time spent waiting after GitLab rate-limited a request (429), by endpoint class",
             Unit::Seconds,
             api.rate_limit_wait.clone(),
         );

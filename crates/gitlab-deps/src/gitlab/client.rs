@@ -235,8 +235,9 @@ impl GitLab {
                     let wait = asked
                         .map(|w| w.min(self.inner.retry.max_retry_after))
                         .unwrap_or(backoff);
+                    // Some rate limiters answer 429 without a wait header: the backoff wait counts too.
                     if let Some(observer) = observer
-                        && asked.is_some()
+                        && status == StatusCode::TOO_MANY_REQUESTS
                     {
                         observer.rate_limited(endpoint, wait);
                     }

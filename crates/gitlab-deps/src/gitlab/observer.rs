@@ -12,8 +12,8 @@ pub trait ApiObserver: Send + Sync {
     fn request(&self, endpoint: &'static str, outcome: &'static str, took: Duration);
     /// A failed attempt is about to be repeated.
     fn retry(&self, endpoint: &'static str);
-    /// The client waits `wait` before the next attempt because GitLab asked it to (429 with
-    /// `Retry-After` or `RateLimit-Reset`).
+    /// The client waits `wait` before the next attempt because GitLab rate-limited the request
+    /// (429): the wait GitLab asked for (`Retry-After`, `RateLimit-Reset`), else the backoff.
     fn rate_limited(&self, endpoint: &'static str, wait: Duration);
 }
 
