@@ -175,6 +175,10 @@ fn graph_formats() {
         "graph_json",
         stdout_json(&server, &work, &["graph", "--format", "json"])
     );
+    assert_eq!(
+        stdout(&server, &work, &["graph", "--json"]),
+        stdout(&server, &work, &["graph", "--format", "json"])
+    );
 }
 
 /// `status --json` as it is printed.

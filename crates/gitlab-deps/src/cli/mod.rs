@@ -224,6 +224,9 @@ pub struct GraphArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
+    /// The same as --format json (every command that prints data takes --json)
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 /// Graph output formats.

@@ -154,7 +154,12 @@ pub fn print_plan(roots: &[&str], waves: &[Vec<String>]) {
 pub fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let graph = ctx.graph(store.as_ref())?;
-    match args.format {
+    let format = if args.json {
+        GraphFormat::Json
+    } else {
+        args.format
+    };
+    match format {
         GraphFormat::Dot => print!("{}", graph.to_dot()),
         GraphFormat::Mermaid => print!("{}", graph.to_mermaid()),
         GraphFormat::Json => print_json(&GraphJson {
