@@ -11,7 +11,7 @@ mod create;
 mod engine;
 pub(crate) mod intake;
 pub mod log;
-mod observe;
+pub mod observe;
 mod reconcile;
 mod rescan;
 pub mod view;

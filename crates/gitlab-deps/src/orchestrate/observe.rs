@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use super::engine::Engine;
 use crate::cascade::{Action, Cascade, ProjectState};
 use crate::graph::DepGraph;
+use crate::metrics::Metrics;
 
-/// The chains (cascade ids) in progress, each with the projects that still carry it.
+/// The chains (cascade ids) in progress, each with the projects that still carry it: what the
+/// chain-duration metric needs, kept up to date from the states each engine step changed.
 #[derive(Debug, Default)]
-pub(super) struct Chains {
+pub struct Chains {
     /// Cascade ids each non-idle project carries (in its stale or running causes).
     by_project: HashMap<String, Vec<String>>,
     /// Open chains by cascade id.
@@ -47,7 +49,7 @@ fn carried(state: Option<&ProjectState>) -> Vec<(String, i64)> {
 
 impl Chains {
     /// Every chain the cascade carries now (once, when the engine starts).
-    pub(super) fn of(cascade: &Cascade) -> Self {
+    pub fn of(cascade: &Cascade) -> Self {
         let mut chains = Self::default();
         for (project, state) in cascade.projects() {
             chains.update(project, Some(state), 0);
@@ -57,12 +59,7 @@ impl Chains {
 
     /// Records a project's new state; returns the durations (ms) of the chains it was the last
     /// member of.
-    pub(super) fn update(
-        &mut self,
-        project: &str,
-        state: Option<&ProjectState>,
-        now_ms: i64,
-    ) -> Vec<i64> {
+    pub fn update(&mut self, project: &str, state: Option<&ProjectState>, now_ms: i64) -> Vec<i64> {
         let now = carried(state);
         let before = self.by_project.remove(project).unwrap_or_default();
         for (id, at) in &now {
@@ -97,25 +94,64 @@ impl Chains {
         }
         finished
     }
+
+    /// Records the states an engine step changed and observes the chains that ended.
+    pub fn observe(
+        &mut self,
+        metrics: &Metrics,
+        changes: &[(String, Option<&ProjectState>)],
+        now_ms: i64,
+    ) {
+        for (project, state) in changes {
+            for ms in self.update(project, *state, now_ms) {
+                metrics.chain_seconds.observe(seconds(ms));
+            }
+        }
+    }
 }
 
 fn seconds(ms: i64) -> f64 {
     ms.max(0) as f64 / 1000.0
 }
 
+/// After a dispatch: how long each project about to get a pipeline waited since the newest
+/// upstream success it answers, and the state and queue gauges. Costs O(actions), plus O(1).
+pub fn observe_dispatch(
+    metrics: &Metrics,
+    cascade: &Cascade,
+    graph: &DepGraph,
+    actions: &[Action],
+    now_ms: i64,
+) {
+    for Action::CreatePipeline { project, .. } in actions {
+        let newest = cascade
+            .state(project)
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| {
+                r.causes
+                    .iter()
+                    .filter(|c| c.upstream != *project)
+                    .map(|c| c.at_ms)
+                    .max()
+            });
+        // A manual rebuild of the project itself answers no upstream.
+        if let Some(at) = newest {
+            metrics.trigger_delay_seconds.observe(seconds(now_ms - at));
+        }
+    }
+    metrics.observe(cascade);
+    metrics
+        .queue_throttled
+        .set(i64::try_from(cascade.ready_count(graph)).unwrap_or(i64::MAX));
+}
+
 impl Engine {
     /// After a step's states changed: closes the chains that no project carries any more.
     pub(super) fn observe_changes(&self, changes: &[(String, Option<&ProjectState>)], now_ms: i64) {
-        let mut chains = super::engine::lock(&self.chains);
-        for (project, state) in changes {
-            for ms in chains.update(project, *state, now_ms) {
-                self.metrics.chain_seconds.observe(seconds(ms));
-            }
-        }
+        super::engine::lock(&self.chains).observe(&self.metrics, changes, now_ms);
     }
 
-    /// After a dispatch: how long each project about to get a pipeline waited since the newest
-    /// upstream success it answers, and the queue gauges.
+    /// See [`observe_dispatch`].
     pub(super) fn observe_dispatch(
         &self,
         cascade: &Cascade,
@@ -123,28 +159,7 @@ impl Engine {
         actions: &[Action],
         now_ms: i64,
     ) {
-        for Action::CreatePipeline { project, .. } in actions {
-            let newest = cascade
-                .state(project)
-                .and_then(|s| s.running.as_ref())
-                .and_then(|r| {
-                    r.causes
-                        .iter()
-                        .filter(|c| c.upstream != *project)
-                        .map(|c| c.at_ms)
-                        .max()
-                });
-            // A manual rebuild of the project itself answers no upstream.
-            if let Some(at) = newest {
-                self.metrics
-                    .trigger_delay_seconds
-                    .observe(seconds(now_ms - at));
-            }
-        }
-        self.metrics.observe(cascade);
-        self.metrics
-            .queue_throttled
-            .set(i64::try_from(cascade.ready_count(graph)).unwrap_or(i64::MAX));
+        observe_dispatch(&self.metrics, cascade, graph, actions, now_ms);
     }
 
     /// Sets the scan gauges from the graph the engine holds and the store's warnings (after every
