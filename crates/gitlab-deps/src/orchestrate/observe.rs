@@ -2,7 +2,7 @@
 //! for their pipelines, how long whole chains take, the queue, and the last scan. Every update costs
 //! what the step touched, never a walk over all projects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::engine::Engine;
 use crate::cascade::{Action, Cascade, ProjectState};
@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 #[derive(Debug, Default)]
 pub struct Chains {
     /// Cascade ids each non-idle project carries (in its stale or running causes).
-    by_project: HashMap<String, Vec<String>>,
+    by_project: HashMap<String, HashSet<String>>,
     /// Open chains by cascade id.
     open: HashMap<String, Chain>,
 }
@@ -27,22 +27,22 @@ struct Chain {
     members: usize,
 }
 
-/// The cascade ids a state carries, each with its oldest cause time.
-fn carried(state: Option<&ProjectState>) -> Vec<(String, i64)> {
+/// The cascade ids a state carries, each with its oldest cause time. A project can carry many
+/// causes: a map keeps this linear in their number.
+fn carried(state: Option<&ProjectState>) -> HashMap<String, i64> {
+    let mut out: HashMap<String, i64> = HashMap::new();
     let Some(state) = state else {
-        return Vec::new();
+        return out;
     };
     let causes = state
         .stale
         .iter()
         .flat_map(|s| s.causes.iter())
         .chain(state.running.iter().flat_map(|r| r.causes.iter()));
-    let mut out: Vec<(String, i64)> = Vec::new();
     for cause in causes {
-        match out.iter_mut().find(|(id, _)| *id == cause.cascade) {
-            Some((_, at)) => *at = (*at).min(cause.at_ms),
-            None => out.push((cause.cascade.clone(), cause.at_ms)),
-        }
+        out.entry(cause.cascade.clone())
+            .and_modify(|at| *at = (*at).min(cause.at_ms))
+            .or_insert(cause.at_ms);
     }
     out
 }
@@ -75,7 +75,7 @@ impl Chains {
         }
         let mut finished = Vec::new();
         for id in before {
-            if now.iter().any(|(n, _)| *n == id) {
+            if now.contains_key(&id) {
                 continue;
             }
             if let Some(chain) = self.open.get_mut(&id) {
@@ -87,10 +87,8 @@ impl Chains {
             }
         }
         if !now.is_empty() {
-            self.by_project.insert(
-                project.to_owned(),
-                now.into_iter().map(|(id, _)| id).collect(),
-            );
+            self.by_project
+                .insert(project.to_owned(), now.into_keys().collect());
         }
         finished
     }
