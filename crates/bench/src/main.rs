@@ -16,6 +16,7 @@
 
 mod engine_step;
 mod hooks;
+mod observe_cost;
 mod push_rescan;
 mod recovery;
 mod scan_requests;
@@ -166,6 +167,19 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Cost of the metrics' observation per engine step, by instance size (see `observe_cost.rs`).
+    ObserveCost {
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        projects: Vec<usize>,
+        #[arg(long, default_value_t = 10)]
+        layers: usize,
+        #[arg(long, default_value_t = 500)]
+        stale: usize,
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -264,6 +278,13 @@ fn main() -> anyhow::Result<()> {
             max_running,
             seed,
         } => engine_step::bench_engine_step(projects, layers, stale, events, max_running, seed),
+        Command::ObserveCost {
+            projects,
+            layers,
+            stale,
+            events,
+            seed,
+        } => observe_cost::bench_observe_cost(&projects, layers, stale, events, seed),
     }
 }
 

@@ -102,6 +102,8 @@ pub struct FileConfig {
     pub concurrency: Option<usize>,
     /// Timeout for one API request (default "30s").
     pub request_timeout: Option<String>,
+    /// Log format: `auto`, `text` or `json`.
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Discovery settings.
     #[serde(default)]
     pub scan: ScanFileConfig,

@@ -19,6 +19,7 @@ pub mod discover;
 pub mod gitlab;
 pub mod graph;
 pub mod hooks;
+pub mod logging;
 pub mod metrics;
 pub mod orchestrate;
 pub mod scan;

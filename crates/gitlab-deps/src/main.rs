@@ -1,39 +1,45 @@
 //! The `gitlab-deps` binary: parses arguments, sets up logging, runs the command and turns any error
 //! into one clear line and a non-zero exit.
 
+use std::process::ExitCode;
+
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
-use gitlab_deps::cli::{self, Cli};
+use gitlab_deps::cli::{self, Cli, Context};
+use gitlab_deps::logging;
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A service should say what it does; one-shot commands speak only when something is wrong.
-    let serving = matches!(cli.command, cli::Command::Serve(_));
-    let default_level = match (cli.global.verbose, serving) {
-        (0, false) => "warn",
-        (0, true) | (1, _) => "info",
-        _ => "debug",
+    // Completions and man pages need no settings: they work without a config file.
+    if let Some(result) = cli::run_without_settings(&cli.command) {
+        return exit(result);
+    }
+    // The config file is read before logging starts, since it may choose the log format.
+    let ctx = match Context::new(cli.global.clone()) {
+        Ok(ctx) => ctx,
+        Err(e) => return exit(Err(e)),
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default_level},gitlab_deps={}", default_level))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let serving = matches!(cli.command, cli::Command::Serve(_));
+    let format = cli::log_format(&cli.global, Some(&ctx));
+    if let Err(e) = logging::init(format, logging::filter(cli.global.verbose, serving)) {
+        return exit(Err(e.into()));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    exit(runtime.block_on(cli::run_with(ctx, cli.command)))
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

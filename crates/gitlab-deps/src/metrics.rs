@@ -1,13 +1,72 @@
 //! The service's Prometheus metrics, observed by the orchestration runtime and served by
 //! [`crate::server`] at `GET /metrics`.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::cascade::Cascade;
+use crate::gitlab::ApiObserver;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+/// GitLab API figures, fed by the client through [`ApiObserver`]. Shares its storage with the
+/// families registered in [`Metrics`].
+#[derive(Clone)]
+pub struct ApiMetrics {
+    requests: Family<RequestLabels, Counter>,
+    retries: Family<EndpointLabels, Counter>,
+    rate_limit_wait: Family<EndpointLabels, Counter<f64, AtomicU64>>,
+}
+
+impl ApiObserver for ApiMetrics {
+    fn request(&self, endpoint: &'static str, outcome: &'static str, _took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                status: outcome,
+            })
+            .inc();
+    }
+
+    fn retry(&self, endpoint: &'static str) {
+        self.retries
+            .get_or_create(&EndpointLabels { endpoint })
+            .inc();
+    }
+
+    fn rate_limited(&self, endpoint: &'static str, wait: Duration) {
+        self.rate_limit_wait
+            .get_or_create(&EndpointLabels { endpoint })
+            .inc_by(wait.as_secs_f64());
+    }
+}
+
+/// Buckets from 1 ms to about 2.3 h, doubling: webhook handling (milliseconds) and chains (hours)
+/// on one scale.
+fn seconds_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 24)
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(seconds_buckets())
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WebhookLabels {
@@ -47,6 +106,25 @@ pub struct Metrics {
     /// Successful pipelines found by catch-up and fed in as events.
     pub caught_up: Counter,
     recovery_polls: Family<ReasonLabels, Counter>,
+    /// Time to answer a webhook delivery.
+    pub webhook_seconds: Histogram,
+    /// From the engine applying an upstream's success to the request creating a downstream pipeline.
+    pub trigger_delay_seconds: Histogram,
+    /// From a root change to the last project of its chain finishing.
+    pub chain_seconds: Histogram,
+    /// Stale projects: waiting for an upstream, for the throttle, or to be started.
+    pub queue_stale: Gauge,
+    /// Stale projects that nothing above blocks, held back only by `max_running`/`max_per_minute`.
+    pub queue_throttled: Gauge,
+    /// Wall time of the last complete scan.
+    pub scan_duration_seconds: Gauge<f64, AtomicU64>,
+    /// Projects in the graph after the last scan.
+    pub scan_projects: Gauge,
+    /// Dependency edges after the last scan.
+    pub scan_edges: Gauge,
+    /// Warnings after the last scan.
+    pub scan_warnings: Gauge,
+    api: ApiMetrics,
 }
 
 impl Default for Metrics {
@@ -125,8 +203,97 @@ impl Metrics {
             "Recovery polls by reason (startup, overdue, limit, intake_failure; catch_up_* for catch-up asks)",
             recovery_polls.clone(),
         );
+        let api = ApiMetrics {
+            requests: Family::default(),
+            retries: Family::default(),
+            rate_limit_wait: Family::default(),
+        };
+        registry.register(
+            "gitlab_requests",
+            "GitLab API requests by endpoint class and outcome (HTTP status class, 429, or the network error)",
+            api.requests.clone(),
+        );
+        registry.register(
+            "gitlab_retries",
+            "GitLab API requests repeated after a transient failure, by endpoint class",
+            api.retries.clone(),
+        );
+        registry.register_with_unit(
+            "gitlab_rate_limit_wait",
+            "Time spent waiting after GitLab rate-limited a request (429), by endpoint class",
+            Unit::Seconds,
+            api.rate_limit_wait.clone(),
+        );
+        let webhook_seconds = histogram();
+        registry.register_with_unit(
+            "webhook_duration",
+            "Time to answer a webhook delivery",
+            Unit::Seconds,
+            webhook_seconds.clone(),
+        );
+        let trigger_delay_seconds = histogram();
+        registry.register_with_unit(
+            "trigger_delay",
+            "From an upstream's success (as applied by the engine) to the request creating a downstream pipeline",
+            Unit::Seconds,
+            trigger_delay_seconds.clone(),
+        );
+        let chain_seconds = histogram();
+        registry.register_with_unit(
+            "chain_duration",
+            "From a root change to the last project of its chain finishing (or being dropped)",
+            Unit::Seconds,
+            chain_seconds.clone(),
+        );
+        let queue_stale = Gauge::default();
+        registry.register(
+            "queue_stale",
+            "Stale projects waiting to be rebuilt",
+            queue_stale.clone(),
+        );
+        let queue_throttled = Gauge::default();
+        registry.register(
+            "queue_throttled",
+            "Stale projects nothing above blocks, held back only by max_running or max_per_minute",
+            queue_throttled.clone(),
+        );
+        let scan_duration_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "scan_duration",
+            "Wall time of the last complete scan",
+            Unit::Seconds,
+            scan_duration_seconds.clone(),
+        );
+        let scan_projects = Gauge::default();
+        registry.register(
+            "scan_projects",
+            "Projects in the graph after the last scan",
+            scan_projects.clone(),
+        );
+        let scan_edges = Gauge::default();
+        registry.register(
+            "scan_edges",
+            "Dependency edges after the last scan",
+            scan_edges.clone(),
+        );
+        let scan_warnings = Gauge::default();
+        registry.register(
+            "scan_warnings",
+            "Warnings after the last scan",
+            scan_warnings.clone(),
+        );
         Self {
             hooks_disabled,
+            webhook_seconds,
+            trigger_delay_seconds,
+            chain_seconds,
+            queue_stale,
+            queue_throttled,
+            scan_duration_seconds,
+            scan_projects,
+            scan_edges,
+            scan_warnings,
+            api,
             recovery_requests,
             recovery_deferred,
             caught_up,
@@ -161,6 +328,11 @@ impl Metrics {
             .inc();
     }
 
+    /// The observer to hand the GitLab client.
+    pub fn api_observer(&self) -> Arc<dyn ApiObserver> {
+        Arc::new(self.api.clone())
+    }
+
     /// Updates the per-state gauges from the cascade's counts (kept by the cascade as it changes,
     /// so this costs the same on every step, whatever the number of projects).
     pub fn observe(&self, cascade: &Cascade) {
@@ -176,6 +348,8 @@ impl Metrics {
                 })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        self.queue_stale
+            .set(i64::try_from(counts.stale).unwrap_or(i64::MAX));
     }
 
     /// The text exposition format.

@@ -36,6 +36,8 @@ const INSTANCE_URLS_KEY: &str = "scan.instance_urls";
 /// Store key holding when the last complete scan ended (Unix ms); the service reloads its graph
 /// when it changes.
 pub const LAST_SCAN_KEY: &str = "scan.last_at_ms";
+/// Store key holding the wall time of the last complete scan (ms), for the service's metrics.
+pub const LAST_SCAN_DURATION_KEY: &str = "scan.last_duration_ms";
 
 /// Scan failures. Problems with single projects are warnings, not errors.
 #[derive(Debug, thiserror::Error)]
@@ -90,12 +92,22 @@ pub struct ScanSummary {
     /// Distinct external images.
     pub external_images: usize,
     /// All current warnings (files, unknown projects, unreadable projects).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// API requests sent.
     pub requests: u64,
     /// Wall time.
     #[serde(with = "duration_ms")]
     pub duration: Duration,
+}
+
+/// The warning for a project that could not be read this time.
+fn skipped(path: &str, e: &dyn std::fmt::Display) -> Warning {
+    Warning {
+        project: path.to_owned(),
+        file: None,
+        line: None,
+        message: format!("skipped this time: {e}"),
+    }
 }
 
 mod duration_ms {
@@ -143,7 +155,8 @@ enum Outcome {
     Unchanged(ProjectRecord),
     FilesUnchanged(ProjectRecord),
     Gone(u64),
-    Failed(String),
+    /// Could not be read this time; the warning names the project.
+    Failed(Warning),
 }
 
 /// Blob contents read during one scan, by blob id. Blob ids are content hashes, so projects sharing
@@ -314,7 +327,7 @@ impl Scanner {
         let mut listing_error: Option<GitLabError> = None;
         let mut pending: Vec<ProjectScan> = Vec::new();
         let mut touched: Vec<ProjectRecord> = Vec::new();
-        let mut scan_warnings: Vec<String> = Vec::new();
+        let mut scan_warnings: Vec<Warning> = Vec::new();
 
         for scope in &scopes {
             let pages = self.gitlab.list_projects(scope.clone());
@@ -438,6 +451,13 @@ impl Scanner {
             // Every project was seen: what they show replaces what older scans learned.
             self.save_urls(&ctx.learned_urls()).await?;
             self.store.set_meta(FINGERPRINT_KEY, &fingerprint).await?;
+            // Before the stamp, which tells the service to reload and read it.
+            self.store
+                .set_meta(
+                    LAST_SCAN_DURATION_KEY,
+                    &started.elapsed().as_millis().to_string(),
+                )
+                .await?;
             self.store
                 .set_meta("scan.last_at_ms", &now_ms().to_string())
                 .await?;
@@ -458,13 +478,7 @@ impl Scanner {
             .map(|e| e.image.as_str())
             .collect::<BTreeSet<_>>()
             .len();
-        summary.warnings = self
-            .store
-            .warnings()
-            .await?
-            .iter()
-            .map(|w| w.to_string())
-            .collect();
+        summary.warnings = self.store.warnings().await?;
         summary.warnings.extend(scan_warnings);
         summary.requests = self.gitlab.request_count() - requests_before;
         summary.duration = started.elapsed();
@@ -661,7 +675,7 @@ impl Scanner {
         let listed = match self.list_files(project.id, &branch).await {
             Ok(Some(listed)) => listed,
             Ok(None) => return Outcome::Gone(project.id),
-            Err(e) => return Outcome::Failed(format!("{path}: skipped this time: {e}")),
+            Err(e) => return Outcome::Failed(skipped(&path, &e)),
         };
         record.checked_at_ms = Some(checked_at);
         let files: FileBlobs = listed
@@ -688,7 +702,7 @@ impl Scanner {
                 warnings,
                 files,
             }),
-            Err(e) => Outcome::Failed(format!("{path}: skipped this time: {e}")),
+            Err(e) => Outcome::Failed(skipped(&path, &e)),
         }
     }
 

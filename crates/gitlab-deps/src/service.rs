@@ -222,6 +222,8 @@ impl Service {
             )
             .await?,
         );
+        // The client reports its requests to the engine's metrics (scans included).
+        gitlab.set_observer(engine.metrics.api_observer());
         // The disabled-hooks gauge starts from the last sync of any process (`update` from a timer).
         if let Ok(Some(n)) = store.meta(DISABLED_META).await {
             engine.metrics.hooks_disabled.set(n.parse().unwrap_or(0));

@@ -84,6 +84,14 @@ fn pipeline_id() -> insta::internals::Redaction {
     })
 }
 
+/// Redacts a hook id that is there, and keeps a missing one (`null`) visible.
+fn hook_id() -> insta::internals::Redaction {
+    insta::dynamic_redaction(|value, _| match value.as_u64() {
+        Some(_) => "[hook id]".into(),
+        None => value,
+    })
+}
+
 /// Scans the instance with the real binary.
 fn scanned(opts: SimOptions) -> (SimServer, Workdir) {
     let server = instance(opts);
@@ -166,6 +174,10 @@ fn graph_formats() {
     insta::assert_json_snapshot!(
         "graph_json",
         stdout_json(&server, &work, &["graph", "--format", "json"])
+    );
+    assert_eq!(
+        stdout(&server, &work, &["graph", "--json"]),
+        stdout(&server, &work, &["graph", "--format", "json"])
     );
 }
 
@@ -306,5 +318,82 @@ fn pipeline_ids_are_masked_in_texts_and_links_only() {
     assert_eq!(
         mask_pipeline_ids("pipeline #12 failed, see http://h/a/-/pipelines/12; #x stays, 3 stays"),
         "pipeline #[id] failed, see http://h/a/-/pipelines/[id]; #x stays, 3 stays"
+    );
+}
+
+/// The `--json` of the commands that act: a scan, a hook sync and removal, `update`, `rebuild` in
+/// its three modes and `cancel`. One pipeline is started, so its id is stable.
+#[test]
+fn json_of_the_commands_that_act() {
+    let server = instance(SimOptions {
+        auto_finish: false,
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let data = |name: &str, args: &[&str]| {
+        let out = gitlab_deps(&work, &server.url, None)
+            .env("GITLAB_DEPS_WEBHOOK_SECRET", SECRET)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let value: serde_json::Value = serde_json::from_str(&stable(
+            &String::from_utf8_lossy(&out.stdout),
+            &server,
+            &work,
+        ))
+        .unwrap();
+        insta::with_settings!({ description => args.join(" ") }, {
+            insta::assert_json_snapshot!(name, value, {
+                ".duration_ms" => "[ms]",
+                ".scan.duration_ms" => "[ms]",
+                // Hooks are created concurrently: which gets which id varies.
+                ".changes[].hook_id" => hook_id(),
+                ".hooks.changes[].hook_id" => hook_id(),
+            });
+        });
+    };
+    data("scan_json", &["scan", "--json"]);
+    data(
+        "hooks_sync_dry_run_json",
+        &[
+            "hooks",
+            "sync",
+            "--dry-run",
+            "--json",
+            "--public-url",
+            "http://deps.example",
+        ],
+    );
+    data(
+        "update_json",
+        &["update", "--json", "--public-url", "http://deps.example"],
+    );
+    data(
+        "hooks_remove_json",
+        &[
+            "hooks",
+            "remove",
+            "--json",
+            "--public-url",
+            "http://deps.example",
+        ],
+    );
+    data(
+        "rebuild_dry_run_json",
+        &["rebuild", "images/ruby", "--dry-run", "--json"],
+    );
+    data(
+        "rebuild_queue_json",
+        &["rebuild", "images/ruby", "--queue", "--json"],
+    );
+    data("rebuild_json", &["rebuild", "images/ruby", "--json"]);
+    data(
+        "cancel_json",
+        &["cancel", "apps/web", "--descendants", "--json"],
     );
 }

@@ -167,7 +167,7 @@ fn a_scan_builds_the_graph_and_the_queries_read_it() {
     let plan = query(&work, &server.url, &["plan", "images/lang/ruby", "--json"]);
     assert_eq!(
         plan,
-        serde_json::json!({"waves": [["apps/web"], ["apps/svc"]]})
+        serde_json::json!({"roots": ["images/lang/ruby"], "waves": [["apps/web"], ["apps/svc"]]})
     );
     let list = query(&work, &server.url, &["list-projects", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 119);
@@ -240,8 +240,8 @@ fn a_rescan_of_an_unchanged_instance_costs_only_the_listing() {
         .arg("scan")
         .assert()
         .success();
-    let list = query(&work, &server.url, &["list-projects", "--json"]);
-    assert!(!list.as_array().unwrap().iter().any(|p| p == "apps/web"));
+    let list = listed_paths(&work, &server.url);
+    assert!(!list.iter().any(|p| p == "apps/web"));
 }
 
 #[test]
@@ -253,10 +253,9 @@ fn a_group_scan_covers_subgroups_only() {
         .assert()
         .success()
         .stdout(predicate::str::contains("Scanned 3 projects"));
-    let list = query(&work, &server.url, &["list-projects", "--json"]);
     assert_eq!(
-        list,
-        serde_json::json!(["images/base", "images/lang/ruby", "images/tools"])
+        listed_paths(&work, &server.url),
+        ["images/base", "images/lang/ruby", "images/tools"]
     );
 }
 
@@ -319,10 +318,9 @@ fn the_config_chooses_files_scope_and_build_args() {
         .success();
     let rdeps = query(&work, &server.url, &["rdeps", "images/base", "--json"]);
     assert_eq!(rdeps, serde_json::json!(["apps/args", "images/alt"]));
-    let list = query(&work, &server.url, &["list-projects", "--json"]);
     assert_eq!(
-        list,
-        serde_json::json!(["apps/args", "images/alt", "images/base"])
+        listed_paths(&work, &server.url),
+        ["apps/args", "images/alt", "images/base"]
     );
 }
 
@@ -672,7 +670,8 @@ fn subdirectories_long_trees_links_and_empty_repositories() {
     assert_eq!(rdeps, serde_json::json!(["g/long"]));
     let warnings = summary["warnings"].to_string();
     assert!(
-        warnings.contains("g/link: Dockerfile: is a symbolic link"),
+        warnings.contains(r#""file":"Dockerfile","line":null,"message":"is a symbolic link"#)
+            && warnings.contains(r#""project":"g/link""#),
         "{warnings}"
     );
 }
@@ -722,7 +721,7 @@ fn project_urls_on_the_public_address_are_recognised_through_an_internal_one() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|w| w.as_str().unwrap().to_owned())
+            .map(|w| format!("{}:{}: {}", w["file"], w["line"], w["message"]))
             .collect();
         assert_eq!(warnings.len(), 1, "{external}: {warnings:?}");
         assert!(
@@ -736,14 +735,8 @@ fn project_urls_on_the_public_address_are_recognised_through_an_internal_one() {
 fn a_missing_tree_drops_the_project_and_a_refused_one_keeps_it() {
     let server = budget_instance();
     let (work, cfg) = scanned_once(&server);
-    let listed = |work: &Workdir| query(work, &server.url, &["list-projects", "--json"]);
-    assert!(
-        listed(&work)
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p == "own/a")
-    );
+    let listed = |work: &Workdir| listed_paths(work, &server.url);
+    assert!(listed(&work).iter().any(|p| p == "own/a"));
 
     // Refused (403): skipped this time, kept with what was known.
     server.sim.set_file("own/a", "README.md", "touched\n");
@@ -753,10 +746,13 @@ fn a_missing_tree_drops_the_project_and_a_refused_one_keeps_it() {
         .fail_next("GET", "/repository/tree", 1, 403);
     let summary = scan_json(&work, &server, &cfg);
     assert_eq!(summary["failed"], 1, "{summary}");
+    let warning = &summary["warnings"][0];
+    assert_eq!(warning["project"], "own/a", "{summary}");
     assert!(
-        summary["warnings"]
-            .to_string()
-            .contains("own/a: skipped this time"),
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("skipped this time"),
         "{summary}"
     );
     let deps = query(&work, &server.url, &["deps", "own/a", "--json"]);
@@ -770,16 +766,20 @@ fn a_missing_tree_drops_the_project_and_a_refused_one_keeps_it() {
         .fail_next("GET", "/repository/tree", 1, 404);
     let summary = scan_json(&work, &server, &cfg);
     assert_eq!(summary["removed"], 1, "{summary}");
-    assert!(
-        !listed(&work)
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p == "own/a")
-    );
+    assert!(!listed(&work).iter().any(|p| p == "own/a"));
 
     // Back when the tree is there again.
     scan_json(&work, &server, &cfg);
     let deps = query(&work, &server.url, &["deps", "own/a", "--json"]);
     assert_eq!(deps, serde_json::json!(["shared/p0"]));
+}
+
+/// The paths `list-projects --json` describes.
+fn listed_paths(work: &Workdir, url: &str) -> Vec<String> {
+    query(work, url, &["list-projects", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -243,6 +243,11 @@ impl Frontier {
         self.held.get(i as usize).copied().unwrap_or(false)
     }
 
+    /// How many projects [`Frontier::ready`] yields.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
     /// Startable projects nothing blocks, in dispatch order (rank, oldest stale, path).
     pub fn ready(&self) -> impl Iterator<Item = u32> + '_ {
         self.ready.iter().map(|&(_, _, i)| i)

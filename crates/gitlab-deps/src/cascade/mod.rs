@@ -1016,6 +1016,13 @@ impl Cascade {
         }
     }
 
+    /// Stale projects that nothing above blocks and that are not running: after a
+    /// [`Cascade::dispatch`], those it held back for the throttle. Costs O(1); 0 before the first
+    /// dispatch on `graph`.
+    pub fn ready_count(&self, graph: &DepGraph) -> usize {
+        self.index.frontier_of(graph).map_or(0, |f| f.ready_len())
+    }
+
     /// Decides what to start now and records each start as `running` with a fresh attempt id and no
     /// pipeline id; returns the pipelines to create. Persist the state before performing them.
     ///

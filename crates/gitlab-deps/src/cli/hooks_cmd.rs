@@ -6,8 +6,8 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use secrecy::SecretString;
 
-use super::output::print_json;
-use super::{Context, ScanArgs};
+use super::Context;
+use super::output::{ScanJson, UpdateJson, print_json};
 use crate::config;
 use crate::hooks::{HookSummary, SyncOptions, remove_hooks, sync_hooks};
 
@@ -80,6 +80,9 @@ pub struct UpdateArgs {
     /// Rewrite every hook with the current secret (after changing it)
     #[arg(long)]
     pub rotate_secret: bool,
+    /// Print {"scan": ..., "hooks": ...} as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The webhook secret: the flag's file, then GITLAB_DEPS_WEBHOOK_SECRET, then the config's file.
@@ -135,6 +138,12 @@ fn require_url(ctx: &Context, flag: Option<&String>) -> anyhow::Result<String> {
 
 /// Runs `hooks sync` and prints its summary. Fails when a target failed.
 pub async fn sync(ctx: &Context, args: &SyncArgs) -> anyhow::Result<()> {
+    let summary = run_sync(ctx, args).await?;
+    report(&summary, args.json, "sync")
+}
+
+/// Runs `hooks sync` and returns its summary.
+async fn run_sync(ctx: &Context, args: &SyncArgs) -> anyhow::Result<HookSummary> {
     let url = require_url(ctx, args.endpoint.public_url.as_ref())?;
     let Some(secret) = webhook_secret(ctx, args.endpoint.webhook_secret_file.as_ref())? else {
         bail!(
@@ -154,8 +163,7 @@ pub async fn sync(ctx: &Context, args: &SyncArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         groups: hook_groups(ctx),
     };
-    let summary = sync_hooks(&gitlab, store.as_ref(), &projects, &options).await?;
-    report(&summary, args.json, "sync")
+    Ok(sync_hooks(&gitlab, store.as_ref(), &projects, &options).await?)
 }
 
 fn report(summary: &HookSummary, json: bool, verb: &str) -> anyhow::Result<()> {
@@ -164,6 +172,10 @@ fn report(summary: &HookSummary, json: bool, verb: &str) -> anyhow::Result<()> {
     } else {
         print_summary(summary, verb);
     }
+    fail_on_failed(summary)
+}
+
+fn fail_on_failed(summary: &HookSummary) -> anyhow::Result<()> {
     if !summary.failed.is_empty() {
         bail!(
             "{} project(s) or group(s) failed (see above)",
@@ -269,20 +281,24 @@ pub async fn update(ctx: &Context, args: UpdateArgs) -> anyhow::Result<()> {
             "no webhook secret: pass --webhook-secret-file FILE or set GITLAB_DEPS_WEBHOOK_SECRET"
         );
     }
-    super::scan_cmd::run(
-        ctx,
-        ScanArgs {
-            groups: Vec::new(),
-            full: args.full,
-            json: false,
-        },
-    )
-    .await?;
+    let (scanned, cycles) = super::scan_cmd::scan(ctx, Vec::new(), args.full, args.json).await?;
+    if !args.json {
+        super::scan_cmd::print_summary(&scanned, &cycles);
+    }
     let sync_args = SyncArgs {
         endpoint: args.endpoint,
         rotate_secret: args.rotate_secret,
         dry_run: false,
-        json: false,
+        json: args.json,
     };
-    sync(ctx, &sync_args).await
+    if !args.json {
+        return sync(ctx, &sync_args).await;
+    }
+    let hooks = run_sync(ctx, &sync_args).await?;
+    let out = UpdateJson {
+        scan: ScanJson::new(&scanned, cycles),
+        hooks,
+    };
+    print_json(&out)?;
+    fail_on_failed(&out.hooks)
 }

@@ -2,6 +2,7 @@
 
 mod context;
 mod hooks_cmd;
+mod man;
 mod output;
 mod query;
 mod scan_cmd;
@@ -15,6 +16,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use context::Context;
+
+use crate::logging::LogFormat;
 
 /// Keeps chains of dependent GitLab projects rebuilt in the right order.
 #[derive(Debug, Parser)]
@@ -63,6 +66,15 @@ pub struct GlobalArgs {
     /// More log output (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log format on stderr [default: auto: text, coloured on a terminal]
+    #[arg(
+        long,
+        global = true,
+        env = "GITLAB_DEPS_LOG_FORMAT",
+        value_enum,
+        value_name = "FORMAT"
+    )]
+    pub log_format: Option<LogFormat>,
 }
 
 /// The commands.
@@ -94,6 +106,12 @@ pub enum Command {
     Hooks(HooksArgs),
     /// Scan, then sync the webhooks (for a system timer)
     Update(UpdateArgs),
+    /// Print a shell completion script (e.g. `gitlab-deps completions bash > /etc/bash_completion.d/gitlab-deps`)
+    Completions(CompletionsArgs),
+    /// Write the man pages (for packagers)
+    // Hidden: a packaging step, documented in the README; users read its result with `man`.
+    #[command(hide = true)]
+    Man(ManArgs),
     /// Watch a live cascade on a simulated GitLab, all on this machine (no setup)
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
@@ -136,6 +154,22 @@ pub struct DemoArgs {
     /// Exit after the summary instead of serving until Ctrl-C
     #[arg(long)]
     pub exit_when_done: bool,
+}
+
+/// `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    pub shell: clap_complete::Shell,
+}
+
+/// `man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write gitlab-deps.1 and one page per subcommand (gitlab-deps-scan.1, ...) into this
+    /// directory instead of printing gitlab-deps.1
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// `scan`.
@@ -190,6 +224,9 @@ pub struct GraphArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
+    /// The same as --format json (every command that prints data takes --json)
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 /// Graph output formats.
@@ -205,8 +242,41 @@ pub enum GraphFormat {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Context::new(cli.global)?;
-    match cli.command {
+    if let Some(result) = run_without_settings(&cli.command) {
+        return result;
+    }
+    run_with(Context::new(cli.global)?, cli.command).await
+}
+
+/// Runs the commands that read no settings (completions, man pages), so that they work without a
+/// config file or a database; `None` for every other command.
+pub fn run_without_settings(command: &Command) -> Option<anyhow::Result<()>> {
+    match command {
+        Command::Completions(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut cmd, "gitlab-deps", &mut std::io::stdout());
+            Some(Ok(()))
+        }
+        Command::Man(args) => Some(man::write(args.out_dir.as_deref())),
+        _ => None,
+    }
+}
+
+/// The log format: the flag or environment, then the config file, then `auto`.
+pub fn log_format(global: &GlobalArgs, ctx: Option<&Context>) -> LogFormat {
+    global
+        .log_format
+        .or_else(|| ctx.and_then(|c| c.file.log_format))
+        .unwrap_or_default()
+}
+
+/// Runs a command with its resolved settings.
+pub async fn run_with(ctx: Context, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Completions(_) | Command::Man(_) => match run_without_settings(&command) {
+            Some(result) => result,
+            None => Ok(()),
+        },
         Command::Scan(args) => scan_cmd::run(&ctx, args).await,
         Command::ListProjects(args) => query::list_projects(&ctx, &args).await,
         Command::Deps(args) => query::deps(&ctx, &args, query::Direction::Up).await,

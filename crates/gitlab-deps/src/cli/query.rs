@@ -1,11 +1,8 @@
 //! Commands that read the stored graph: `list-projects`, `deps`, `rdeps`, `plan`, `graph`, `warnings`.
 
-use std::collections::BTreeMap;
-
 use anyhow::bail;
-use serde::Serialize;
 
-use super::output::{print_json, table};
+use super::output::{EdgeJson, GraphJson, PlanJson, ProjectJson, WarningJson, print_json, table};
 use super::{Context, DepsArgs, GraphArgs, GraphFormat, ListArgs, PlanArgs};
 use crate::graph::DepGraph;
 
@@ -41,18 +38,17 @@ pub(crate) fn require<'g>(graph: &'g DepGraph, project: &str) -> anyhow::Result<
         .unwrap_or_else(|| anyhow::anyhow!("unknown project {wanted:?}")))
 }
 
-pub async fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
-    let store = ctx.store().await?;
-    let records = store.projects().await?;
+pub fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let records = store.projects()?;
+    let graph = ctx.graph(store.as_ref())?;
     if args.json {
-        let paths: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
-        return print_json(&paths);
+        return print_json(&ProjectJson::all(&records, &graph, &store.externals()?));
     }
     if records.is_empty() {
         eprintln!("No projects stored yet: run `gitlab-deps scan`.");
         return Ok(());
     }
-    let graph = ctx.graph(store.as_ref()).await?;
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
@@ -119,14 +115,9 @@ pub async fn deps(ctx: &Context, args: &DepsArgs, direction: Direction) -> anyho
     Ok(())
 }
 
-#[derive(Serialize)]
-struct Plan {
-    waves: Vec<Vec<String>>,
-}
-
-pub async fn plan(ctx: &Context, args: &PlanArgs) -> anyhow::Result<()> {
-    let store = ctx.store().await?;
-    let graph = ctx.graph(store.as_ref()).await?;
+pub fn plan(ctx: &Context, args: &PlanArgs) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let graph = ctx.graph(store.as_ref())?;
     let roots = args
         .projects
         .iter()
@@ -134,7 +125,10 @@ pub async fn plan(ctx: &Context, args: &PlanArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let waves = graph.plan(&roots);
     if args.json {
-        return print_json(&Plan { waves });
+        return print_json(&PlanJson {
+            roots: roots.iter().map(|r| (*r).to_owned()).collect(),
+            waves,
+        });
     }
     print_plan(&roots, &waves);
     Ok(())
@@ -157,49 +151,22 @@ pub fn print_plan(roots: &[&str], waves: &[Vec<String>]) {
     }
 }
 
-#[derive(Serialize)]
-struct GraphJson<'a> {
-    projects: Vec<GraphProject<'a>>,
-    cycles: Vec<Vec<String>>,
-}
-
-#[derive(Serialize)]
-struct GraphProject<'a> {
-    path: &'a str,
-    id: u64,
-    default_branch: Option<&'a str>,
-    depends_on: Vec<&'a str>,
-    external: Vec<&'a str>,
-}
-
-pub async fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
-    let store = ctx.store().await?;
-    let graph = ctx.graph(store.as_ref()).await?;
-    match args.format {
+pub fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
+    let store = ctx.store()?;
+    let graph = ctx.graph(store.as_ref())?;
+    let format = if args.json {
+        GraphFormat::Json
+    } else {
+        args.format
+    };
+    match format {
         GraphFormat::Dot => print!("{}", graph.to_dot()),
         GraphFormat::Mermaid => print!("{}", graph.to_mermaid()),
-        GraphFormat::Json => {
-            let records = store.projects().await?;
-            let externals = store.externals().await?;
-            let mut by_project: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-            for e in &externals {
-                by_project.entry(&e.project).or_default().push(&e.image);
-            }
-            let projects = records
-                .iter()
-                .map(|r| GraphProject {
-                    path: &r.path,
-                    id: r.id,
-                    default_branch: r.default_branch.as_deref(),
-                    depends_on: graph.upstreams(&r.path),
-                    external: by_project.get(r.path.as_str()).cloned().unwrap_or_default(),
-                })
-                .collect();
-            print_json(&GraphJson {
-                projects,
-                cycles: graph.cycles(),
-            })?;
-        }
+        GraphFormat::Json => print_json(&GraphJson {
+            projects: ProjectJson::all(&store.projects()?, &graph, &store.externals()?),
+            edges: store.edges()?.iter().map(EdgeJson::from).collect(),
+            cycles: graph.cycles(),
+        })?,
     }
     Ok(())
 }
@@ -208,7 +175,8 @@ pub async fn warnings(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
     let store = ctx.store().await?;
     let warnings = store.warnings().await?;
     if args.json {
-        return print_json(&warnings);
+        let list: Vec<WarningJson> = warnings.iter().map(WarningJson::from).collect();
+        return print_json(&list);
     }
     if warnings.is_empty() {
         eprintln!("No warnings.");

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::output::print_json;
+use super::output::{ScanJson, print_json};
 use super::{Context, ScanArgs};
 use crate::scan::{ScanProgress, ScanRequest, ScanSummary, Scanner};
 
@@ -22,7 +22,22 @@ impl ScanProgress for Bar {
 }
 
 pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<()> {
-    let store = ctx.store().await?;
+    let (summary, cycles) = scan(ctx, args.groups, args.full, args.json).await?;
+    if args.json {
+        return print_json(&ScanJson::new(&summary, cycles));
+    }
+    print_summary(&summary, &cycles);
+    Ok(())
+}
+
+/// Runs a scan (with a progress bar on a terminal unless `quiet`); the summary and the cycles.
+pub async fn scan(
+    ctx: &Context,
+    groups: Vec<String>,
+    full: bool,
+    quiet: bool,
+) -> anyhow::Result<(ScanSummary, Vec<Vec<String>>)> {
+    let store = ctx.store()?;
     let gitlab = ctx.gitlab()?;
     let scanner = Scanner::new(
         gitlab,
@@ -31,7 +46,7 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<()> {
         ctx.gitlab_url()?,
         ctx.registry(),
     );
-    let target = if std::io::stderr().is_terminal() && !args.json {
+    let target = if std::io::stderr().is_terminal() && !quiet {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
@@ -44,24 +59,15 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let request = ScanRequest {
-        groups: args.groups,
-        full: args.full,
-    };
+    let request = ScanRequest { groups, full };
     let result = scanner.scan(&request, &Bar(bar.clone())).await;
     bar.finish_and_clear();
     let summary = result?;
-    let graph = ctx.graph(store.as_ref()).await?;
-    if args.json {
-        let mut value = serde_json::to_value(&summary)?;
-        value["cycles"] = serde_json::to_value(graph.cycles())?;
-        return print_json(&value);
-    }
-    print_summary(&summary, &graph.cycles());
-    Ok(())
+    let graph = ctx.graph(store.as_ref())?;
+    Ok((summary, graph.cycles()))
 }
 
-fn print_summary(s: &ScanSummary, cycles: &[Vec<String>]) {
+pub fn print_summary(s: &ScanSummary, cycles: &[Vec<String>]) {
     println!(
         "Scanned {} projects in {:.1}s ({} read, {} unchanged{}{}).",
         s.projects_seen,

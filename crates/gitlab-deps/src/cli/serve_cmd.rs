@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::hooks_cmd::{hook_groups, hook_url, public_url, webhook_secret};
-use super::output::{print_json, table};
+use super::output::{CancelJson, PipelineJson, PlanJson, RebuildJson, print_json, table};
 use crate::cascade::{Input, VAR_CASCADE, VAR_ROOT, VAR_UPSTREAM};
 use crate::config::{self, PathPatterns, ServeFileConfig};
 use crate::orchestrate::{self, EngineOptions, RecoveryOptions, Snapshot, describe};
@@ -73,6 +73,9 @@ pub struct RebuildArgs {
     /// (instead of starting a pipeline now)
     #[arg(long, conflicts_with = "dry_run")]
     pub queue: bool,
+    /// Print what was done as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `cancel`.
@@ -88,6 +91,9 @@ pub struct CancelArgs {
     /// on a manual job, say); what waits below them is then started
     #[arg(long)]
     pub force: bool,
+    /// Print what was asked as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `status`.
@@ -289,7 +295,21 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
     let graph = ctx.graph(store.as_ref()).await?;
     let project = super::query::require(&graph, &args.project)?.to_owned();
     let waves = graph.plan(&[project.as_str()]);
+    let json = |action, pipeline, waves| {
+        print_json(&RebuildJson {
+            project: project.clone(),
+            action,
+            pipeline,
+            plan: PlanJson {
+                roots: vec![project.clone()],
+                waves,
+            },
+        })
+    };
     if args.dry_run {
+        if args.json {
+            return json("dry_run", None, waves);
+        }
         println!("Would start a pipeline for {project} now.");
         super::query::print_plan(&[project.as_str()], &waves);
         return Ok(());
@@ -300,8 +320,10 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
             &Input::Rebuild {
                 project: project.clone(),
             },
-        )
-        .await?;
+        )?;
+        if args.json {
+            return json("queued", None, waves);
+        }
         println!(
             "Queued a rebuild of {project} and what is built on it: the running service starts it once nothing above it is pending."
         );
@@ -326,6 +348,15 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
     let pipeline = gitlab
         .create_pipeline(record.id, &branch, &variables)
         .await?;
+    if args.json {
+        let started = PipelineJson {
+            project: project.clone(),
+            id: pipeline.id,
+            git_ref: branch,
+            web_url: pipeline.web_url,
+        };
+        return json("started", Some(started), waves);
+    }
     println!(
         "Started pipeline #{} for {project} on {branch}: {}",
         pipeline.id,
@@ -364,8 +395,14 @@ pub async fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
             projects: projects.clone(),
             with_descendants: args.descendants,
         },
-    )
-    .await?;
+    )?;
+    if args.json {
+        return print_json(&CancelJson {
+            projects,
+            descendants: args.descendants,
+            force: args.force,
+        });
+    }
     println!(
         "Dropping the pending rebuilds of {}{}: the service applies it within a second.",
         projects.join(", "),

@@ -1,8 +1,8 @@
 //! The client: connection settings, the retrying request path and one method per endpoint.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::HeaderValue;
@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use super::error::{GitLabError, error_message};
+use super::observer::{ApiObserver, endpoint_class, outcome_of_error, outcome_of_status};
 use super::retry::{RetryPolicy, is_retryable, requested_wait};
 use super::types::{Branch, Pipeline, TreeEntry, Variable};
 
@@ -56,6 +57,8 @@ pub(super) struct Inner {
     permits: Semaphore,
     retry: RetryPolicy,
     requests: AtomicU64,
+    /// Where request figures go (metrics), once set; shared by every clone of the client.
+    observer: OnceLock<Arc<dyn ApiObserver>>,
 }
 
 /// The `PRIVATE-TOKEN` header value: the one place the token's text is read. The error does not
@@ -106,8 +109,15 @@ impl GitLab {
                 permits: Semaphore::new(options.concurrency.max(1)),
                 retry: options.retry,
                 requests: AtomicU64::new(0),
+                observer: OnceLock::new(),
             }),
         })
+    }
+
+    /// Reports every request of this client and its clones to `observer` from now on. Only the
+    /// first call has an effect.
+    pub fn set_observer(&self, observer: Arc<dyn ApiObserver>) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// HTTP requests sent so far (retries included).
@@ -166,6 +176,8 @@ impl GitLab {
         }
         let mut delays = self.inner.retry.delays();
         let mut attempts = 0u32;
+        let observer = self.inner.observer.get();
+        let endpoint = endpoint_class(&method, url.path());
         loop {
             attempts += 1;
             let mut request = self
@@ -188,7 +200,16 @@ impl GitLab {
                             reason: "client shut down".into(),
                         })?;
                 self.inner.requests.fetch_add(1, Ordering::Relaxed);
-                request.send().await
+                let started = Instant::now();
+                let outcome = request.send().await;
+                if let Some(observer) = observer {
+                    let label = match &outcome {
+                        Ok(response) => outcome_of_status(response.status()),
+                        Err(err) => outcome_of_error(err),
+                    };
+                    observer.request(endpoint, label, started.elapsed());
+                }
+                outcome
             };
             // The permit is released before any wait, so a backing-off request never holds a slot.
             let wait = match outcome {
@@ -213,6 +234,12 @@ impl GitLab {
                     let wait = asked
                         .map(|w| w.min(self.inner.retry.max_retry_after))
                         .unwrap_or(backoff);
+                    // Some rate limiters answer 429 without a wait header: the backoff wait counts too.
+                    if let Some(observer) = observer
+                        && status == StatusCode::TOO_MANY_REQUESTS
+                    {
+                        observer.rate_limited(endpoint, wait);
+                    }
                     tracing::warn!(%status, attempt = attempts, wait_ms = wait.as_millis() as u64, "GitLab asked to retry: {what}");
                     wait
                 }
@@ -233,6 +260,9 @@ impl GitLab {
                     backoff
                 }
             };
+            if let Some(observer) = observer {
+                observer.retry(endpoint);
+            }
             tokio::time::sleep(wait).await;
         }
     }

@@ -7,6 +7,7 @@
 mod client;
 mod error;
 mod hooks;
+pub mod observer;
 mod paginate;
 pub mod payload;
 mod retry;
@@ -15,5 +16,6 @@ pub mod types;
 pub use client::{GitLab, GitLabOptions, ProjectScope};
 pub use error::GitLabError;
 pub use hooks::{HookOwner, TestOutcome};
+pub use observer::ApiObserver;
 pub use retry::RetryPolicy;
 pub use types::{Branch, Hook, HookSpec, Pipeline, Project, TreeEntry, Variable};

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::create::Claim;
 use super::log::{INPUT_EVENT, load_cascade};
+use super::observe::Chains;
 use super::reconcile::status_of;
 use super::recovery::{Recovery, RecoveryOptions};
 use crate::cascade::{Action, Cascade, Input, ProjectState, Throttle, VAR_ATTEMPT};
@@ -97,6 +98,8 @@ pub struct Engine {
     pub(super) recovery: Recovery,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Chains in progress, for the chain-duration metric.
+    pub(super) chains: Mutex<Chains>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -131,6 +134,7 @@ impl Engine {
             clock.now_ms(),
         )
         .await?;
+        let chains = Mutex::new(Chains::of(&cascade));
         let engine = Self {
             store,
             gitlab,
@@ -152,8 +156,10 @@ impl Engine {
             clock,
             recovery,
             metrics: Metrics::new(),
+            chains,
         };
         engine.reload().await?;
+        engine.observe_scan();
         Ok(engine)
     }
 
@@ -300,10 +306,11 @@ impl Engine {
                 ));
             }
             let counters = cascade.counters();
+            let dirty = cascade.take_dirty();
+            self.observe_changes(&dirty, now);
             // Copied (only what changed), so the commit below runs without the cascade: the
             // status page and the reconciler never wait for the database.
-            let changes: Vec<(String, Option<ProjectState>)> = cascade
-                .take_dirty()
+            let changes: Vec<(String, Option<ProjectState>)> = dirty
                 .into_iter()
                 .map(|(p, state)| (p, state.cloned()))
                 .collect();
@@ -315,7 +322,7 @@ impl Engine {
                     claimed.insert(attempt.clone());
                 }
             }
-            self.metrics.observe(&cascade);
+            self.observe_dispatch(&cascade, &graph, &actions, now);
             drop(cascade);
             if !changes.is_empty() || last.is_some() {
                 // The intent to create each pipeline is durable before any is created.

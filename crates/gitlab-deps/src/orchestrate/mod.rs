@@ -12,6 +12,7 @@ mod create;
 mod engine;
 pub(crate) mod intake;
 pub mod log;
+pub mod observe;
 mod reconcile;
 mod recovery;
 mod rescan;

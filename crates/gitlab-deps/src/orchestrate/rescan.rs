@@ -115,6 +115,7 @@ impl Engine {
             tracing::error!("cannot reload the graph: {e}");
             return;
         }
+        self.observe_scan();
         let after = self.records();
         let graph = self.graph();
         let mut cascade = self.cascade.lock().await;

@@ -1,8 +1,9 @@
 //! `GET /metrics`: the text exposition of [`crate::metrics::Metrics`].
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 
@@ -21,4 +22,21 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.engine.metrics.encode(),
     )
+}
+
+/// Times the webhook handler, from the request reaching it to the answer (a middleware, so the
+/// handler stays free of it).
+pub(crate) async fn time_webhook(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state
+        .engine
+        .metrics
+        .webhook_seconds
+        .observe(started.elapsed().as_secs_f64());
+    response
 }

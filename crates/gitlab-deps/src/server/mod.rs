@@ -117,7 +117,13 @@ pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Result<Router, ServerEr
         bodies,
     };
     Ok(Router::new()
-        .route("/hooks/gitlab", post(webhook::receive))
+        .route(
+            "/hooks/gitlab",
+            post(webhook::receive).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                metrics::time_webhook,
+            )),
+        )
         // From memory: answers whatever the database is doing.
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/", get(status::page))
