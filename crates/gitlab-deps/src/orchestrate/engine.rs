@@ -85,6 +85,9 @@ pub struct Engine {
     pub(super) clock: Arc<dyn Clock>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Bumped whenever the cascade state or the graph changed, so views are computed once per
+    /// change and live pages are pushed an update.
+    pub(super) changed: tokio::sync::watch::Sender<u64>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,6 +132,7 @@ impl Engine {
             created_at: Mutex::new(VecDeque::new()),
             clock,
             metrics: Metrics::new(),
+            changed: tokio::sync::watch::Sender::new(0),
         };
         engine.reload()?;
         Ok(engine)
@@ -144,6 +148,26 @@ impl Engine {
         &self.store
     }
 
+    /// The GitLab client (its [`GitLab::health`] for the status page).
+    pub fn gitlab(&self) -> &GitLab {
+        &self.gitlab
+    }
+
+    /// The wall-clock time the engine goes by (Unix ms).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// A project's GitLab page, when known.
+    pub fn web_url(&self, project: &str) -> Option<String> {
+        self.records().by_path.get(project).map(|r| r.web_url.clone())
+    }
+
+    /// One project's full cascade state (idle ones included, with their recent pipelines).
+    pub async fn project_state(&self, project: &str) -> Option<crate::cascade::ProjectState> {
+        self.cascade.lock().await.state(project).cloned()
+    }
+
     /// Re-reads the graph and project records from the store (after a scan).
     pub fn reload(&self) -> Result<(), StoreError> {
         let _writer = lock(&self.graph_writer);
@@ -155,7 +179,18 @@ impl Engine {
         };
         *self.graph.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(graph);
         *self.records.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(records);
+        self.bump();
         Ok(())
+    }
+
+    /// A receiver of the change counter: it moves after every engine step that changed the
+    /// cascade state, and after every graph reload.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub(super) fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
     }
 
     pub(super) fn graph(&self) -> Arc<DepGraph> {
@@ -296,6 +331,9 @@ impl Engine {
             }
             self.metrics.observe(&cascade);
             drop(cascade);
+            if !changes.is_empty() || !actions.is_empty() {
+                self.bump();
+            }
             for action in actions {
                 let Action::CreatePipeline {
                     project,

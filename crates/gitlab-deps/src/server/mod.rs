@@ -1,7 +1,11 @@
 //! HTTP only: the webhook receiver (verify, then parse, then commit to the event log), the status
 //! page, the JSON API and metrics. The work happens in [`crate::orchestrate`].
 
+mod api;
+mod graph_view;
+mod live;
 mod metrics;
+mod pages;
 mod status;
 mod webhook;
 
@@ -55,25 +59,37 @@ pub(crate) struct AppState {
     pub engine: Arc<Engine>,
     pub http: Arc<HttpOptions>,
     pub intake: intake::Intake,
+    pub live: live::Live,
 }
 
-/// Builds the router: `POST /hooks/gitlab`, `GET /healthz`, `GET /` (status page),
-/// `GET /api/status`, `GET /metrics`. Must be called inside a Tokio runtime (it starts the
-/// event writer).
+/// Builds the router: `POST /hooks/gitlab`, `GET /healthz`, `GET /readyz`, `GET /` (status
+/// page), `GET /projects/{path}`, the JSON API under `/api/`, `GET /metrics`. Must be called
+/// inside a Tokio runtime (it starts the event writer and the live view).
 pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Router {
     let max = http.max_body_bytes;
     let waker = Arc::clone(&engine);
     let intake = intake::Intake::start(Arc::clone(engine.store()), move || waker.notify());
+    let live = live::Live::start(&engine);
     let state = AppState {
         engine,
         http: Arc::new(http),
         intake,
+        live,
     };
     Router::new()
         .route("/hooks/gitlab", post(webhook::receive))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/", get(status::page))
+        .route("/readyz", get(api::readyz))
+        .route("/", get(pages::status))
+        .route("/projects/{*path}", get(pages::project))
+        .route("/assets/style.css", get(pages::style))
+        .route("/assets/live.js", get(pages::script))
         .route("/api/status", get(status::json))
+        .route("/api/graph", get(api::graph))
+        .route("/api/cascades", get(api::cascades))
+        .route("/api/cascades/{id}", get(api::cascade))
+        .route("/api/projects/{*path}", get(api::project))
+        .route("/api/events", get(live::events))
         .route("/metrics", get(metrics::render))
         .layer(DefaultBodyLimit::max(max))
         .layer(tower_http::trace::TraceLayer::new_for_http())
