@@ -59,7 +59,7 @@ pub(crate) struct Chain {
     pub finished_ms: Option<i64>,
     /// Until finished or now.
     pub duration_ms: i64,
-    /// Every project seen in the chain, in the order they joined.
+    /// Every project seen in the chain, upstreams first.
     pub projects: Vec<ChainProject>,
 }
 
@@ -246,7 +246,7 @@ async fn compute(
         generation,
         projects,
         by_project,
-        chains: tracker.active(now),
+        chains: tracker.active(&graph, now),
         history: tracker.history.iter().cloned().collect(),
         graph,
         vias: vias
@@ -270,6 +270,7 @@ struct Tracked {
     started_ms: i64,
     /// Projects in the order they joined, with their last seen part.
     order: Vec<String>,
+
     parts: HashMap<String, ChainProject>,
     outcome: &'static str,
 }
@@ -300,7 +301,7 @@ impl Tracker {
                 outcome: "running",
             });
         }
-        let mut current: HashMap<&str, HashMap<&str, &ProjectView>> = HashMap::new();
+        let mut current: HashMap<&str, BTreeMap<&str, &ProjectView>> = HashMap::new();
         for v in views {
             for id in &v.cascades {
                 current
@@ -362,6 +363,9 @@ impl Tracker {
         for (id, outcome) in finished {
             if let Some(chain) = self.active.remove(&id) {
                 let mut done = chain.render(&id, now);
+                done.projects.sort_by_cached_key(|p| {
+                    (snapshot.graph.topo_rank(&p.project), p.project.clone())
+                });
                 done.outcome = outcome;
                 done.finished_ms = Some(now);
                 self.history.push_front(done);
@@ -370,8 +374,18 @@ impl Tracker {
         }
     }
 
-    fn active(&self, now: i64) -> Vec<Chain> {
-        let mut out: Vec<Chain> = self.active.iter().map(|(id, c)| c.render(id, now)).collect();
+    fn active(&self, graph: &DepGraph, now: i64) -> Vec<Chain> {
+        let mut out: Vec<Chain> = self
+            .active
+            .iter()
+            .map(|(id, c)| c.render(id, now))
+            .collect();
+        // Top of the graph first, as the chain runs.
+        for chain in &mut out {
+            chain
+                .projects
+                .sort_by_cached_key(|p| (graph.topo_rank(&p.project), p.project.clone()));
+        }
         out.sort_by(|a, b| (a.started_ms, &a.id).cmp(&(b.started_ms, &b.id)));
         out
     }
