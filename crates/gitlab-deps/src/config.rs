@@ -190,6 +190,10 @@ pub struct ServeFileConfig {
     pub max_body_bytes: Option<usize>,
     /// How often the whole graph is rescanned (default "6h"; "0s" disables).
     pub rescan_every: Option<String>,
+    /// File holding a token that reading the status pages and the API requires.
+    pub read_token_file: Option<PathBuf>,
+    /// A request header set by an authenticating reverse proxy: requests carrying it may read.
+    pub trusted_user_header: Option<String>,
 }
 
 impl FileConfig {

@@ -302,3 +302,45 @@ fn an_event_arrives_after_a_change() {
     });
     let _ = &f.work;
 }
+
+#[test]
+fn a_read_token_protects_pages_and_api_but_not_webhooks_or_health() {
+    let server = instance();
+    let work = Workdir::new();
+    let token = work.write("read-token", "page-token\n");
+    let config = work.write(
+        "config.toml",
+        &format!("[serve]\nread_token_file = {:?}\n", token.display().to_string()),
+    );
+    let service = Service::start_with_config(&work, &server.url, "127.0.0.1:0", &[], Some(&config));
+    let get = |path: &str, auth: Option<&str>| -> (u16, Option<String>) {
+        let url = format!("{}{path}", service.url);
+        server
+            .runtime
+            .block_on(async {
+                let client = reqwest::Client::new();
+                let mut request = client.get(&url);
+                if let Some(auth) = auth {
+                    request = request.header("Authorization", auth);
+                }
+                let r = request.send().await?;
+                let challenge = r
+                    .headers()
+                    .get("www-authenticate")
+                    .map(|v| v.to_str().unwrap_or_default().to_owned());
+                Ok::<_, reqwest::Error>((r.status().as_u16(), challenge))
+            })
+            .unwrap()
+    };
+    for path in ["/", "/api/status", "/api/graph", "/api/events", "/projects/apps/web"] {
+        let (status, challenge) = get(path, None);
+        assert_eq!(status, 401, "{path}");
+        assert!(challenge.is_some_and(|c| c.starts_with("Basic")), "{path}: the browser asks");
+        assert_eq!(get(path, Some("Bearer wrong")).0, 401, "{path}");
+    }
+    assert_eq!(get("/api/graph", Some("Bearer page-token")).0, 200);
+    // "user:page-token", as a browser sends it after asking.
+    assert_eq!(get("/", Some("Basic dXNlcjpwYWdlLXRva2Vu")).0, 200);
+    assert_eq!(get("/healthz", None).0, 200);
+    assert_eq!(get("/readyz", None).0, 200);
+}

@@ -45,6 +45,7 @@ fn service() -> Running {
     config.http = HttpOptions {
         webhook_secret: Some(SECRET.into()),
         max_body_bytes: MAX_BODY,
+        ..HttpOptions::default()
     };
     let service = Service::new(config, Arc::clone(&store)).unwrap();
     Running {

@@ -166,6 +166,7 @@ mod tests {
         let http = HttpOptions {
             webhook_secret: Some(secret),
             max_body_bytes: 1,
+            read_access: crate::server::ReadAccess::default(),
         };
         let printed = [
             format!("{:?}", ctx.args),

@@ -158,6 +158,16 @@ pub fn service_config(
             .max_body_bytes
             .or(ctx.file.serve.max_body_bytes)
             .unwrap_or(config.http.max_body_bytes),
+        read_access: server::ReadAccess {
+            token: ctx
+                .file
+                .serve
+                .read_token_file
+                .as_deref()
+                .map(crate::config::read_secret_file)
+                .transpose()?,
+            trusted_user_header: ctx.file.serve.trusted_user_header.clone(),
+        },
     };
     config.hook_sync = hook_sync;
     Ok(config)

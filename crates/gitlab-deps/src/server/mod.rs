@@ -1,6 +1,7 @@
 //! HTTP only: the webhook receiver (verify, then parse, then commit to the event log), the status
 //! page, the JSON API and metrics. The work happens in [`crate::orchestrate`].
 
+mod access;
 mod api;
 mod graph_view;
 mod live;
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::orchestrate::Engine;
 use crate::orchestrate::intake;
 use crate::store::StoreError;
+
+pub use access::ReadAccess;
 
 /// Server failures.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,8 @@ pub struct HttpOptions {
     pub webhook_secret: Option<SecretString>,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Who may read the pages and the API (open by default).
+    pub read_access: ReadAccess,
 }
 
 /// Shared state of the HTTP handlers.
@@ -91,6 +96,10 @@ pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Router {
         .route("/api/projects/{*path}", get(api::project))
         .route("/api/events", get(live::events))
         .route("/metrics", get(metrics::render))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::guard,
+        ))
         .layer(DefaultBodyLimit::max(max))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
