@@ -197,6 +197,11 @@ fn api_pages_and_live_events_follow_a_chain_with_a_failure() {
         .collect();
     assert_eq!(cycle.len(), 2, "loop/a <-> loop/b: {whole}");
 
+    let openapi = f.json("/api/openapi.json");
+    for path in ["/api/graph", "/api/cascades/{id}", "/api/projects/{path}", "/readyz"] {
+        assert!(openapi["paths"][path]["get"].is_object(), "{path} in {openapi}");
+    }
+
     let ready = f.json("/readyz");
     assert_eq!(ready["ready"], true, "{ready}");
 

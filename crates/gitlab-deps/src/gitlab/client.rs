@@ -66,7 +66,7 @@ pub(super) struct Inner {
 }
 
 /// What the client knows of GitLab's health, from the requests it made.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ClientHealth {
     /// Unix ms of GitLab's last answer (any status), `None` before the first.
     pub last_answer_ms: Option<i64>,

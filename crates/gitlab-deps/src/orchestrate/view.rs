@@ -9,7 +9,7 @@ use super::engine::Snapshot;
 use crate::cascade::ProjectState;
 
 /// One project that is not idle.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ProjectView {
     /// Project path.
     pub project: String,

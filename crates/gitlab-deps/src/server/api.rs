@@ -32,8 +32,9 @@ pub(crate) enum ApiError {
     UnknownChain(String),
 }
 
-#[derive(Serialize)]
-struct ErrorJson {
+/// An error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorJson {
     error: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     suggestions: Vec<String>,
@@ -54,7 +55,8 @@ impl IntoResponse for ApiError {
 }
 
 /// Query of the graph views: `around` a project to `depth`, or a `chain`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct GraphQuery {
     /// Project path to centre on.
     pub around: Option<String>,
@@ -107,6 +109,9 @@ fn unknown_project(view: &LiveView, path: &str) -> ApiError {
 }
 
 /// `GET /api/graph`.
+#[utoipa::path(get, path = "/api/graph", params(GraphQuery), responses(
+    (status = 200, description = "The selected projects laid out, and the edges between them", body = Layout),
+    (status = 404, description = "`around` names no project", body = ErrorJson)))]
 pub(crate) async fn graph(
     State(state): State<AppState>,
     Query(query): Query<GraphQuery>,
@@ -116,7 +121,7 @@ pub(crate) async fn graph(
 }
 
 /// Chains in progress and recently finished.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Cascades {
     /// In progress (running, or stopped on a failure), oldest first.
     pub active: Vec<Chain>,
@@ -125,6 +130,7 @@ pub(crate) struct Cascades {
 }
 
 /// `GET /api/cascades`.
+#[utoipa::path(get, path = "/api/cascades", responses((status = 200, description = "Chains in progress and recently finished", body = Cascades)))]
 pub(crate) async fn cascades(State(state): State<AppState>) -> Json<Cascades> {
     let view = state.live.current().await;
     Json(Cascades {
@@ -134,6 +140,9 @@ pub(crate) async fn cascades(State(state): State<AppState>) -> Json<Cascades> {
 }
 
 /// `GET /api/cascades/{id}`.
+#[utoipa::path(get, path = "/api/cascades/{id}", params(("id" = String, Path, description = "Chain id (`c-<n>`)")), responses(
+    (status = 200, description = "The chain", body = Chain),
+    (status = 404, description = "Not in progress nor in the recent history", body = ErrorJson)))]
 pub(crate) async fn cascade(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -146,7 +155,7 @@ pub(crate) async fn cascade(
 }
 
 /// One neighbour of a project and the file line the edge comes from.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Neighbour {
     /// Project path.
     pub project: String,
@@ -159,7 +168,7 @@ pub(crate) struct Neighbour {
 }
 
 /// A pipeline the engine saw finish for the project.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct SeenPipelineJson {
     /// Pipeline id.
     pub id: u64,
@@ -170,7 +179,7 @@ pub(crate) struct SeenPipelineJson {
 }
 
 /// `GET /api/projects/{path}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ProjectJson {
     /// Project path.
     pub project: String,
@@ -263,6 +272,9 @@ pub(crate) async fn project_json(state: &AppState, path: &str) -> Result<Project
 }
 
 /// `GET /api/projects/{path}`.
+#[utoipa::path(get, path = "/api/projects/{path}", params(("path" = String, Path, description = "Project path, slashes included")), responses(
+    (status = 200, description = "The project", body = ProjectJson),
+    (status = 404, description = "No such project; close matches suggested", body = ErrorJson)))]
 pub(crate) async fn project(
     State(state): State<AppState>,
     Path(path): Path<String>,
@@ -271,7 +283,7 @@ pub(crate) async fn project(
 }
 
 /// `GET /readyz` body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Ready {
     /// Store open and GitLab not known to be unreachable.
     pub ready: bool,
@@ -294,6 +306,9 @@ pub(crate) fn gitlab_reachable(h: &ClientHealth, now_ms: i64) -> bool {
 }
 
 /// `GET /readyz`: 200 when ready, else 503; the body says which part is not.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "Ready", body = Ready),
+    (status = 503, description = "Not ready: the store or GitLab", body = Ready)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let store = std::sync::Arc::clone(state.engine.store());
     let store_ok = tokio::task::spawn_blocking(move || store.meta("schema.probe").is_ok())

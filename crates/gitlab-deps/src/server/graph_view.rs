@@ -42,7 +42,7 @@ pub(crate) enum Selection {
 }
 
 /// A drawn project.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub(crate) struct Node {
     /// Project path.
     pub path: String,
@@ -59,7 +59,7 @@ pub(crate) struct Node {
 }
 
 /// A drawn edge, upstream to downstream.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub(crate) struct DrawnEdge {
     /// The project built from.
     pub upstream: String,
@@ -72,7 +72,7 @@ pub(crate) struct DrawnEdge {
 }
 
 /// A laid-out selection.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct Layout {
     /// Projects in the instance.
     pub total_projects: usize,

@@ -27,7 +27,7 @@ const FRESH_WAIT: Duration = Duration::from_secs(2);
 const WARNINGS_SHOWN: usize = 50;
 
 /// One project's part in a chain.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub(crate) struct ChainProject {
     /// Project path.
     pub project: String,
@@ -44,7 +44,7 @@ pub(crate) struct ChainProject {
 }
 
 /// One chain (cascade): a change at `root` and every project it made out of date.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub(crate) struct Chain {
     /// The cascade id (`c-<n>`).
     pub id: String,
@@ -409,6 +409,7 @@ impl Tracked {
     }
 }
 
+#[utoipa::path(get, path = "/api/events", responses((status = 200, description = "Server-sent events: `update` with the change counter as data", content_type = "text/event-stream", body = String)))]
 /// `GET /api/events`: a server-sent event `update` (data: the change counter) after every engine
 /// change, and a keep-alive comment while nothing changes. Pages reload their live parts on it.
 pub(crate) async fn events(

@@ -6,6 +6,7 @@ mod api;
 mod graph_view;
 mod live;
 mod metrics;
+mod openapi;
 mod pages;
 mod status;
 mod webhook;
@@ -81,20 +82,17 @@ pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Router {
         intake,
         live,
     };
-    Router::new()
+    let documented = openapi::routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, method)| router.route(path, method));
+    documented
         .route("/hooks/gitlab", post(webhook::receive))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(api::readyz))
         .route("/", get(pages::status))
         .route("/projects/{*path}", get(pages::project))
         .route("/assets/style.css", get(pages::style))
         .route("/assets/live.js", get(pages::script))
-        .route("/api/status", get(status::json))
-        .route("/api/graph", get(api::graph))
-        .route("/api/cascades", get(api::cascades))
-        .route("/api/cascades/{id}", get(api::cascade))
-        .route("/api/projects/{*path}", get(api::project))
-        .route("/api/events", get(live::events))
+        .route("/api/openapi.json", get(openapi::json))
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

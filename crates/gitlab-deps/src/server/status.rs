@@ -7,21 +7,24 @@ use serde::Serialize;
 use super::AppState;
 use crate::orchestrate::ProjectView;
 
-#[derive(Serialize)]
-struct StatusJson {
+/// `GET /api/status`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct StatusJson {
     projects: Vec<ProjectView>,
     graph: GraphCounts,
     activity: Vec<Activity>,
 }
 
-#[derive(Serialize)]
-struct GraphCounts {
+/// Graph size.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct GraphCounts {
     projects: usize,
     edges: usize,
 }
 
-#[derive(Serialize)]
-struct Activity {
+/// One activity log line.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Activity {
     at_ms: i64,
     line: String,
 }
@@ -37,6 +40,7 @@ pub(crate) async fn activity(state: &AppState, limit: usize) -> Vec<(i64, String
 }
 
 /// `GET /api/status`: every non-idle project, graph size, the last 100 activity lines.
+#[utoipa::path(get, path = "/api/status", responses((status = 200, description = "What the service is doing", body = StatusJson)))]
 pub(crate) async fn json(State(state): State<AppState>) -> Json<serde_json::Value> {
     let view = state.live.current().await;
     let status = StatusJson {
