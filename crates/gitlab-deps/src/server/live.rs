@@ -12,6 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use crate::gitlab::ClientHealth;
@@ -139,12 +140,15 @@ impl LiveView {
 pub(crate) struct Live {
     views: watch::Receiver<Arc<LiveView>>,
     engine_changes: watch::Receiver<u64>,
+    /// Cancelled when the server shuts down: event streams end then, or a graceful shutdown
+    /// would wait for every open page.
+    closing: CancellationToken,
 }
 
 impl Live {
     /// Starts the task that recomputes the view after every engine change. It ends when the engine
     /// is dropped.
-    pub fn start(engine: &Arc<Engine>) -> Self {
+    pub fn start(engine: &Arc<Engine>, closing: CancellationToken) -> Self {
         let (tx, views) = watch::channel(Arc::new(LiveView::empty()));
         let engine_changes = engine.subscribe();
         let mut changes = engine.subscribe();
@@ -166,6 +170,7 @@ impl Live {
         Self {
             views,
             engine_changes,
+            closing,
         }
     }
 
@@ -416,16 +421,23 @@ pub(crate) async fn events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.live.subscribe();
-    let stream = futures::stream::unfold((rx, true), |(mut rx, first)| async move {
-        // The first event tells a fresh page the generation it has; the rest follow changes.
-        if !first && rx.changed().await.is_err() {
-            return None;
-        }
+    let closing = state.live.closing.clone();
+    let stream = futures::stream::unfold((rx, true), move |(mut rx, first)| {
+        let closing = closing.clone();
+        async move {
+            // The first event tells a fresh page the generation it has; the rest follow changes.
+            if !first {
+                tokio::select! {
+                    changed = rx.changed() => changed.ok()?,
+                    _ = closing.cancelled() => return None,
+                }
+            }
         let generation = rx.borrow_and_update().generation;
         let event = Event::default()
             .event("update")
             .data(generation.to_string());
-        Some((Ok(event), (rx, false)))
+            Some((Ok(event), (rx, false)))
+        }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

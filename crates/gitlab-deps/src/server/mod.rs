@@ -72,10 +72,15 @@ pub(crate) struct AppState {
 /// page), `GET /projects/{path}`, the JSON API under `/api/`, `GET /metrics`. Must be called
 /// inside a Tokio runtime (it starts the event writer and the live view).
 pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Router {
+    router_until(engine, http, CancellationToken::new())
+}
+
+/// [`router`], whose event streams end when `closing` is cancelled.
+fn router_until(engine: Arc<Engine>, http: HttpOptions, closing: CancellationToken) -> Router {
     let max = http.max_body_bytes;
     let waker = Arc::clone(&engine);
     let intake = intake::Intake::start(Arc::clone(engine.store()), move || waker.notify());
-    let live = live::Live::start(&engine);
+    let live = live::Live::start(&engine, closing);
     let state = AppState {
         engine,
         http: Arc::new(http),
@@ -126,7 +131,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let tasks = engine.clone().spawn(shutdown.clone());
-    let app = router(engine, http);
+    let app = router_until(engine, http, shutdown.clone());
     let stop = shutdown.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
