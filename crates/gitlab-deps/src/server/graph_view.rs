@@ -186,23 +186,20 @@ pub(crate) fn layout(view: &LiveView, projects: &[String], truncated: bool) -> L
     }
     // Rank order puts acyclic upstreams first, so one pass gives longest-path layers.
     let mut layer = vec![0usize; n];
-    for i in 0..n {
-        layer[i] = ups[i].iter().map(|&j| layer[j] + 1).max().unwrap_or(0);
+    for (i, up) in ups.iter().enumerate() {
+        layer[i] = up.iter().map(|&j| layer[j] + 1).max().unwrap_or(0);
     }
     let layers = layer.iter().copied().max().map_or(0, |m| m + 1);
     let mut rows: Vec<Vec<usize>> = vec![Vec::new(); layers];
-    for i in 0..n {
-        rows[layer[i]].push(i);
+    for (i, &l) in layer.iter().enumerate() {
+        rows[l].push(i);
     }
     let mut pos = vec![0f64; n];
-    let place = |rows: &Vec<Vec<usize>>, pos: &mut Vec<f64>| {
-        for row in rows {
-            for (k, &i) in row.iter().enumerate() {
-                pos[i] = k as f64;
-            }
+    for row in &rows {
+        for (k, &i) in row.iter().enumerate() {
+            pos[i] = k as f64;
         }
-    };
-    place(&rows, &mut pos);
+    }
     for sweep in 0..4 {
         let (range, neighbours): (Vec<usize>, &Vec<Vec<usize>>) = if sweep % 2 == 0 {
             ((1..layers).collect(), &ups)
@@ -356,4 +353,91 @@ pub(crate) fn svg(layout: &Layout, view: &LiveView, highlight: Option<&str>) -> 
     }
     out.push_str("</svg>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn view(edges: &[(&str, &str)]) -> LiveView {
+        let mut view = LiveView::empty();
+        view.graph = Arc::new(DepGraph::from_parts(
+            Vec::new(),
+            edges.iter().map(|(u, d)| ((*u).to_owned(), (*d).to_owned())),
+        ));
+        view
+    }
+
+    #[test]
+    fn layers_follow_the_acyclic_edges_and_cycle_edges_are_marked() {
+        let view = view(&[
+            ("a", "b"),
+            ("a", "c"),
+            ("b", "d"),
+            ("c", "d"),
+            ("x", "y"),
+            ("y", "x"),
+        ]);
+        let (projects, cut) = select(&view, &Selection::Whole).unwrap();
+        assert!(!cut);
+        let layout = layout(&view, &projects, cut);
+        let layer = |p: &str| layout.nodes.iter().find(|n| n.path == p).unwrap().layer;
+        assert_eq!(
+            ["a", "b", "c", "d", "x", "y"].map(layer),
+            [0, 1, 1, 2, 0, 0]
+        );
+        let cyclic: Vec<(&str, &str)> = layout
+            .edges
+            .iter()
+            .filter(|e| e.in_cycle)
+            .map(|e| (e.upstream.as_str(), e.downstream.as_str()))
+            .collect();
+        assert_eq!(cyclic, vec![("x", "y"), ("y", "x")]);
+        // No two boxes of a layer overlap.
+        for a in &layout.nodes {
+            for b in &layout.nodes {
+                if a.path != b.path && a.layer == b.layer {
+                    assert!(
+                        (a.x - b.x).abs() >= (a.width + b.width) / 2,
+                        "{} and {} overlap",
+                        a.path,
+                        b.path
+                    );
+                }
+            }
+        }
+        let svg = svg(&layout, &view, None);
+        assert_eq!(svg.matches("class=\"edge cycle\"").count(), 2);
+        assert_eq!(svg.matches("data-state=\"idle\"").count(), 6);
+    }
+
+    #[test]
+    fn a_neighbourhood_is_cut_at_the_limit_and_unknown_paths_are_none() {
+        let leaves: Vec<String> = (0..1000).map(|i| format!("leaf/{i:04}")).collect();
+        let edges: Vec<(&str, &str)> = leaves.iter().map(|l| ("hub", l.as_str())).collect();
+        let view = view(&edges);
+        let around = |path: &str, depth| Selection::Around {
+            path: path.to_owned(),
+            depth,
+        };
+        let (projects, cut) = select(&view, &around("hub", 1)).unwrap();
+        assert!(cut);
+        assert_eq!(projects.len(), MAX_NODES);
+        assert_eq!(projects[0], "hub");
+        let (projects, cut) = select(&view, &around("leaf/0003", 1)).unwrap();
+        assert!(!cut);
+        assert_eq!(projects, vec!["leaf/0003", "hub"]);
+        assert!(select(&view, &around("nope", 1)).is_none());
+    }
+
+    #[test]
+    fn long_labels_keep_their_end() {
+        let long = format!("group/{}/app", "sub/".repeat(20));
+        let l = label(&long);
+        assert_eq!(l.chars().count(), LABEL_MAX);
+        assert!(l.ends_with("/app") && l.starts_with('…'));
+        assert_eq!(project_href("a b/c"), "/projects/a%20b/c");
+    }
 }

@@ -103,7 +103,7 @@ pub(crate) struct LiveView {
 }
 
 impl LiveView {
-    fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Self {
             generation: 0,
             projects: Vec::new(),
