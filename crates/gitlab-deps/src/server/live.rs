@@ -20,6 +20,9 @@ use crate::graph::DepGraph;
 use crate::orchestrate::{Engine, ProjectView, Snapshot, describe};
 use crate::store::Edge;
 
+/// Where each edge comes from (`file:line`), by (upstream, downstream).
+pub(crate) type Vias = HashMap<(String, String), String>;
+
 /// Finished chains kept in memory.
 const HISTORY: usize = 30;
 /// How long a request waits for the view of a change the engine already made.
@@ -96,8 +99,8 @@ pub(crate) struct LiveView {
     pub history: Vec<Chain>,
     /// The graph the view was computed on.
     pub graph: Arc<DepGraph>,
-    /// Where each edge comes from (`file:line`), by (upstream, downstream).
-    pub vias: Arc<HashMap<(String, String), String>>,
+    /// Where each edge comes from.
+    pub vias: Arc<Vias>,
     /// Scan, hooks and GitLab health.
     pub health: Health,
 }
@@ -155,7 +158,7 @@ impl Live {
         let weak: Weak<Engine> = Arc::downgrade(engine);
         tokio::spawn(async move {
             let mut tracker = Tracker::default();
-            let mut vias: Option<(Arc<DepGraph>, Arc<HashMap<(String, String), String>>)> = None;
+            let mut vias: Option<(Arc<DepGraph>, Arc<Vias>)> = None;
             loop {
                 let generation = *changes.borrow_and_update();
                 let Some(engine) = weak.upgrade() else { return };
@@ -195,7 +198,7 @@ async fn compute(
     engine: &Engine,
     generation: u64,
     tracker: &mut Tracker,
-    vias: &mut Option<(Arc<DepGraph>, Arc<HashMap<(String, String), String>>)>,
+    vias: &mut Option<(Arc<DepGraph>, Arc<Vias>)>,
 ) -> LiveView {
     let snapshot = engine.snapshot().await;
     let now = engine.now_ms();
@@ -227,7 +230,7 @@ async fn compute(
         })
         .await;
         let (edges, warnings, last_scan): (Vec<Edge>, _, _) = read.unwrap_or_default();
-        let map: HashMap<(String, String), String> = edges
+        let map: Vias = edges
             .into_iter()
             .map(|e| ((e.upstream, e.downstream), e.via))
             .collect();
