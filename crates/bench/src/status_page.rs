@@ -107,12 +107,7 @@ pub async fn bench_status_page(n: usize, runs: usize, seed: u64) -> anyhow::Resu
     let url = |path: &str| format!("http://{addr}{path}");
     let deadline = Instant::now() + Duration::from_secs(120);
     let affected = loop {
-        let status: serde_json::Value = client
-            .get(url("/api/status"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let status: serde_json::Value = client.get(url("/api/status")).send().await?.json().await?;
         let active = status["projects"].as_array().map_or(0, Vec::len);
         if active > 0 {
             break active;
@@ -135,7 +130,10 @@ pub async fn bench_status_page(n: usize, runs: usize, seed: u64) -> anyhow::Resu
             format!("/api/graph?around={middle}&depth=2"),
         ),
         ("/projects/P".to_owned(), format!("/projects/{middle}")),
-        ("/api/projects/P".to_owned(), format!("/api/projects/{middle}")),
+        (
+            "/api/projects/P".to_owned(),
+            format!("/api/projects/{middle}"),
+        ),
         ("/api/cascades".to_owned(), "/api/cascades".to_owned()),
         ("/api/status".to_owned(), "/api/status".to_owned()),
     ];

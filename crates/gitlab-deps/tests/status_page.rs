@@ -118,9 +118,10 @@ impl Fixture {
         });
         wait_until(60, "tools done in the chain", || {
             let c = self.json("/api/cascades");
-            c["active"][0]["projects"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().any(|p| p["project"] == "images/tools" && p["state"] == "done"))
+            c["active"][0]["projects"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["project"] == "images/tools" && p["state"] == "done")
+            })
         });
     }
 }
@@ -184,9 +185,15 @@ fn api_pages_and_live_events_follow_a_chain_with_a_failure() {
     });
     let (status, body) = f.get("/api/projects/apps/wbe");
     assert_eq!(status, 404);
-    assert!(body.contains("apps/web"), "suggests the close match: {body}");
+    assert!(
+        body.contains("apps/web"),
+        "suggests the close match: {body}"
+    );
 
-    insta::assert_json_snapshot!("api_graph_around_web", f.json("/api/graph?around=apps/web&depth=1"));
+    insta::assert_json_snapshot!(
+        "api_graph_around_web",
+        f.json("/api/graph?around=apps/web&depth=1")
+    );
     let whole = f.json("/api/graph");
     assert_eq!(whole["nodes"].as_array().unwrap().len(), 7);
     let cycle: Vec<&serde_json::Value> = whole["edges"]
@@ -198,8 +205,16 @@ fn api_pages_and_live_events_follow_a_chain_with_a_failure() {
     assert_eq!(cycle.len(), 2, "loop/a <-> loop/b: {whole}");
 
     let openapi = f.json("/api/openapi.json");
-    for path in ["/api/graph", "/api/cascades/{id}", "/api/projects/{path}", "/readyz"] {
-        assert!(openapi["paths"][path]["get"].is_object(), "{path} in {openapi}");
+    for path in [
+        "/api/graph",
+        "/api/cascades/{id}",
+        "/api/projects/{path}",
+        "/readyz",
+    ] {
+        assert!(
+            openapi["paths"][path]["get"].is_object(),
+            "{path} in {openapi}"
+        );
     }
 
     let ready = f.json("/readyz");
@@ -230,7 +245,9 @@ fn api_pages_and_live_events_follow_a_chain_with_a_failure() {
     for path in ["/", "/projects/apps/web", "/projects/nope"] {
         let (_, html) = f.get(path);
         for (at, _) in html.match_indices("://") {
-            let start = html[..at].rfind(['"', '\'', '(', ' ', '=']).map_or(0, |i| i + 1);
+            let start = html[..at]
+                .rfind(['"', '\'', '(', ' ', '='])
+                .map_or(0, |i| i + 1);
             assert!(
                 html[start..].starts_with(&f.server.url),
                 "{path} refers to {}",
@@ -315,7 +332,10 @@ fn a_read_token_protects_pages_and_api_but_not_webhooks_or_health() {
     let token = work.write("read-token", "page-token\n");
     let config = work.write(
         "config.toml",
-        &format!("[serve]\nread_token_file = {:?}\n", token.display().to_string()),
+        &format!(
+            "[serve]\nread_token_file = {:?}\n",
+            token.display().to_string()
+        ),
     );
     let service = Service::start_with_config(&work, &server.url, "127.0.0.1:0", &[], Some(&config));
     let get = |path: &str, auth: Option<&str>| -> (u16, Option<String>) {
@@ -337,10 +357,19 @@ fn a_read_token_protects_pages_and_api_but_not_webhooks_or_health() {
             })
             .unwrap()
     };
-    for path in ["/", "/api/status", "/api/graph", "/api/events", "/projects/apps/web"] {
+    for path in [
+        "/",
+        "/api/status",
+        "/api/graph",
+        "/api/events",
+        "/projects/apps/web",
+    ] {
         let (status, challenge) = get(path, None);
         assert_eq!(status, 401, "{path}");
-        assert!(challenge.is_some_and(|c| c.starts_with("Basic")), "{path}: the browser asks");
+        assert!(
+            challenge.is_some_and(|c| c.starts_with("Basic")),
+            "{path}: the browser asks"
+        );
         assert_eq!(get(path, Some("Bearer wrong")).0, 401, "{path}");
     }
     assert_eq!(get("/api/graph", Some("Bearer page-token")).0, 200);

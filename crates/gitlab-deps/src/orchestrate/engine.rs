@@ -160,7 +160,10 @@ impl Engine {
 
     /// A project's GitLab page, when known.
     pub fn web_url(&self, project: &str) -> Option<String> {
-        self.records().by_path.get(project).map(|r| r.web_url.clone())
+        self.records()
+            .by_path
+            .get(project)
+            .map(|r| r.web_url.clone())
     }
 
     /// One project's full cascade state (idle ones included, with their recent pipelines).

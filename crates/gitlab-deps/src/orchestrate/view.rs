@@ -181,7 +181,13 @@ mod tests {
                 .map(|(u, d)| (u.to_owned(), d.to_owned())),
         );
         let mut cascade = Cascade::new();
-        cascade.apply(&graph, Input::Rebuild { project: "a".into() }, 1_000);
+        cascade.apply(
+            &graph,
+            Input::Rebuild {
+                project: "a".into(),
+            },
+            1_000,
+        );
         let mut now = 1_000;
         let mut run = |cascade: &mut Cascade, project: &str, status: PipelineStatus| {
             now += 10;

@@ -69,7 +69,12 @@ pub(crate) struct GraphQuery {
 impl GraphQuery {
     /// The selection this query asks for on `view`'s graph.
     pub fn selection(&self, view: &LiveView) -> Selection {
-        if let Some(path) = self.around.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some(path) = self
+            .around
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             return Selection::Around {
                 path: path.trim_matches('/').to_owned(),
                 depth: self.depth.unwrap_or(DEFAULT_DEPTH).min(MAX_DEPTH),
@@ -346,7 +351,10 @@ mod tests {
         assert!(gitlab_reachable(&h(None, None), now), "nothing asked yet");
         assert!(!gitlab_reachable(&h(None, Some(5)), now));
         assert!(gitlab_reachable(&h(Some(9), Some(5)), now));
-        assert!(gitlab_reachable(&h(Some(now - 1000), Some(now)), now), "a blip");
+        assert!(
+            gitlab_reachable(&h(Some(now - 1000), Some(now)), now),
+            "a blip"
+        );
         assert!(!gitlab_reachable(&h(Some(1), Some(now)), now));
     }
 }

@@ -97,10 +97,7 @@ pub(crate) fn select(view: &LiveView, selection: &Selection) -> Option<(Vec<Stri
             let all = graph.projects();
             let cut = all.len() > MAX_NODES;
             return Some((
-                all.into_iter()
-                    .take(MAX_NODES)
-                    .map(str::to_owned)
-                    .collect(),
+                all.into_iter().take(MAX_NODES).map(str::to_owned).collect(),
                 cut,
             ));
         }
@@ -230,7 +227,10 @@ pub(crate) fn layout(view: &LiveView, projects: &[String], truncated: bool) -> L
     let row_widths: Vec<i64> = rows
         .iter()
         .map(|row| {
-            row.iter().map(|&i| width_of(ids[i]) + NODE_GAP).sum::<i64>() - NODE_GAP
+            row.iter()
+                .map(|&i| width_of(ids[i]) + NODE_GAP)
+                .sum::<i64>()
+                - NODE_GAP
         })
         .collect();
     let width = row_widths.iter().copied().max().unwrap_or(0).max(0) + 2 * NODE_GAP;
@@ -284,7 +284,9 @@ pub(crate) fn esc(text: &str) -> String {
 pub(crate) fn project_href(path: &str) -> String {
     let encoded: Vec<String> = path
         .split('/')
-        .map(|s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string())
+        .map(|s| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        })
         .collect();
     format!("/projects/{}", encoded.join("/"))
 }
@@ -321,7 +323,10 @@ pub(crate) fn svg(layout: &Layout, view: &LiveView, highlight: Option<&str>) -> 
             esc(&e.downstream),
             esc(&e.upstream),
             esc(&e.downstream),
-            e.via.as_deref().map(|v| format!(" ({})", esc(v))).unwrap_or_default(),
+            e.via
+                .as_deref()
+                .map(|v| format!(" ({})", esc(v)))
+                .unwrap_or_default(),
         );
     }
     for n in &layout.nodes {
@@ -365,7 +370,9 @@ mod tests {
         let mut view = LiveView::empty();
         view.graph = Arc::new(DepGraph::from_parts(
             Vec::new(),
-            edges.iter().map(|(u, d)| ((*u).to_owned(), (*d).to_owned())),
+            edges
+                .iter()
+                .map(|(u, d)| ((*u).to_owned(), (*d).to_owned())),
         ));
         view
     }

@@ -435,10 +435,10 @@ pub(crate) async fn events(
                     _ = closing.cancelled() => return None,
                 }
             }
-        let generation = rx.borrow_and_update().generation;
-        let event = Event::default()
-            .event("update")
-            .data(generation.to_string());
+            let generation = rx.borrow_and_update().generation;
+            let event = Event::default()
+                .event("update")
+                .data(generation.to_string());
             Some((Ok(event), (rx, false)))
         }
     });

@@ -89,7 +89,9 @@ fn router_until(engine: Arc<Engine>, http: HttpOptions, closing: CancellationTok
     };
     let documented = openapi::routes()
         .into_iter()
-        .fold(Router::new(), |router, (path, method)| router.route(path, method));
+        .fold(Router::new(), |router, (path, method)| {
+            router.route(path, method)
+        });
     documented
         .route("/hooks/gitlab", post(webhook::receive))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -204,7 +204,13 @@ fn graph_section(out: &mut String, view: &LiveView, query: &GraphQuery) {
                 out.push_str(" Did you mean ");
                 let links: Vec<String> = suggestions
                     .iter()
-                    .map(|s| format!("<a href=\"/?around={}\"><code>{}</code></a>", esc(&url_query(s)), esc(s)))
+                    .map(|s| {
+                        format!(
+                            "<a href=\"/?around={}\"><code>{}</code></a>",
+                            esc(&url_query(s)),
+                            esc(s)
+                        )
+                    })
                     .collect();
                 out.push_str(&links.join(", "));
                 out.push('?');
@@ -296,7 +302,12 @@ pub(crate) async fn status(
     }
     out.push_str("</section><section><h2>Activity</h2><table>");
     for (at, line) in &activity {
-        let _ = write!(out, "<tr><td>{}</td><td>{}</td></tr>", clock(*at), esc(line));
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td></tr>",
+            clock(*at),
+            esc(line)
+        );
     }
     out.push_str("</table></section></div>");
     out.push_str(FOOT);
@@ -305,10 +316,7 @@ pub(crate) async fn status(
 
 /// `GET /projects/{path}`: state and reason, upstreams and downstreams with the line each edge
 /// comes from, the pipelines the engine saw, and the neighbourhood drawn.
-pub(crate) async fn project(
-    State(state): State<AppState>,
-    Path(path): Path<String>,
-) -> Response {
+pub(crate) async fn project(State(state): State<AppState>, Path(path): Path<String>) -> Response {
     let path = path.trim_matches('/').to_owned();
     let query = GraphQuery {
         around: Some(path.clone()),
@@ -360,7 +368,11 @@ pub(crate) async fn project(
                 project_link(&n.project),
                 state_cell(n.state),
                 esc(n.via.as_deref().unwrap_or("")),
-                if n.in_cycle { " (in a cycle: ignored)" } else { "" }
+                if n.in_cycle {
+                    " (in a cycle: ignored)"
+                } else {
+                    ""
+                }
             );
         }
         out.push_str("</table></section>");
