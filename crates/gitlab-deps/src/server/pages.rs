@@ -164,10 +164,11 @@ fn health(out: &mut String, view: &LiveView, now: i64) {
 fn chain_table(out: &mut String, chain: &Chain, now_running: bool) {
     let _ = write!(
         out,
-        "<article class=chain data-chain=\"{id}\" data-outcome={outcome}><h3>chain <a href=\"/?chain={id}\">{id}</a>: change at {root}, {outcome}, {dur}{since}</h3>",
+        "<article class=chain data-chain=\"{id}\" data-outcome={outcome}><h3>chain <a href=\"/?chain={id}\">{id}</a>: change at {root}, {cell}, {dur}{since}</h3>",
         id = esc(&chain.id),
         root = project_link(&chain.root),
-        outcome = state_cell(chain.outcome),
+        outcome = chain.outcome,
+        cell = state_cell(chain.outcome),
         dur = duration(chain.duration_ms),
         since = if now_running {
             format!(" since {}", clock(chain.started_ms))
