@@ -236,7 +236,10 @@ fn api_pages_and_live_events_follow_a_chain_with_a_failure() {
     }
     assert!(page.contains("class=\"edge cycle\""), "cycle edges dashed");
     assert!(page.contains("blocked by failed images/ruby"));
-    assert!(page.contains("data-outcome=failed"), "the chain stopped on its failure");
+    assert!(
+        page.contains("data-outcome=failed"),
+        "the chain stopped on its failure"
+    );
     let (status, project) = f.get("/projects/apps/web");
     assert_eq!(status, 200);
     assert!(project.contains("Dockerfile:1"), "the edge's origin line");

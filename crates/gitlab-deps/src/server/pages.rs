@@ -73,6 +73,9 @@ fn head(title: &str, generation: u64, query: &GraphQuery) -> String {
     )
 }
 
+/// Rows of a chain listed on the status page.
+const CHAIN_ROWS: usize = 200;
+
 const FOOT: &str = "</main><script src=/assets/live.js></script></body></html>";
 
 fn state_cell(state: &str) -> String {
@@ -177,7 +180,21 @@ fn chain_table(out: &mut String, chain: &Chain, now_running: bool) {
         },
     );
     out.push_str("<table><tr><th>project</th><th>state</th><th>detail</th></tr>");
-    for p in &chain.projects {
+    // A chain can reach thousands of projects: the page lists what needs attention first, up to
+    // CHAIN_ROWS, in chain order; the API has them all.
+    let rank = |state: &str| match state {
+        "failed" => 0,
+        "running" => 1,
+        "blocked" => 2,
+        "queued" => 3,
+        "waiting" => 4,
+        _ => 5,
+    };
+    let mut shown: Vec<usize> = (0..chain.projects.len()).collect();
+    shown.sort_by_key(|&i| (rank(chain.projects[i].state), i));
+    shown.truncate(CHAIN_ROWS);
+    shown.sort_unstable();
+    for p in shown.iter().map(|&i| &chain.projects[i]) {
         let detail = match &p.pipeline_url {
             Some(u) => format!("<a href=\"{}\">{}</a>", esc(u), esc(&p.detail)),
             None => esc(&p.detail),
@@ -192,7 +209,16 @@ fn chain_table(out: &mut String, chain: &Chain, now_running: bool) {
             detail
         );
     }
-    out.push_str("</table></article>");
+    out.push_str("</table>");
+    if chain.projects.len() > shown.len() {
+        let _ = write!(
+            out,
+            "<p class=muted>{} more projects in this chain: <a href=\"/api/cascades/{}\">all of them</a></p>",
+            chain.projects.len() - shown.len(),
+            esc(&chain.id)
+        );
+    }
+    out.push_str("</article>");
 }
 
 fn graph_section(out: &mut String, view: &LiveView, query: &GraphQuery) {
