@@ -20,6 +20,7 @@ mod observe_cost;
 mod push_rescan;
 mod recovery;
 mod scan_requests;
+mod status_page;
 mod webhooks;
 
 use std::path::PathBuf;
@@ -151,6 +152,16 @@ enum Command {
     },
     /// Recovery time after a crash or a lost webhook, and catch-up cost (see `recovery.rs`).
     Recovery(recovery::Args),
+    /// Status page and JSON API over HTTP on a large graph with a chain in progress.
+    StatusPage {
+        #[arg(long, default_value_t = 10_000)]
+        projects: usize,
+        /// Timed requests per URL (after one warm-up).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Engine cost per event with a wave of rebuilds in flight (see `engine_step.rs`).
     EngineStep {
         #[arg(long, default_value_t = 100_000)]
@@ -269,6 +280,14 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(bench_intake(requests, clients, rate))
         }
         Command::Recovery(args) => recovery::run(args),
+        Command::StatusPage {
+            projects,
+            runs,
+            seed,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(status_page::bench_status_page(projects, runs.max(1), seed)),
         Command::Payloads { jobs, runs } => webhooks::bench_payloads(&jobs, runs.max(1)),
         Command::EngineStep {
             projects,

@@ -201,6 +201,10 @@ pub struct ServeFileConfig {
     /// GitLab requests that overdue polls and catch-up may spend per minute on average
     /// (default 50).
     pub recovery_requests_per_minute: Option<u32>,
+    /// File holding a token that reading the status pages and the API requires.
+    pub read_token_file: Option<PathBuf>,
+    /// A request header set by an authenticating reverse proxy: requests carrying it may read.
+    pub trusted_user_header: Option<String>,
 }
 
 impl FileConfig {

@@ -113,6 +113,7 @@ impl Default for HttpOptions {
         Self {
             webhook_secret: None,
             max_body_bytes: defaults::MAX_BODY_BYTES,
+            read_access: server::ReadAccess::default(),
             database: None,
             limits: HttpLimits::default(),
         }

@@ -218,6 +218,16 @@ pub fn service_config(
             .unwrap_or(config.http.max_body_bytes),
         database: Some(ctx.db_path()?),
         limits: http_limits(&ctx.file.serve)?,
+        read_access: service::ReadAccess {
+            token: ctx
+                .file
+                .serve
+                .read_token_file
+                .as_deref()
+                .map(crate::config::read_secret_file)
+                .transpose()?,
+            trusted_user_header: ctx.file.serve.trusted_user_header.clone(),
+        },
     };
     config.hook_sync = hook_sync;
     Ok(config)

@@ -1,6 +1,6 @@
 //! The client: connection settings, the retrying request path and one method per endpoint.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,33 @@ pub(super) struct Inner {
     requests: AtomicU64,
     /// Where request figures go (metrics), once set; shared by every clone of the client.
     observer: OnceLock<Arc<dyn ApiObserver>>,
+    /// Unix ms of the last HTTP answer of any status (0: none yet).
+    last_answer_ms: AtomicI64,
+    /// Unix ms of the last request that got no answer (0: none).
+    last_unreachable_ms: AtomicI64,
+    /// Unix ms until which GitLab asked us to hold back (429), 0 when it never did.
+    rate_limited_until_ms: AtomicI64,
+}
+
+/// What the client knows of GitLab's health, from the requests it made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ClientHealth {
+    /// Unix ms of GitLab's last answer (any status), `None` before the first.
+    pub last_answer_ms: Option<i64>,
+    /// Unix ms of the last request that got no answer (network error), `None` if none did.
+    pub last_unreachable_ms: Option<i64>,
+    /// Until when GitLab's rate limit asked us to wait (Unix ms), `None` if it never did.
+    pub rate_limited_until_ms: Option<i64>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn stamp(value: &AtomicI64) -> Option<i64> {
+    Some(value.load(Ordering::Relaxed)).filter(|&v| v > 0)
 }
 
 /// The `PRIVATE-TOKEN` header value: the one place the token's text is read. The error does not
@@ -110,6 +137,9 @@ impl GitLab {
                 retry: options.retry,
                 requests: AtomicU64::new(0),
                 observer: OnceLock::new(),
+                last_answer_ms: AtomicI64::new(0),
+                last_unreachable_ms: AtomicI64::new(0),
+                rate_limited_until_ms: AtomicI64::new(0),
             }),
         })
     }
@@ -211,6 +241,13 @@ impl GitLab {
                 }
                 outcome
             };
+            match &outcome {
+                Ok(_) => self.inner.last_answer_ms.store(now_ms(), Ordering::Relaxed),
+                Err(_) => self
+                    .inner
+                    .last_unreachable_ms
+                    .store(now_ms(), Ordering::Relaxed),
+            }
             // The permit is released before any wait, so a backing-off request never holds a slot.
             let wait = match outcome {
                 Ok(response) if response.status().is_success() => return Ok(response),
@@ -239,6 +276,11 @@ impl GitLab {
                         && status == StatusCode::TOO_MANY_REQUESTS
                     {
                         observer.rate_limited(endpoint, wait);
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        let until = now_ms() + wait.as_millis() as i64;
+                        self.inner
+                            .rate_limited_until_ms
+                            .store(until, Ordering::Relaxed);
                     }
                     tracing::warn!(%status, attempt = attempts, wait_ms = wait.as_millis() as u64, "GitLab asked to retry: {what}");
                     wait
@@ -264,6 +306,15 @@ impl GitLab {
                 observer.retry(endpoint);
             }
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// What the requests made so far tell of GitLab's health (for `/readyz` and the status page).
+    pub fn health(&self) -> ClientHealth {
+        ClientHealth {
+            last_answer_ms: stamp(&self.inner.last_answer_ms),
+            last_unreachable_ms: stamp(&self.inner.last_unreachable_ms),
+            rate_limited_until_ms: stamp(&self.inner.rate_limited_until_ms),
         }
     }
 

@@ -13,7 +13,7 @@ pub mod payload;
 mod retry;
 pub mod types;
 
-pub use client::{GitLab, GitLabOptions, ProjectScope};
+pub use client::{ClientHealth, GitLab, GitLabOptions, ProjectScope};
 pub use error::GitLabError;
 pub use hooks::{HookOwner, TestOutcome};
 pub use observer::ApiObserver;

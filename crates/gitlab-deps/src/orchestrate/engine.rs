@@ -100,6 +100,9 @@ pub struct Engine {
     pub metrics: Metrics,
     /// Chains in progress, for the chain-duration metric.
     pub(super) chains: Mutex<Chains>,
+    /// Bumped whenever the cascade state or the graph changed, so views are computed once per
+    /// change and live pages are pushed an update.
+    pub(super) changed: tokio::sync::watch::Sender<u64>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,6 +160,7 @@ impl Engine {
             recovery,
             metrics: Metrics::new(),
             chains,
+            changed: tokio::sync::watch::Sender::new(0),
         };
         engine.reload().await?;
         engine.observe_scan();
@@ -173,6 +177,29 @@ impl Engine {
         &self.store
     }
 
+    /// The GitLab client (its [`GitLab::health`] for the status page).
+    pub fn gitlab(&self) -> &GitLab {
+        &self.gitlab
+    }
+
+    /// The wall-clock time the engine goes by (Unix ms).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// A project's GitLab page, when known.
+    pub fn web_url(&self, project: &str) -> Option<String> {
+        self.records()
+            .by_path
+            .get(project)
+            .map(|r| r.web_url.clone())
+    }
+
+    /// One project's full cascade state (idle ones included, with their recent pipelines).
+    pub async fn project_state(&self, project: &str) -> Option<crate::cascade::ProjectState> {
+        self.cascade.lock().await.state(project).cloned()
+    }
+
     /// Re-reads the graph and project records from the store (after a scan).
     pub async fn reload(&self) -> Result<(), StoreError> {
         let _writer = self.graph_writer.lock().await;
@@ -184,7 +211,18 @@ impl Engine {
         };
         *self.graph.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(graph);
         *self.records.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(records);
+        self.bump();
         Ok(())
+    }
+
+    /// A receiver of the change counter: it moves after every engine step that changed the
+    /// cascade state, and after every graph reload.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub(super) fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
     }
 
     pub(super) fn graph(&self) -> Arc<DepGraph> {
@@ -345,6 +383,9 @@ impl Engine {
                     self.cascade.lock().await.mark_dirty(projects);
                     return Err(e);
                 }
+            }
+            if !changes.is_empty() || !actions.is_empty() {
+                self.bump();
             }
             for action in actions {
                 let Action::CreatePipeline {

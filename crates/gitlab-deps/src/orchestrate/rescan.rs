@@ -106,6 +106,7 @@ impl Engine {
                 .insert(record.path.clone(), record);
         }
         *self.graph.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(graph);
+        self.bump();
         Ok(true)
     }
 

@@ -3,7 +3,13 @@
 
 mod body;
 mod listen;
+mod access;
+mod api;
+mod graph_view;
+mod live;
 mod metrics;
+mod openapi;
+mod pages;
 mod status;
 mod webhook;
 
@@ -21,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 use crate::orchestrate::intake;
 use crate::orchestrate::{Engine, Spool, SpoolError};
 use crate::store::{SqliteStore, Store, StoreError};
+
+pub use access::ReadAccess;
 
 /// Server failures.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +67,8 @@ pub struct HttpOptions {
     pub database: Option<PathBuf>,
     /// Limits that keep slow or hostile clients from pinning the server.
     pub limits: HttpLimits,
+    /// Who may read the pages and the API (open by default).
+    pub read_access: ReadAccess,
 }
 
 /// Connection and body limits of the HTTP server.
@@ -83,6 +93,7 @@ pub(crate) struct AppState {
     pub http: Arc<HttpOptions>,
     pub intake: intake::Intake,
     pub bodies: body::BodyBudget,
+    pub live: live::Live,
 }
 
 /// The delivery spool of the database at `db`: the same name with `.spool` appended.
@@ -92,10 +103,20 @@ pub fn spool_path(db: &Path) -> PathBuf {
     name.into()
 }
 
-/// Builds the router: `POST /hooks/gitlab`, `GET /healthz`, `GET /` (status page),
-/// `GET /api/status`, `GET /metrics`. Must be called inside a Tokio runtime (it starts the
-/// event writer). Fails when the spool cannot be opened.
+/// Builds the router: `POST /hooks/gitlab`, `GET /healthz`, `GET /readyz`, `GET /` (status
+/// page), `GET /projects/{path}`, the JSON API under `/api/`, `GET /metrics`. Must be called
+/// inside a Tokio runtime (it starts the event writer and the live view). Fails when the spool
+/// cannot be opened.
 pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Result<Router, ServerError> {
+    router_until(engine, http, CancellationToken::new())
+}
+
+/// [`router`], whose event streams end when `closing` is cancelled.
+fn router_until(
+    engine: Arc<Engine>,
+    http: HttpOptions,
+    closing: CancellationToken,
+) -> Result<Router, ServerError> {
     let (store, spool): (Arc<dyn Store>, _) = match &http.database {
         Some(db) => (
             Arc::new(SqliteStore::open(db)?),
@@ -110,13 +131,20 @@ pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Result<Router, ServerEr
     };
     let intake = intake::Intake::start(store, spool, signals);
     let bodies = body::BodyBudget::new(http.limits.max_body_bytes_in_flight, http.max_body_bytes);
+    let live = live::Live::start(&engine, closing);
     let state = AppState {
         engine,
         http: Arc::new(http),
         intake,
         bodies,
+        live,
     };
-    Ok(Router::new()
+    let documented = openapi::routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, method)| {
+            router.route(path, method)
+        });
+    Ok(documented
         .route(
             "/hooks/gitlab",
             post(webhook::receive).layer(axum::middleware::from_fn_with_state(
@@ -126,9 +154,16 @@ pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Result<Router, ServerEr
         )
         // From memory: answers whatever the database is doing.
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/", get(status::page))
-        .route("/api/status", get(status::json))
+        .route("/", get(pages::status))
+        .route("/projects/{*path}", get(pages::project))
+        .route("/assets/style.css", get(pages::style))
+        .route("/assets/live.js", get(pages::script))
+        .route("/api/openapi.json", get(openapi::json))
         .route("/metrics", get(metrics::render))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::guard,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state))
 }
@@ -156,7 +191,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let limits = http.limits.clone();
-    let app = router(Arc::clone(&engine), http)?;
+    let app = router_until(Arc::clone(&engine), http, shutdown.clone())?;
     let tasks = engine.spawn(shutdown.clone());
     listen::serve(listener, app, &limits, shutdown.clone()).await;
     shutdown.cancel();
