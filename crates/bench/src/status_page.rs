@@ -79,9 +79,9 @@ pub async fn bench_status_page(n: usize, runs: usize, seed: u64) -> anyhow::Resu
         })
         .collect();
     for chunk in scans.chunks(5_000) {
-        store.save_scans(chunk)?;
+        store.save_scans(chunk).await?;
     }
-    resolve(store.as_ref(), None, &base)?;
+    resolve(store.as_ref(), None, &base).await?;
 
     let mut config = ServiceConfig::new(
         GitLabOptions::new(base, "bench-token".into()),
@@ -90,7 +90,7 @@ pub async fn bench_status_page(n: usize, runs: usize, seed: u64) -> anyhow::Resu
     config.engine.max_running = 0;
     config.engine.rescan_every = None;
     config.http.webhook_secret = Some("bench-secret".into());
-    let service = Service::new(config, Arc::clone(&store))?;
+    let service = Service::new(config, Arc::clone(&store)).await?;
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let server_task = tokio::spawn(service.serve(listener, shutdown.clone()));
@@ -102,7 +102,8 @@ pub async fn bench_status_page(n: usize, runs: usize, seed: u64) -> anyhow::Resu
         &Input::Rebuild {
             project: root.clone(),
         },
-    )?;
+    )
+    .await?;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("http://{addr}{path}");
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -16,7 +16,7 @@ use crate::hooks::{DISABLED_META, HookSummary, SyncOptions, sync_hooks};
 use crate::orchestrate::{Engine, EngineOptions, RecoveryOptions};
 use crate::scan::{DEPS_FILE, Scanner};
 use crate::server::{self, ServerError};
-pub use crate::server::{HttpLimits, HttpOptions, bind};
+pub use crate::server::{HttpLimits, HttpOptions, ReadAccess, bind};
 use crate::store::{Store, StoreError};
 use crate::util::{Clock, SystemClock};
 

@@ -38,12 +38,16 @@ pub(crate) fn require<'g>(graph: &'g DepGraph, project: &str) -> anyhow::Result<
         .unwrap_or_else(|| anyhow::anyhow!("unknown project {wanted:?}")))
 }
 
-pub fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
-    let records = store.projects()?;
-    let graph = ctx.graph(store.as_ref())?;
+pub async fn list_projects(ctx: &Context, args: &ListArgs) -> anyhow::Result<()> {
+    let store = ctx.store().await?;
+    let records = store.projects().await?;
+    let graph = ctx.graph(store.as_ref()).await?;
     if args.json {
-        return print_json(&ProjectJson::all(&records, &graph, &store.externals()?));
+        return print_json(&ProjectJson::all(
+            &records,
+            &graph,
+            &store.externals().await?,
+        ));
     }
     if records.is_empty() {
         eprintln!("No projects stored yet: run `gitlab-deps scan`.");
@@ -115,9 +119,9 @@ pub async fn deps(ctx: &Context, args: &DepsArgs, direction: Direction) -> anyho
     Ok(())
 }
 
-pub fn plan(ctx: &Context, args: &PlanArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
-    let graph = ctx.graph(store.as_ref())?;
+pub async fn plan(ctx: &Context, args: &PlanArgs) -> anyhow::Result<()> {
+    let store = ctx.store().await?;
+    let graph = ctx.graph(store.as_ref()).await?;
     let roots = args
         .projects
         .iter()
@@ -151,9 +155,9 @@ pub fn print_plan(roots: &[&str], waves: &[Vec<String>]) {
     }
 }
 
-pub fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
-    let store = ctx.store()?;
-    let graph = ctx.graph(store.as_ref())?;
+pub async fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
+    let store = ctx.store().await?;
+    let graph = ctx.graph(store.as_ref()).await?;
     let format = if args.json {
         GraphFormat::Json
     } else {
@@ -163,8 +167,8 @@ pub fn graph(ctx: &Context, args: &GraphArgs) -> anyhow::Result<()> {
         GraphFormat::Dot => print!("{}", graph.to_dot()),
         GraphFormat::Mermaid => print!("{}", graph.to_mermaid()),
         GraphFormat::Json => print_json(&GraphJson {
-            projects: ProjectJson::all(&store.projects()?, &graph, &store.externals()?),
-            edges: store.edges()?.iter().map(EdgeJson::from).collect(),
+            projects: ProjectJson::all(&store.projects().await?, &graph, &store.externals().await?),
+            edges: store.edges().await?.iter().map(EdgeJson::from).collect(),
             cycles: graph.cycles(),
         })?,
     }

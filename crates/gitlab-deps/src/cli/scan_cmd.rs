@@ -37,7 +37,7 @@ pub async fn scan(
     full: bool,
     quiet: bool,
 ) -> anyhow::Result<(ScanSummary, Vec<Vec<String>>)> {
-    let store = ctx.store()?;
+    let store = ctx.store().await?;
     let gitlab = ctx.gitlab()?;
     let scanner = Scanner::new(
         gitlab,
@@ -63,7 +63,7 @@ pub async fn scan(
     let result = scanner.scan(&request, &Bar(bar.clone())).await;
     bar.finish_and_clear();
     let summary = result?;
-    let graph = ctx.graph(store.as_ref())?;
+    let graph = ctx.graph(store.as_ref()).await?;
     Ok((summary, graph.cycles()))
 }
 

@@ -224,7 +224,7 @@ pub fn service_config(
                 .serve
                 .read_token_file
                 .as_deref()
-                .map(crate::config::read_secret_file)
+                .map(|path| crate::config::read_secret_file(path, "status page read token"))
                 .transpose()?,
             trusted_user_header: ctx.file.serve.trusted_user_header.clone(),
         },
@@ -330,7 +330,8 @@ pub async fn rebuild(ctx: &Context, args: RebuildArgs) -> anyhow::Result<()> {
             &Input::Rebuild {
                 project: project.clone(),
             },
-        )?;
+        )
+        .await?;
         if args.json {
             return json("queued", None, waves);
         }
@@ -405,7 +406,8 @@ pub async fn cancel(ctx: &Context, args: CancelArgs) -> anyhow::Result<()> {
             projects: projects.clone(),
             with_descendants: args.descendants,
         },
-    )?;
+    )
+    .await?;
     if args.json {
         return print_json(&CancelJson {
             projects,

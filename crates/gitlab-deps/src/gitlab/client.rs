@@ -276,6 +276,7 @@ impl GitLab {
                         && status == StatusCode::TOO_MANY_REQUESTS
                     {
                         observer.rate_limited(endpoint, wait);
+                    }
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         let until = now_ms() + wait.as_millis() as i64;
                         self.inner

@@ -163,7 +163,7 @@ impl Engine {
             changed: tokio::sync::watch::Sender::new(0),
         };
         engine.reload().await?;
-        engine.observe_scan();
+        engine.observe_scan().await;
         Ok(engine)
     }
 

@@ -162,18 +162,18 @@ impl Engine {
 
     /// Sets the scan gauges from the graph the engine holds and the store's warnings (after every
     /// scan it runs or loads, and at start).
-    pub(crate) fn observe_scan(&self) {
+    pub(crate) async fn observe_scan(&self) {
         let graph = self.graph();
         let m = &self.metrics;
         m.scan_projects
             .set(i64::try_from(graph.len()).unwrap_or(i64::MAX));
         m.scan_edges
             .set(i64::try_from(graph.edge_count()).unwrap_or(i64::MAX));
-        if let Ok(warnings) = self.store.warnings() {
+        if let Ok(warnings) = self.store.warnings().await {
             m.scan_warnings
                 .set(i64::try_from(warnings.len()).unwrap_or(i64::MAX));
         }
-        if let Ok(Some(ms)) = self.store.meta(crate::scan::LAST_SCAN_DURATION_KEY)
+        if let Ok(Some(ms)) = self.store.meta(crate::scan::LAST_SCAN_DURATION_KEY).await
             && let Ok(ms) = ms.parse::<u64>()
         {
             m.scan_duration_seconds.set(ms as f64 / 1000.0);

@@ -116,7 +116,7 @@ impl Engine {
             tracing::error!("cannot reload the graph: {e}");
             return;
         }
-        self.observe_scan();
+        self.observe_scan().await;
         let after = self.records();
         let graph = self.graph();
         let mut cascade = self.cascade.lock().await;

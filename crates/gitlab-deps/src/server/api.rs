@@ -315,10 +315,7 @@ pub(crate) fn gitlab_reachable(h: &ClientHealth, now_ms: i64) -> bool {
     (status = 200, description = "Ready", body = Ready),
     (status = 503, description = "Not ready: the store or GitLab", body = Ready)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    let store = std::sync::Arc::clone(state.engine.store());
-    let store_ok = tokio::task::spawn_blocking(move || store.meta("schema.probe").is_ok())
-        .await
-        .unwrap_or(false);
+    let store_ok = state.engine.store().meta("schema.probe").await.is_ok();
     let health = state.engine.gitlab().health();
     let gitlab = gitlab_reachable(&health, state.engine.now_ms());
     let ready = store_ok && gitlab;

@@ -218,18 +218,14 @@ async fn compute(
     let store = Arc::clone(engine.store());
     let reread = fresh.is_none() || tracker.health.is_none();
     if reread {
-        let read = tokio::task::spawn_blocking(move || {
-            let edges = store.edges().unwrap_or_default();
-            let warnings = store.warnings().unwrap_or_default();
-            let last_scan = store
-                .meta(crate::scan::LAST_SCAN_KEY)
-                .ok()
-                .flatten()
-                .and_then(|s| s.parse::<i64>().ok());
-            (edges, warnings, last_scan)
-        })
-        .await;
-        let (edges, warnings, last_scan): (Vec<Edge>, _, _) = read.unwrap_or_default();
+        let edges: Vec<Edge> = store.edges().await.unwrap_or_default();
+        let warnings = store.warnings().await.unwrap_or_default();
+        let last_scan = store
+            .meta(crate::scan::LAST_SCAN_KEY)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<i64>().ok());
         let map: Vias = edges
             .into_iter()
             .map(|e| ((e.upstream, e.downstream), e.via))

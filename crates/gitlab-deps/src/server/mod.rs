@@ -1,11 +1,11 @@
 //! HTTP only: the webhook receiver (verify, then parse, then commit to the event log), the status
 //! page, the JSON API and metrics. The work happens in [`crate::orchestrate`].
 
-mod body;
-mod listen;
 mod access;
 mod api;
+mod body;
 mod graph_view;
+mod listen;
 mod live;
 mod metrics;
 mod openapi;
