@@ -62,11 +62,20 @@ pub(crate) struct Intake {
 }
 
 impl Intake {
-    /// Starts the writer task. Without a spool, every batch waits for the database as long as it
-    /// takes (tests and in-memory stores).
-    pub(crate) fn start(store: Arc<dyn Store>, spool: Option<Spool>, signals: Signals) -> Self {
+    /// Starts the writer task. Batches are committed through `store` (the engine's connection: a
+    /// second writer connection would make the two contend for SQLite's lock under load). The
+    /// spool is imported through `importer` when given, a connection of its own, so that an
+    /// import waiting for a locked database holds up nothing else. Without a spool, every batch
+    /// waits for the database as long as it takes (tests and in-memory stores).
+    pub(crate) fn start(
+        store: Arc<dyn Store>,
+        spool: Option<Spool>,
+        importer: Option<Arc<dyn Store>>,
+        signals: Signals,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<(NewEvent, Reply)>(4 * MAX_BATCH);
         let writer = Writer {
+            importer: importer.unwrap_or_else(|| Arc::clone(&store)),
             store,
             spooled: spool.as_ref().map_or(0, Spool::len),
             spool: spool.map(|s| Arc::new(Mutex::new(s))),
@@ -95,6 +104,7 @@ impl Intake {
 
 struct Writer {
     store: Arc<dyn Store>,
+    importer: Arc<dyn Store>,
     spool: Option<Arc<Mutex<Spool>>>,
     /// Bytes in the spool (only this task appends and empties it).
     spooled: u64,
@@ -245,7 +255,7 @@ impl Writer {
         };
         self.next_import = None;
         let (from, end) = (self.imported, self.spooled);
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(&self.importer);
         self.import = Some(tokio::spawn(async move {
             let reader = Arc::clone(&spool);
             let (events, to) = tokio::task::spawn_blocking(move || {
@@ -355,7 +365,7 @@ mod tests {
     async fn concurrent_records_are_committed_and_deduplicated() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let commits = Arc::new(AtomicUsize::new(0));
-        let intake = Intake::start(Arc::clone(&store), None, signals(&commits));
+        let intake = Intake::start(Arc::clone(&store), None, None, signals(&commits));
         let results =
             futures::future::join_all((0..200).map(|k| intake.record(event(k % 50)))).await;
         let new = results.iter().filter(|r| **r == Ok(Recorded::New)).count();
@@ -405,7 +415,8 @@ mod tests {
             conn.execute_batch("COMMIT").unwrap();
         });
         locked_rx.recv().unwrap();
-        let intake = Intake::start(Arc::clone(&store), Some(spool), sig);
+        let importer: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+        let intake = Intake::start(Arc::clone(&store), Some(spool), Some(importer), sig);
         for k in 1..=5 {
             // Each answer comes from the spool while the lock holds.
             assert_eq!(intake.record(event(k)).await, Ok(Recorded::Spooled));

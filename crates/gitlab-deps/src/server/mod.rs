@@ -60,10 +60,10 @@ pub struct HttpOptions {
     pub webhook_secret: Option<SecretString>,
     /// Largest accepted body.
     pub max_body_bytes: usize,
-    /// The SQLite database file. When set, deliveries are committed through a connection of
-    /// their own (the engine's work never holds them up) and kept in the spool next to it,
-    /// [`spool_path`], while the database is busy. `None`: deliveries wait for the engine's store
-    /// as long as it takes (in-memory stores, tests).
+    /// The SQLite database file. When set, deliveries are kept in the spool next to it,
+    /// [`spool_path`], while the database is busy, and imported through a connection of their
+    /// own. `None`: deliveries wait for the engine's store as long as it takes (in-memory stores,
+    /// tests).
     pub database: Option<PathBuf>,
     /// Limits that keep slow or hostile clients from pinning the server.
     pub limits: HttpLimits,
@@ -117,19 +117,19 @@ fn router_until(
     http: HttpOptions,
     closing: CancellationToken,
 ) -> Result<Router, ServerError> {
-    let (store, spool): (Arc<dyn Store>, _) = match &http.database {
-        Some(db) => (
-            Arc::new(SqliteStore::open(db)?),
-            Some(Spool::open(&spool_path(db))?),
-        ),
-        None => (Arc::clone(engine.store()), None),
+    let (spool, importer) = match &http.database {
+        Some(db) => {
+            let importer: Arc<dyn Store> = Arc::new(SqliteStore::open(db)?);
+            (Some(Spool::open(&spool_path(db))?), Some(importer))
+        }
+        None => (None, None),
     };
     let (waker, alarm) = (Arc::clone(&engine), Arc::clone(&engine));
     let signals = intake::Signals {
         committed: Box::new(move || waker.notify()),
         failed: Box::new(move || alarm.intake_failed()),
     };
-    let intake = intake::Intake::start(store, spool, signals);
+    let intake = intake::Intake::start(Arc::clone(engine.store()), spool, importer, signals);
     let bodies = body::BodyBudget::new(http.limits.max_body_bytes_in_flight, http.max_body_bytes);
     let live = live::Live::start(&engine, closing);
     let state = AppState {
