@@ -19,6 +19,9 @@ use crate::store::{DiscoveryStore, ProjectRecord, StoreError};
 const KEY_META: &str = "hook_fingerprint_key";
 /// Meta key: how many of our hooks GitLab still had disabled after the last sync.
 pub const DISABLED_META: &str = "hooks_disabled";
+/// Store key: how many projects and groups the last hook sync could not give a hook (refused,
+/// or GitLab unreachable), so the service can show hooks that are missing.
+pub const MISSING_META: &str = "hooks_missing";
 /// Targets worked on at once (the client bounds the requests in flight further).
 const TARGETS_IN_FLIGHT: usize = 64;
 
@@ -580,6 +583,9 @@ pub async fn sync_hooks(
         store.update_hook_fingerprints(&set, &forget).await?;
         store
             .set_meta(DISABLED_META, &summary.still_disabled().to_string())
+            .await?;
+        store
+            .set_meta(MISSING_META, &summary.failed.len().to_string())
             .await?;
     }
     Ok(summary)

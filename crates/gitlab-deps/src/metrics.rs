@@ -99,6 +99,8 @@ pub struct Metrics {
     pub reconciled: Counter,
     /// Hooks of ours GitLab still had disabled after the last hook sync.
     pub hooks_disabled: Gauge,
+    /// Projects and groups the last hook sync could not give a hook.
+    pub hooks_missing: Gauge,
     /// GitLab requests spent by recovery (pipeline polls and catch-up lists).
     pub recovery_requests: Counter,
     /// Recovery asks postponed because the request budget was spent.
@@ -172,6 +174,12 @@ impl Metrics {
             "reconciled_pipelines",
             "Final pipeline statuses found by polling instead of a webhook",
             reconciled.clone(),
+        );
+        let hooks_missing = Gauge::default();
+        registry.register(
+            "hooks_missing",
+            "Projects and groups the last hook sync could not give a webhook of gitlab-deps (refused or unreachable)",
+            hooks_missing.clone(),
         );
         let hooks_disabled = Gauge::default();
         registry.register(
@@ -284,6 +292,7 @@ impl Metrics {
         );
         Self {
             hooks_disabled,
+            hooks_missing,
             webhook_seconds,
             trigger_delay_seconds,
             chain_seconds,

@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::config::{PathPatterns, ScanSettings};
 use crate::gitlab::{GitLab, GitLabError, GitLabOptions, RetryPolicy};
-use crate::hooks::{DISABLED_META, HookSummary, SyncOptions, sync_hooks};
+use crate::hooks::{HookSummary, SyncOptions, sync_hooks};
 use crate::orchestrate::{Engine, EngineOptions, RecoveryOptions};
 use crate::scan::{DEPS_FILE, Scanner};
 use crate::server::{self, ServerError};
@@ -225,10 +225,8 @@ impl Service {
         );
         // The client reports its requests to the engine's metrics (scans included).
         gitlab.set_observer(engine.metrics.api_observer());
-        // The disabled-hooks gauge starts from the last sync of any process (`update` from a timer).
-        if let Ok(Some(n)) = store.meta(DISABLED_META).await {
-            engine.metrics.hooks_disabled.set(n.parse().unwrap_or(0));
-        }
+        // The hook gauges start from the last sync of any process (`update` from a timer).
+        engine.refresh_hook_gauges().await;
         Ok(Self {
             store,
             gitlab,
@@ -324,6 +322,10 @@ fn log_hook_sync(summary: &HookSummary, engine: &Engine) {
         .metrics
         .hooks_disabled
         .set(summary.still_disabled() as i64);
+    engine
+        .metrics
+        .hooks_missing
+        .set(summary.failed.len() as i64);
     tracing::info!(
         created = summary.created,
         updated = summary.updated,

@@ -121,6 +121,16 @@ fn sync_installs_repairs_and_deduplicates_hooks() {
             .any(|h| h.url == "http://other.example/hook")
     );
     assert!(sim.hooks("g/locked").is_empty());
+    // The service shows the hook that could not be installed (status page, gauge).
+    let missing: String = rusqlite::Connection::open(work.db())
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'hooks_missing'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(missing, "1");
 }
 
 #[test]

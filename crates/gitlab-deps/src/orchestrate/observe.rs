@@ -160,6 +160,24 @@ impl Engine {
         observe_dispatch(&self.metrics, cascade, graph, actions, now_ms);
     }
 
+    /// Sets the hook gauges from the counts the last hook sync of any process stored.
+    pub async fn refresh_hook_gauges(&self) {
+        let stored = async |key| {
+            self.store
+                .meta(key)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|n| n.parse::<i64>().ok())
+        };
+        if let Some(n) = stored(crate::hooks::DISABLED_META).await {
+            self.metrics.hooks_disabled.set(n);
+        }
+        if let Some(n) = stored(crate::hooks::MISSING_META).await {
+            self.metrics.hooks_missing.set(n);
+        }
+    }
+
     /// Sets the scan gauges from the graph the engine holds and the store's warnings (after every
     /// scan it runs or loads, and at start).
     pub(crate) async fn observe_scan(&self) {

@@ -81,6 +81,8 @@ pub(crate) struct Health {
     pub cycles: Vec<Vec<String>>,
     /// Webhooks GitLab disabled, as of the last hook sync.
     pub hooks_disabled: i64,
+    /// Projects and groups the last hook sync could not give a webhook.
+    pub hooks_missing: i64,
     /// What the GitLab client saw.
     pub gitlab: ClientHealth,
 }
@@ -244,7 +246,10 @@ async fn compute(
         });
     }
     let mut health = tracker.health.clone().unwrap_or_default();
+    // A sync run by another process (`update` from a timer) left its counts in the store.
+    engine.refresh_hook_gauges().await;
     health.hooks_disabled = engine.metrics.hooks_disabled.get();
+    health.hooks_missing = engine.metrics.hooks_missing.get();
     health.gitlab = engine.gitlab().health();
     LiveView {
         generation,

@@ -7,14 +7,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 
-/// `GET /metrics`. The disabled-hooks gauge is refreshed from the database, where every hook sync
-/// (this service's, or `update` run by a timer) leaves its count: no GitLab request per scrape.
+/// `GET /metrics`. The hook gauges are refreshed from the database, where every hook sync (this
+/// service's, or `update` run by a timer) leaves its counts: no GitLab request per scrape.
 pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(Some(n)) = state.engine.store().meta(crate::hooks::DISABLED_META).await
-        && let Ok(n) = n.parse()
-    {
-        state.engine.metrics.hooks_disabled.set(n);
-    }
+    state.engine.refresh_hook_gauges().await;
     (
         [(
             header::CONTENT_TYPE,

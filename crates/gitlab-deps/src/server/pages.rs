@@ -132,6 +132,14 @@ fn health(out: &mut String, view: &LiveView, now: i64) {
                 .join(" → ")
         );
     }
+    if h.hooks_missing > 0 {
+        let _ = write!(
+            out,
+            "<li class=bad>{} projects or groups have no webhook: the last hook sync could not \
+             install it (see its log; run <code>gitlab-deps hooks sync</code>)</li>",
+            h.hooks_missing
+        );
+    }
     if h.hooks_disabled > 0 {
         let _ = write!(
             out,
