@@ -345,7 +345,6 @@ impl Engine {
             }
             let counters = cascade.counters();
             let dirty = cascade.take_dirty();
-            self.observe_changes(&dirty, now);
             // Copied (only what changed), so the commit below runs without the cascade: the
             // status page and the reconciler never wait for the database.
             let changes: Vec<(String, Option<ProjectState>)> = dirty
@@ -362,12 +361,12 @@ impl Engine {
             }
             self.observe_dispatch(&cascade, &graph, &actions, now);
             drop(cascade);
+            let rows: Vec<(String, Option<&ProjectState>)> = changes
+                .iter()
+                .map(|(p, state)| (p.clone(), state.as_ref()))
+                .collect();
             if !changes.is_empty() || last.is_some() {
                 // The intent to create each pipeline is durable before any is created.
-                let rows: Vec<(String, Option<&ProjectState>)> = changes
-                    .iter()
-                    .map(|(p, state)| (p.clone(), state.as_ref()))
-                    .collect();
                 if let Err(e) = self.store.commit_cascade(&rows, counters, last).await {
                     // Keep the changes for the next commit; the events stay unprocessed and the
                     // intents unperformed and unclaimed (the reconciler resolves them if nothing
@@ -398,6 +397,9 @@ impl Engine {
                         .create(project, attempt, variables, Claim::Claimed),
                 );
             }
+            // After the creations are on their way: the chain metrics must not delay them.
+            self.observe_changes(&rows, now);
+            drop(rows);
             for line in &log {
                 tracing::info!("{line}");
             }
