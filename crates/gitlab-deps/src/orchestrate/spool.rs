@@ -32,7 +32,6 @@ pub enum SpoolError {
     /// The spool file could not be opened, read, written or synced.
     #[error("delivery spool {path}: {reason}")]
     Io {
-        /// The file.
         path: String,
         /// What failed.
         reason: String,

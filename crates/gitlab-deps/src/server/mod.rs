@@ -36,9 +36,7 @@ pub enum ServerError {
     /// The listen address is taken or invalid.
     #[error("cannot listen on {addr}: {reason}")]
     Bind {
-        /// The address.
         addr: String,
-        /// Why.
         reason: String,
     },
     /// The store failed.

@@ -38,9 +38,7 @@ pub enum StoreError {
     /// The database could not be opened or created.
     #[error("cannot open database {path}: {reason}")]
     Open {
-        /// The file.
         path: String,
-        /// Why.
         reason: String,
     },
     /// The database was written by a newer gitlab-deps.
@@ -48,11 +46,8 @@ pub enum StoreError {
         "database {path} has schema version {found}, newer than this gitlab-deps understands ({supported}): upgrade gitlab-deps"
     )]
     TooNew {
-        /// The file.
         path: String,
-        /// Its version.
         found: i64,
-        /// Ours.
         supported: i64,
     },
     /// A query failed.
@@ -72,9 +67,7 @@ pub enum StoreError {
 pub struct ProjectRecord {
     /// GitLab id (stable across renames).
     pub id: u64,
-    /// Full path.
     pub path: String,
-    /// Default branch.
     pub default_branch: Option<String>,
     /// Web address.
     pub web_url: String,
@@ -131,13 +124,11 @@ pub struct Reference {
 /// A problem found while scanning, kept for the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warning {
-    /// The project.
     pub project: String,
     /// The file, when the problem is in one.
     pub file: Option<String>,
     /// 1-based line, when known.
     pub line: Option<u32>,
-    /// What is wrong.
     pub message: String,
 }
 
@@ -183,7 +174,6 @@ pub struct Edge {
 /// An image a project uses that no project on the instance builds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct External {
-    /// The project.
     pub project: String,
     /// The normalised image.
     pub image: String,
@@ -264,7 +254,6 @@ pub type DeriveFn = Box<
 /// The stored orchestration state.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredCascade {
-    /// The id counters.
     pub counters: Counters,
     /// `(project, state)` pairs, by project.
     pub projects: Vec<(String, ProjectState)>,
@@ -284,7 +273,6 @@ pub struct NewEvent {
 /// A durable record of one webhook delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
-    /// Sequence number.
     pub seq: i64,
     /// The `X-Gitlab-Event` header.
     pub kind: String,
