@@ -35,10 +35,7 @@ pub use access::ReadAccess;
 pub enum ServerError {
     /// The listen address is taken or invalid.
     #[error("cannot listen on {addr}: {reason}")]
-    Bind {
-        addr: String,
-        reason: String,
-    },
+    Bind { addr: String, reason: String },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

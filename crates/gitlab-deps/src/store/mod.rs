@@ -37,10 +37,7 @@ use crate::cascade::{Cascade, Counters, Input, ProjectState};
 pub enum StoreError {
     /// The database could not be opened or created.
     #[error("cannot open database {path}: {reason}")]
-    Open {
-        path: String,
-        reason: String,
-    },
+    Open { path: String, reason: String },
     /// The database was written by a newer gitlab-deps.
     #[error(
         "database {path} has schema version {found}, newer than this gitlab-deps understands ({supported}): upgrade gitlab-deps"
