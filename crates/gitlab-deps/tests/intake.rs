@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{SECRET, Service, SimServer, Workdir, gitlab_deps, json, wait_until};
-use gitlab_sim::{PipelineInfo, ProjectSpec, Sim, SimOptions};
+use common::{Service, SimServer, Workdir, gitlab_deps, json, ours, wait_until};
+use gitlab_sim::{ProjectSpec, Sim, SimOptions};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const CI: &str = "build:\n  script: [make]\n";
@@ -36,32 +36,12 @@ fn setup(config: Option<&str>) -> Setup {
             .file("Dockerfile", format!("FROM {reg}/images/base\n"))
             .file(".gitlab-ci.yml", CI),
     );
-    let work = Workdir::new();
-    gitlab_deps(&work, &server.url, None)
-        .arg("scan")
-        .assert()
-        .success();
-    let config = config.map(|text| work.write("config.toml", text));
-    let service =
-        Service::start_with_config(&work, &server.url, "127.0.0.1:0", &[], config.as_deref());
-    gitlab_deps(&work, &server.url, None)
-        .env("GITLAB_DEPS_WEBHOOK_SECRET", SECRET)
-        .args(["hooks", "sync", "--public-url", &service.url])
-        .assert()
-        .success();
+    let (work, service) = common::scan_and_serve(&server, &[], config);
     Setup {
         server,
         work,
         service,
     }
-}
-
-/// Pipelines gitlab-deps created (source `api`) for a project.
-fn ours(sim: &Sim, project: &str) -> Vec<PipelineInfo> {
-    sim.pipelines(project)
-        .into_iter()
-        .filter(|p| p.source == "api")
-        .collect()
 }
 
 fn built(sim: &Sim, project: &str) -> bool {

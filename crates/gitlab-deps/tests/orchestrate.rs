@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SECRET, Service, SimServer, Workdir, gitlab_deps, json, wait_until};
+use common::{SECRET, Service, SimServer, Workdir, gitlab_deps, json, ours, wait_until};
 use gitlab_sim::{Outcome, PipelineInfo, PipelineSpec, ProjectSpec, Sim, SimOptions};
 use predicates::prelude::PredicateBooleanExt as _;
 
@@ -53,30 +53,12 @@ impl Setup {
 /// Scans the instance, starts the service and installs the hooks.
 fn setup(opts: SimOptions, serve_args: &[&str]) -> Setup {
     let server = instance(opts);
-    let work = Workdir::new();
-    gitlab_deps(&work, &server.url, None)
-        .arg("scan")
-        .assert()
-        .success();
-    let service = Service::start(&work, &server.url, "127.0.0.1:0", serve_args);
-    gitlab_deps(&work, &server.url, None)
-        .env("GITLAB_DEPS_WEBHOOK_SECRET", SECRET)
-        .args(["hooks", "sync", "--public-url", &service.url])
-        .assert()
-        .success();
+    let (work, service) = common::scan_and_serve(&server, serve_args, None);
     Setup {
         server,
         work,
         service,
     }
-}
-
-/// Pipelines gitlab-deps created (source `api`) for a project.
-fn ours(sim: &Sim, project: &str) -> Vec<PipelineInfo> {
-    sim.pipelines(project)
-        .into_iter()
-        .filter(|p| p.source == "api")
-        .collect()
 }
 
 fn succeeded(sim: &Sim, project: &str, n: usize) -> bool {

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{SECRET, Service, SimServer, Workdir, gitlab_deps, wait_until};
+use common::{Service, SimServer, Workdir, ours, wait_until};
 use gitlab_deps::cascade::Input;
 use gitlab_deps::config::ScanSettings;
 use gitlab_deps::gitlab::GitLabOptions;
@@ -16,7 +16,7 @@ use gitlab_deps::scan::{NoProgress, ScanRequest};
 use gitlab_deps::service::{Service as InProcess, ServiceConfig};
 use gitlab_deps::store::{SqliteStore, Store};
 use gitlab_deps::util::{Clock, ManualClock, SystemClock};
-use gitlab_sim::{FaultRule, Outcome, PipelineInfo, ProjectSpec, Sim, SimOptions};
+use gitlab_sim::{FaultRule, Outcome, ProjectSpec, Sim, SimOptions};
 
 const CI: &str = "build:\n  script: [make]\n";
 /// Far above every deadline below: nothing here may wait for the reconciler's upper bound.
@@ -43,14 +43,6 @@ fn hand_finished() -> SimOptions {
         auto_finish: false,
         ..SimOptions::default()
     }
-}
-
-/// Pipelines gitlab-deps created (source `api`).
-fn ours(sim: &Sim, project: &str) -> Vec<PipelineInfo> {
-    sim.pipelines(project)
-        .into_iter()
-        .filter(|p| p.source == "api")
-        .collect()
 }
 
 fn finish_all(sim: &Sim, project: &str) {
@@ -108,17 +100,7 @@ fn http_get(addr: &str, path: &str) -> String {
 fn setup(args: &[&str]) -> Setup {
     let server = SimServer::start(hand_finished());
     chain(&server.sim);
-    let work = Workdir::new();
-    gitlab_deps(&work, &server.url, None)
-        .arg("scan")
-        .assert()
-        .success();
-    let service = Service::start(&work, &server.url, "127.0.0.1:0", args);
-    gitlab_deps(&work, &server.url, None)
-        .env("GITLAB_DEPS_WEBHOOK_SECRET", SECRET)
-        .args(["hooks", "sync", "--public-url", &service.url])
-        .assert()
-        .success();
+    let (work, service) = common::scan_and_serve(&server, args, None);
     Setup {
         server,
         work,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use gitlab_sim::{Sim, SimOptions};
+use gitlab_sim::{PipelineInfo, Sim, SimOptions};
 
 /// A simulated GitLab served from its own runtime, so synchronous tests can drive the binary.
 pub struct SimServer {
@@ -183,4 +183,36 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Scans the simulated instance into a fresh database, starts the real `serve` binary on it (with
+/// `extra` arguments and an optional config file's text) and installs the hooks with `hooks sync`:
+/// what the orchestration tests start from.
+pub fn scan_and_serve(
+    server: &SimServer,
+    extra: &[&str],
+    config: Option<&str>,
+) -> (Workdir, Service) {
+    let work = Workdir::new();
+    gitlab_deps(&work, &server.url, None)
+        .arg("scan")
+        .assert()
+        .success();
+    let config = config.map(|text| work.write("config.toml", text));
+    let service =
+        Service::start_with_config(&work, &server.url, "127.0.0.1:0", extra, config.as_deref());
+    gitlab_deps(&work, &server.url, None)
+        .env("GITLAB_DEPS_WEBHOOK_SECRET", SECRET)
+        .args(["hooks", "sync", "--public-url", &service.url])
+        .assert()
+        .success();
+    (work, service)
+}
+
+/// Pipelines gitlab-deps created (source `api`) for a project.
+pub fn ours(sim: &Sim, project: &str) -> Vec<PipelineInfo> {
+    sim.pipelines(project)
+        .into_iter()
+        .filter(|p| p.source == "api")
+        .collect()
 }
