@@ -20,7 +20,7 @@ use gitlab_deps::graph::DepGraph;
 use gitlab_deps::metrics::Metrics;
 use gitlab_deps::orchestrate::{Snapshot, describe};
 
-use super::SplitMix;
+use super::{SplitMix, layered_graph, layered_name as name};
 
 /// `(peak, current)` resident set size in MiB from `/proc/self/status`; zeros where unavailable.
 fn rss_mib() -> (u64, u64) {
@@ -33,10 +33,6 @@ fn rss_mib() -> (u64, u64) {
             .map_or(0, |kb| kb / 1024)
     };
     (field("VmHWM:"), field("VmRSS:"))
-}
-
-fn name(layer: usize, i: usize) -> String {
-    format!("l{layer:02}/p{i:06}")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -72,18 +68,7 @@ pub fn bench_engine_step(
     anyhow::ensure!(projects >= layers, "--projects must be at least --layers");
     let mut rng = SplitMix(seed);
     let per_layer = projects / layers;
-    let mut nodes = Vec::with_capacity(per_layer * layers);
-    let mut edges = Vec::new();
-    for layer in 0..layers {
-        for i in 0..per_layer {
-            nodes.push(name(layer, i));
-            if layer > 0 {
-                for _ in 0..1 + rng.below(3) {
-                    edges.push((name(layer - 1, rng.below(per_layer)), name(layer, i)));
-                }
-            }
-        }
-    }
+    let (nodes, edges) = layered_graph(per_layer, layers, &mut rng);
     let t = Instant::now();
     let graph = Arc::new(DepGraph::from_parts(nodes.clone(), edges.clone()));
     let build = t.elapsed();

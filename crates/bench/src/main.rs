@@ -326,6 +326,69 @@ impl SplitMix {
     }
 }
 
+/// A project as a scan would store it, for seeding a store without scanning: its `Dockerfile` is
+/// built `FROM` each of `upstreams` (tag `1`) on `registry`, one line each.
+fn image_scan<'a>(
+    id: u64,
+    path: &str,
+    web_url: String,
+    registry: &str,
+    upstreams: impl Iterator<Item = &'a str>,
+) -> gitlab_deps::store::ProjectScan {
+    use gitlab_deps::store::{ProjectRecord, ProjectScan, RefKind, Reference};
+    ProjectScan {
+        record: ProjectRecord {
+            id,
+            path: path.to_owned(),
+            default_branch: Some("main".into()),
+            web_url,
+            registry_prefix: Some(format!("{registry}/{path}")),
+            last_activity_at: None,
+            head_sha: None,
+            checked_at_ms: None,
+        },
+        refs: upstreams
+            .enumerate()
+            .map(|(k, upstream)| Reference {
+                kind: RefKind::Image,
+                file: "Dockerfile".into(),
+                line: k as u32 + 1,
+                value: format!("{registry}/{upstream}:1"),
+            })
+            .collect(),
+        warnings: Vec::new(),
+        files: Default::default(),
+    }
+}
+
+/// A project of [`layered_graph`]: `lNN/pNNNNNN`.
+fn layered_name(layer: usize, i: usize) -> String {
+    format!("l{layer:02}/p{i:06}")
+}
+
+/// The layered graph of the engine benchmarks: `layers` layers of `per_layer` projects, each below
+/// the first built on 1–3 projects of the layer above. Seeded, so every run builds the same graph.
+fn layered_graph(
+    per_layer: usize,
+    layers: usize,
+    rng: &mut SplitMix,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let name = layered_name;
+    let mut nodes = Vec::with_capacity(per_layer * layers);
+    let mut edges = Vec::new();
+    for layer in 0..layers {
+        for i in 0..per_layer {
+            nodes.push(name(layer, i));
+            if layer > 0 {
+                for _ in 0..1 + rng.below(3) {
+                    edges.push((name(layer - 1, rng.below(per_layer)), name(layer, i)));
+                }
+            }
+        }
+    }
+    (nodes, edges)
+}
+
 /// `(peak, current)` resident set size in bytes, from `/proc/self/status` (`VmHWM`, `VmRSS`).
 fn rss() -> anyhow::Result<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status")

@@ -17,11 +17,7 @@ use gitlab_deps::graph::DepGraph;
 use gitlab_deps::metrics::Metrics;
 use gitlab_deps::orchestrate::observe::{Chains, observe_dispatch};
 
-use super::SplitMix;
-
-fn name(layer: usize, i: usize) -> String {
-    format!("l{layer:02}/p{i:06}")
-}
+use super::{SplitMix, layered_graph, layered_name as name};
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -42,18 +38,7 @@ struct Figures {
 fn run(projects: usize, layers: usize, stale_target: usize, events: usize, seed: u64) -> Figures {
     let mut rng = SplitMix(seed);
     let per_layer = projects / layers;
-    let mut nodes = Vec::with_capacity(per_layer * layers);
-    let mut edges = Vec::new();
-    for layer in 0..layers {
-        for i in 0..per_layer {
-            nodes.push(name(layer, i));
-            if layer > 0 {
-                for _ in 0..1 + rng.below(3) {
-                    edges.push((name(layer - 1, rng.below(per_layer)), name(layer, i)));
-                }
-            }
-        }
-    }
+    let (nodes, edges) = layered_graph(per_layer, layers, &mut rng);
     let graph = DepGraph::from_parts(nodes.clone(), edges);
     let states = nodes.iter().enumerate().map(|(n, p)| {
         let seen = vec![SeenPipeline {

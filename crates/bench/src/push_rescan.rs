@@ -17,12 +17,12 @@ use gitlab_deps::gitlab::GitLabOptions;
 use gitlab_deps::scan::resolve;
 use gitlab_deps::server;
 use gitlab_deps::service::{Service, ServiceConfig};
-use gitlab_deps::store::{ProjectRecord, ProjectScan, RefKind, Reference, SqliteStore, Store};
+use gitlab_deps::store::{SqliteStore, Store};
 use gitlab_sim::{ProjectSpec, Sim, SimOptions};
 use serde_json::json;
 use url::Url;
 
-use super::{SplitMix, TempDir, layered_dag, mib, ms, rss};
+use super::{SplitMix, TempDir, image_scan, layered_dag, mib, ms, rss};
 
 /// Stored ids of projects that are not on the simulator start here, clear of the simulator's.
 const OFFLINE_IDS: u64 = 10_000_000;
@@ -96,30 +96,14 @@ pub async fn bench_push_rescan(
     let mut batch = Vec::new();
     for (i, path) in names.iter().enumerate() {
         let id = sim_ids.get(&i).copied().unwrap_or(OFFLINE_IDS + i as u64);
-        batch.push(ProjectScan {
-            record: ProjectRecord {
-                id,
-                path: path.clone(),
-                default_branch: Some("main".into()),
-                web_url: format!("{url}/{path}"),
-                registry_prefix: Some(format!("{reg}/{path}")),
-                last_activity_at: None,
-                head_sha: None,
-                checked_at_ms: None,
-            },
-            refs: ups[i]
-                .iter()
-                .enumerate()
-                .map(|(k, &u)| Reference {
-                    kind: RefKind::Image,
-                    file: "Dockerfile".into(),
-                    line: k as u32 + 1,
-                    value: format!("{reg}/{}:1", names[u as usize]),
-                })
-                .collect(),
-            warnings: Vec::new(),
-            files: Default::default(),
-        });
+        let upstreams = ups[i].iter().map(|&u| names[u as usize].as_str());
+        batch.push(image_scan(
+            id,
+            path,
+            format!("{url}/{path}"),
+            &reg,
+            upstreams,
+        ));
         if batch.len() == 5_000 {
             store.save_scans(&batch).await?;
             batch.clear();

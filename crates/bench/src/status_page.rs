@@ -18,11 +18,11 @@ use gitlab_deps::orchestrate::enqueue_operator_input;
 use gitlab_deps::scan::resolve;
 use gitlab_deps::server;
 use gitlab_deps::service::{Service, ServiceConfig};
-use gitlab_deps::store::{ProjectRecord, ProjectScan, RefKind, Reference, SqliteStore, Store};
+use gitlab_deps::store::{ProjectScan, SqliteStore, Store};
 use serde_json::json;
 use url::Url;
 
-use super::{SplitMix, TempDir, layered_dag, ms};
+use super::{SplitMix, TempDir, image_scan, layered_dag, ms};
 
 const REGISTRY: &str = "registry.bench.invalid";
 
@@ -53,29 +53,15 @@ pub async fn bench_status_page(n: usize, runs: usize, seed: u64) -> anyhow::Resu
     let scans: Vec<ProjectScan> = names
         .iter()
         .enumerate()
-        .map(|(i, path)| ProjectScan {
-            record: ProjectRecord {
-                id: i as u64 + 1,
-                path: path.clone(),
-                default_branch: Some("main".into()),
-                web_url: format!("{base}{path}"),
-                registry_prefix: Some(format!("{REGISTRY}/{path}")),
-                last_activity_at: None,
-                head_sha: None,
-                checked_at_ms: None,
-            },
-            refs: ups[i]
-                .iter()
-                .enumerate()
-                .map(|(k, &u)| Reference {
-                    kind: RefKind::Image,
-                    file: "Dockerfile".into(),
-                    line: k as u32 + 1,
-                    value: format!("{REGISTRY}/{}:1", names[u as usize]),
-                })
-                .collect(),
-            warnings: Vec::new(),
-            files: Default::default(),
+        .map(|(i, path)| {
+            let upstreams = ups[i].iter().map(|&u| names[u as usize].as_str());
+            image_scan(
+                i as u64 + 1,
+                path,
+                format!("{base}{path}"),
+                REGISTRY,
+                upstreams,
+            )
         })
         .collect();
     for chunk in scans.chunks(5_000) {
