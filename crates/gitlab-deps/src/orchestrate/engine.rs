@@ -367,7 +367,7 @@ impl Engine {
                 .collect();
             if !changes.is_empty() || last.is_some() {
                 // The intent to create each pipeline is durable before any is created.
-                if let Err(e) = self.store.commit_cascade(&rows, counters, last).await {
+                if let Err(e) = self.store.commit_cascade(&rows, counters, last, None).await {
                     // Keep the changes for the next commit; the events stay unprocessed and the
                     // intents unperformed and unclaimed (the reconciler resolves them if nothing
                     // else does).

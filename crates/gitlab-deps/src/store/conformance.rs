@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 
 use super::{
-    DiscoveryStore, Edge, External, FileBlobs, INPUT_EVENT, NewEvent, PrefixRule, ProjectRecord,
-    ProjectScan, RefKind, Reference, ReplaceOutcome, Resolution, Store, Warning,
+    DiscoveryStore, Edge, External, FileBlobs, INPUT_EVENT, Lease, NewEvent, PrefixRule,
+    ProjectRecord, ProjectScan, RefKind, Reference, ReplaceOutcome, Resolution, Store, Warning,
 };
 use crate::cascade::{Cascade, Input, ProjectState, Throttle};
 use crate::graph::DepGraph;
@@ -57,6 +57,9 @@ macro_rules! store_conformance_tests {
                 activity_comes_back_newest_first,
                 meta_values_are_set_and_replaced,
                 hook_fingerprints_are_set_replaced_and_forgotten,
+                the_lease_is_held_by_one_holder_until_it_expires,
+                renewal_and_release_follow_the_epoch,
+                a_superseded_epoch_commits_nothing,
             );
         }
     };
@@ -483,7 +486,9 @@ pub async fn commit_cascade_stores_states_and_processed_marks_together(s: &dyn S
     let counters = cascade.counters();
     let changes = cascade.take_dirty();
     assert_eq!(changes.len(), 2);
-    s.commit_cascade(&changes, counters, e2).await.unwrap();
+    s.commit_cascade(&changes, counters, e2, None)
+        .await
+        .unwrap();
     let pending: Vec<i64> = s
         .unprocessed_events(10)
         .await
@@ -497,7 +502,7 @@ pub async fn commit_cascade_stores_states_and_processed_marks_together(s: &dyn S
     assert_eq!(stored.counters, counters);
     assert_eq!(stored.projects.len(), 2);
     // `None` deletes a project's state; no events marked without `processed_up_to`.
-    s.commit_cascade(&[("g/b".to_owned(), None)], counters, None)
+    s.commit_cascade(&[("g/b".to_owned(), None)], counters, None, None)
         .await
         .unwrap();
     let stored = s.cascade_state().await.unwrap().unwrap();
@@ -511,7 +516,7 @@ pub async fn commit_cascade_stores_states_and_processed_marks_together(s: &dyn S
 pub async fn pruning_forgets_only_old_processed_events(s: &dyn Store) {
     let old = s.insert_event("old", "Push Hook", "{}").await.unwrap();
     s.insert_event("open", "Push Hook", "{}").await.unwrap();
-    s.commit_cascade(&[], Default::default(), old)
+    s.commit_cascade(&[], Default::default(), old, None)
         .await
         .unwrap();
     let now = crate::util::now_ms();
@@ -547,7 +552,9 @@ pub async fn the_cascade_state_round_trips(s: &dyn Store) {
         .map(|(p, state)| (p.to_owned(), state.clone()))
         .collect();
     let changes = cascade.take_dirty();
-    s.commit_cascade(&changes, counters, None).await.unwrap();
+    s.commit_cascade(&changes, counters, None, None)
+        .await
+        .unwrap();
     let stored = s.cascade_state().await.unwrap().unwrap();
     assert_eq!(stored.counters, counters);
     let got: HashMap<String, ProjectState> = stored.projects.iter().cloned().collect();
@@ -596,4 +603,112 @@ pub async fn hook_fingerprints_are_set_replaced_and_forgotten(s: &dyn Store) {
         s.hook_fingerprints().await.unwrap(),
         HashMap::from([(1, "c".to_owned())])
     );
+}
+
+const LONG: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A lease that runs out at once: it is free again for any later request (expiry is strict).
+const NONE: std::time::Duration = std::time::Duration::ZERO;
+
+pub async fn the_lease_is_held_by_one_holder_until_it_expires(s: &dyn Store) {
+    assert_eq!(s.lease().await.unwrap(), None);
+    let a = s
+        .acquire_lease("a", LONG)
+        .await
+        .unwrap()
+        .expect("a free lease is granted");
+    assert_eq!(a.holder, "a");
+    assert!(
+        s.acquire_lease("b", LONG).await.unwrap().is_none(),
+        "held by a"
+    );
+    let info = s.lease().await.unwrap().expect("stored");
+    assert_eq!((info.holder.as_str(), info.epoch), ("a", a.epoch));
+    assert!(info.expires_in_ms > 0);
+    // The holder asking again gets a new epoch (it may have lost track of its old one).
+    let a2 = s
+        .acquire_lease("a", LONG)
+        .await
+        .unwrap()
+        .expect("own lease");
+    assert!(a2.epoch > a.epoch);
+    // Once it has expired, anyone may take it, with a higher epoch.
+    assert!(s.renew_lease(&a2, NONE).await.unwrap());
+    let b = s
+        .acquire_lease("b", LONG)
+        .await
+        .unwrap()
+        .expect("expired lease is free");
+    assert!(b.epoch > a2.epoch);
+    assert_eq!(
+        s.lease().await.unwrap().map(|l| l.holder),
+        Some("b".to_owned())
+    );
+}
+
+pub async fn renewal_and_release_follow_the_epoch(s: &dyn Store) {
+    let a = s.acquire_lease("a", LONG).await.unwrap().expect("granted");
+    assert!(s.renew_lease(&a, LONG).await.unwrap());
+    // Released: free for another at once, and the old epoch renews nothing after the take-over.
+    s.release_lease(&a).await.unwrap();
+    let b = s
+        .acquire_lease("b", LONG)
+        .await
+        .unwrap()
+        .expect("released lease is free");
+    assert!(!s.renew_lease(&a, LONG).await.unwrap());
+    // A stale release leaves the current holder alone.
+    s.release_lease(&a).await.unwrap();
+    assert!(s.acquire_lease("c", LONG).await.unwrap().is_none());
+    assert!(s.renew_lease(&b, LONG).await.unwrap());
+    let forged = Lease {
+        holder: "b".into(),
+        epoch: b.epoch + 1,
+    };
+    assert!(!s.renew_lease(&forged, LONG).await.unwrap());
+}
+
+pub async fn a_superseded_epoch_commits_nothing(s: &dyn Store) {
+    let (cascade, _) = busy_cascade();
+    let (project, state) = cascade.projects().next().expect("a busy project");
+    let a = s.acquire_lease("a", NONE).await.unwrap().expect("granted");
+    s.commit_cascade(
+        &[(project.to_owned(), Some(state))],
+        cascade.counters(),
+        None,
+        Some(&a),
+    )
+    .await
+    .expect("the current epoch commits");
+    let b = s
+        .acquire_lease("b", LONG)
+        .await
+        .unwrap()
+        .expect("expired lease is free");
+    let e = s.insert_event("k1", "Pipeline Hook", "{}").await.unwrap();
+    let err = s
+        .commit_cascade(
+            &[(project.to_owned(), None)],
+            Default::default(),
+            e,
+            Some(&a),
+        )
+        .await
+        .expect_err("a superseded epoch is fenced off");
+    assert!(
+        matches!(err, super::StoreError::Fenced { held, current } if held == a.epoch && current == b.epoch),
+        "{err}"
+    );
+    // Nothing of the fenced commit landed: the state is as before, the event unprocessed.
+    let stored = s.cascade_state().await.unwrap().expect("stored");
+    assert_eq!(stored.projects.len(), 1);
+    assert_eq!(s.unprocessed_events(10).await.unwrap().len(), 1);
+    // Without a fence (single-process use) and with the current epoch, commits go through.
+    s.commit_cascade(&[], Default::default(), None, Some(&b))
+        .await
+        .expect("current epoch");
+    s.commit_cascade(&[], Default::default(), e, None)
+        .await
+        .expect("unfenced");
+    assert!(s.unprocessed_events(10).await.unwrap().is_empty());
 }

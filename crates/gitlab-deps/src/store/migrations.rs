@@ -113,4 +113,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project_id, file)
     ) WITHOUT ROWID;
     "#,
+    // 7: the engine's lease, so replicas sharing a database run one engine at a time; the epoch
+    // fences the cascade commits of a replica that lost it.
+    r#"
+    CREATE TABLE lease (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        holder TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    "#,
 ];

@@ -57,6 +57,12 @@ pub enum StoreError {
     /// down).
     #[error("database worker stopped: {0}")]
     Worker(String),
+    /// A write was fenced off: another replica took the leadership (a newer lease epoch) since
+    /// this one's lease was granted. Nothing was written.
+    #[error(
+        "leadership lost: lease epoch {held} was superseded by epoch {current}; this replica no longer runs the engine"
+    )]
+    Fenced { held: i64, current: i64 },
 }
 
 /// A project as the store keeps it.
@@ -277,6 +283,26 @@ pub struct StoredEvent {
     pub body: String,
 }
 
+/// The engine's leadership among replicas sharing one database, as granted by
+/// [`OrchestrationStore::acquire_lease`]. The epoch grows with every grant, so a write fenced with
+/// an older epoch is refused ([`StoreError::Fenced`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Who holds it: unique per process start (host, pid, a random part).
+    pub holder: String,
+    /// Grant number, strictly increasing over the database's life.
+    pub epoch: i64,
+}
+
+/// The current lease as every replica can read it (for `/readyz` and the status page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub holder: String,
+    pub epoch: i64,
+    /// Milliseconds until it expires by the database's clock (negative: expired, free to take).
+    pub expires_in_ms: i64,
+}
+
 /// Event-log kind of an internal or operator input: the body is a serialized [`Input`].
 pub const INPUT_EVENT: &str = "gitlab-deps/input";
 
@@ -379,12 +405,15 @@ pub trait OrchestrationStore: MetaStore {
     async fn unprocessed_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
     /// Stores what changed in the orchestration state (per project: its state, or `None` to
     /// delete it) and the counters, and marks events up to `processed_up_to` processed, in one
-    /// transaction.
+    /// transaction. With a `fence`, the same transaction first checks that the stored lease epoch
+    /// is still the fence's and writes nothing ([`StoreError::Fenced`]) when it moved: this is
+    /// where creation intents are recorded, so a replica that lost the leadership records none.
     async fn commit_cascade(
         &self,
         changes: &[(String, Option<&ProjectState>)],
         counters: Counters,
         processed_up_to: Option<i64>,
+        fence: Option<&Lease>,
     ) -> Result<(), StoreError>;
     /// Forgets processed events received before the given time (their delivery keys too).
     async fn prune_events(&self, received_before_ms: i64) -> Result<usize, StoreError>;
@@ -394,6 +423,25 @@ pub trait OrchestrationStore: MetaStore {
     async fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError>;
     /// The newest activity lines, newest first.
     async fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Grants the engine's lease to `holder` for `ttl` (by the database's clock) when nobody
+    /// holds an unexpired one, or `holder` itself does; every grant gets a new, higher epoch.
+    /// `None` while another holder's lease runs. Atomic: of two replicas asking at once, one wins.
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Extends `lease` to `ttl` from now if its epoch is still the stored one (expired or not:
+    /// nobody else took it meanwhile). `false` when another grant superseded it.
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+    /// Ends `lease` now, if it is still the stored one, so another replica takes over at once.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// The stored lease, if one was ever granted.
+    async fn lease(&self) -> Result<Option<LeaseInfo>, StoreError>;
 }
 
 /// Both halves: what the service needs. Implemented for every type that implements both.

@@ -14,9 +14,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use super::migrations::MIGRATIONS;
 use super::{
-    DeriveFn, DiscoveryStore, Edge, External, FileBlobs, MetaStore, NewEvent, OrchestrationStore,
-    PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference, ReplaceOutcome, Resolution,
-    ResolveInput, ResolveLookup, ResolveVersions, StoreError, StoredCascade, StoredEvent, Warning,
+    DeriveFn, DiscoveryStore, Edge, External, FileBlobs, Lease, LeaseInfo, MetaStore, NewEvent,
+    OrchestrationStore, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference, ReplaceOutcome,
+    Resolution, ResolveInput, ResolveLookup, ResolveVersions, StoreError, StoredCascade,
+    StoredEvent, Warning,
 };
 use crate::cascade::{Counters, ProjectState};
 use crate::discover::image::normalise_prefix;
@@ -798,9 +799,21 @@ impl Inner {
         changes: &[(String, Option<String>)],
         counters_json: &str,
         processed_up_to: Option<i64>,
+        fence: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(held) = fence {
+            let current: Option<i64> = tx
+                .query_row("SELECT epoch FROM lease WHERE id = 1", [], |r| r.get(0))
+                .optional()?;
+            if current != Some(held) {
+                return Err(StoreError::Fenced {
+                    held,
+                    current: current.unwrap_or(0),
+                });
+            }
+        }
         tx.execute(
             "INSERT INTO cascade_state (id, state) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET state = excluded.state",
             [counters_json],
@@ -827,6 +840,71 @@ impl Inner {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn acquire_lease(&self, holder: &str, ttl_ms: i64) -> Result<Option<Lease>, StoreError> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<(String, i64, i64)> = tx
+            .query_row(
+                "SELECT holder, epoch, expires_ms FROM lease WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let epoch = match current {
+            Some((other, _, expires)) if other != holder && expires > now => return Ok(None),
+            Some((_, epoch, _)) => epoch + 1,
+            None => 1,
+        };
+        tx.execute(
+            "INSERT INTO lease (id, holder, epoch, expires_ms) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, epoch = excluded.epoch,
+                 expires_ms = excluded.expires_ms",
+            params![holder, epoch, now + ttl_ms],
+        )?;
+        tx.commit()?;
+        Ok(Some(Lease {
+            holder: holder.to_owned(),
+            epoch,
+        }))
+    }
+
+    fn renew_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let changed = conn.execute(
+            "UPDATE lease SET expires_ms = ?1 WHERE id = 1 AND epoch = ?2 AND holder = ?3",
+            params![now_ms() + ttl_ms, lease.epoch, lease.holder],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE lease SET expires_ms = 0 WHERE id = 1 AND epoch = ?1 AND holder = ?2",
+            params![lease.epoch, lease.holder],
+        )?;
+        Ok(())
+    }
+
+    fn lease(&self) -> Result<Option<LeaseInfo>, StoreError> {
+        let conn = self.reader();
+        let now = now_ms();
+        Ok(conn
+            .query_row(
+                "SELECT holder, epoch, expires_ms FROM lease WHERE id = 1",
+                [],
+                |r| {
+                    Ok(LeaseInfo {
+                        holder: r.get(0)?,
+                        epoch: r.get(1)?,
+                        expires_in_ms: r.get::<_, i64>(2)? - now,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     fn prune_events(&self, received_before_ms: i64) -> Result<usize, StoreError> {
@@ -1033,15 +1111,42 @@ impl OrchestrationStore for SqliteStore {
         changes: &[(String, Option<&ProjectState>)],
         counters: Counters,
         processed_up_to: Option<i64>,
+        fence: Option<&Lease>,
     ) -> Result<(), StoreError> {
+        let fence = fence.map(|l| l.epoch);
         // Encoded here: the blocking thread gets owned rows, the caller keeps its state.
         let changes = changes
             .iter()
             .map(|(p, state)| Ok((p.clone(), state.map(serde_json::to_string).transpose()?)))
             .collect::<Result<Vec<_>, serde_json::Error>>()?;
         let counters = serde_json::to_string(&counters)?;
-        self.run(move |db| db.commit_cascade(&changes, &counters, processed_up_to))
+        self.run(move |db| db.commit_cascade(&changes, &counters, processed_up_to, fence))
             .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let holder = holder.to_owned();
+        let ttl = ttl_ms(ttl);
+        self.run(move |db| db.acquire_lease(&holder, ttl)).await
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        let lease = lease.clone();
+        let ttl = ttl_ms(ttl);
+        self.run(move |db| db.renew_lease(&lease, ttl)).await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.run(move |db| db.release_lease(&lease)).await
+    }
+
+    async fn lease(&self) -> Result<Option<LeaseInfo>, StoreError> {
+        self.run(|db| db.lease()).await
     }
 
     async fn prune_events(&self, received_before_ms: i64) -> Result<usize, StoreError> {
@@ -1073,6 +1178,18 @@ impl OrchestrationStore for SqliteStore {
     async fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
         self.run(move |db| db.recent_activity(limit)).await
     }
+}
+
+/// The wall clock the lease goes by, in Unix ms: one machine's clock, the only one a SQLite
+/// database is shared under.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
 #[cfg(test)]
