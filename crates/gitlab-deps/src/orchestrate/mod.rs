@@ -21,6 +21,7 @@ pub mod view;
 
 pub use engine::{Engine, EngineOptions, Snapshot};
 pub use log::{INPUT_EVENT, enqueue_operator_input, load_cascade};
+pub use observe::Joined;
 pub use recovery::{CatchUpReason, CatchUpReport, PollReason, RecoveryOptions};
 pub use spool::{Spool, SpoolError};
 pub use view::{ProjectView, describe};

@@ -2,7 +2,7 @@
 //! for their pipelines, how long whole chains take, the queue, and the last scan. Every update costs
 //! what the step touched, never a walk over all projects.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::engine::Engine;
 use crate::cascade::{Action, Cascade, ProjectState};
@@ -17,7 +17,26 @@ pub struct Chains {
     by_project: HashMap<String, HashSet<String>>,
     /// Open chains by cascade id.
     open: HashMap<String, Chain>,
+    /// Every project that joined a chain since the live view last looked, so the view (computed
+    /// a few times a second, not per step) lists projects that joined and left in between.
+    joined: VecDeque<Joined>,
 }
+
+/// A project joined a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The cascade id.
+    pub cascade: String,
+    /// Where the chain began.
+    pub root: String,
+    /// When its oldest cause carried by the project was recorded.
+    pub at_ms: i64,
+    pub project: String,
+}
+
+/// Most joins kept for the live view: beyond it (a view stuck for a long time) the oldest are
+/// dropped, and the view only misses projects that already left.
+const JOINED_KEPT: usize = 100_000;
 
 #[derive(Debug)]
 struct Chain {
@@ -29,8 +48,8 @@ struct Chain {
 
 /// The cascade ids a state carries, each with its oldest cause time. A project can carry many
 /// causes: a map keeps this linear in their number.
-fn carried(state: Option<&ProjectState>) -> HashMap<String, i64> {
-    let mut out: HashMap<String, i64> = HashMap::new();
+fn carried(state: Option<&ProjectState>) -> HashMap<&str, (i64, &str)> {
+    let mut out: HashMap<&str, (i64, &str)> = HashMap::new();
     let Some(state) = state else {
         return out;
     };
@@ -40,9 +59,9 @@ fn carried(state: Option<&ProjectState>) -> HashMap<String, i64> {
         .flat_map(|s| s.causes.iter())
         .chain(state.running.iter().flat_map(|r| r.causes.iter()));
     for cause in causes {
-        out.entry(cause.cascade.clone())
-            .and_modify(|at| *at = (*at).min(cause.at_ms))
-            .or_insert(cause.at_ms);
+        out.entry(cause.cascade.as_str())
+            .and_modify(|(at, _)| *at = (*at).min(cause.at_ms))
+            .or_insert((cause.at_ms, cause.root.as_str()));
     }
     out
 }
@@ -62,20 +81,29 @@ impl Chains {
     pub fn update(&mut self, project: &str, state: Option<&ProjectState>, now_ms: i64) -> Vec<i64> {
         let now = carried(state);
         let before = self.by_project.remove(project).unwrap_or_default();
-        for (id, at) in &now {
-            if before.contains(id) {
+        for (id, (at, root)) in &now {
+            if before.contains(*id) {
                 continue;
             }
-            let chain = self.open.entry(id.clone()).or_insert(Chain {
+            let chain = self.open.entry((*id).to_owned()).or_insert(Chain {
                 started_ms: *at,
                 members: 0,
             });
             chain.started_ms = chain.started_ms.min(*at);
             chain.members += 1;
+            if self.joined.len() == JOINED_KEPT {
+                self.joined.pop_front();
+            }
+            self.joined.push_back(Joined {
+                cascade: (*id).to_owned(),
+                root: (*root).to_owned(),
+                at_ms: *at,
+                project: project.to_owned(),
+            });
         }
         let mut finished = Vec::new();
         for id in before {
-            if now.contains_key(&id) {
+            if now.contains_key(id.as_str()) {
                 continue;
             }
             if let Some(chain) = self.open.get_mut(&id) {
@@ -87,10 +115,17 @@ impl Chains {
             }
         }
         if !now.is_empty() {
-            self.by_project
-                .insert(project.to_owned(), now.into_keys().collect());
+            self.by_project.insert(
+                project.to_owned(),
+                now.into_keys().map(str::to_owned).collect(),
+            );
         }
         finished
+    }
+
+    /// The projects that joined a chain since the last call, oldest first.
+    pub fn take_joined(&mut self) -> Vec<Joined> {
+        self.joined.drain(..).collect()
     }
 
     /// Records the states an engine step changed and observes the chains that ended.
@@ -147,6 +182,11 @@ impl Engine {
     /// After a step's states changed: closes the chains that no project carries any more.
     pub(super) fn observe_changes(&self, changes: &[(String, Option<&ProjectState>)], now_ms: i64) {
         super::engine::lock(&self.chains).observe(&self.metrics, changes, now_ms);
+    }
+
+    /// The projects that joined a chain since the last call (for the live view).
+    pub(crate) fn take_chain_joins(&self) -> Vec<Joined> {
+        super::engine::lock(&self.chains).take_joined()
     }
 
     /// See [`observe_dispatch`].
@@ -239,6 +279,29 @@ mod tests {
             }),
             ..ProjectState::default()
         }
+    }
+
+    #[test]
+    fn joins_are_kept_for_the_live_view_once_each() {
+        let mut chains = Chains::default();
+        let a = stale(vec![cause("c-1", "root", 1_000), cause("c-1", "x", 900)]);
+        chains.update("a", Some(&a), 1_000);
+        // Moving on inside the same chain is no new join; leaving it is none either.
+        chains.update(
+            "a",
+            Some(&running(vec![cause("c-1", "root", 1_000)])),
+            1_500,
+        );
+        chains.update("a", None, 2_000);
+        chains.update("b", Some(&stale(vec![cause("c-2", "a", 2_000)])), 2_000);
+        let joined = chains.take_joined();
+        let seen: Vec<(&str, &str, i64)> = joined
+            .iter()
+            .map(|j| (j.cascade.as_str(), j.project.as_str(), j.at_ms))
+            .collect();
+        assert_eq!(seen, [("c-1", "a", 900), ("c-2", "b", 2_000)]);
+        assert_eq!(joined[0].root, "root");
+        assert!(chains.take_joined().is_empty(), "drained");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The JSON API: the graph (whole, a neighbourhood or a chain), chains, one project, readiness.
-//! Everything is read from the live view computed once per engine change.
+//! Everything is read from the live view computed after engine changes (see `live.rs`).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};

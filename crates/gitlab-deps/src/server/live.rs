@@ -1,6 +1,6 @@
 //! The live view: what every non-idle project does, the chains in progress and the recent ones,
-//! and the instance's health, computed once per engine change (not per request) and pushed to
-//! browsers with server-sent events.
+//! and the instance's health, computed after engine changes (at most one view per
+//! [`MIN_INTERVAL`], never per request) and pushed to browsers with server-sent events.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use crate::gitlab::ClientHealth;
 use crate::graph::DepGraph;
-use crate::orchestrate::{Engine, ProjectView, Snapshot, describe};
+use crate::orchestrate::{Engine, Joined, ProjectView, Snapshot, describe};
 use crate::store::Edge;
 
 /// Where each edge comes from (`file:line`), by (upstream, downstream).
@@ -25,6 +25,8 @@ pub(crate) type Vias = HashMap<(String, String), String>;
 
 /// Finished chains kept in memory.
 const HISTORY: usize = 30;
+/// Shortest time between two views: changes within it are shown together.
+const MIN_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a request waits for the view of a change the engine already made.
 const FRESH_WAIT: Duration = Duration::from_secs(2);
 /// Warnings listed on the page (the API and the CLI have all).
@@ -151,7 +153,7 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    /// Starts the task that recomputes the view after every engine change. It ends when the engine
+    /// Starts the task that recomputes the view after engine changes. It ends when the engine
     /// is dropped.
     pub fn start(engine: &Arc<Engine>, closing: CancellationToken) -> Self {
         let (tx, views) = watch::channel(Arc::new(LiveView::empty()));
@@ -167,9 +169,13 @@ impl Live {
                 let view = compute(&engine, generation, &mut tracker, &mut vias).await;
                 drop(engine);
                 tx.send_replace(Arc::new(view));
+                let computed_at = tokio::time::Instant::now();
                 if changes.changed().await.is_err() {
                     return;
                 }
+                // A wave of changes makes one view per interval, not one per engine step: a
+                // view costs O(non-idle projects), a step only what it touched.
+                tokio::time::sleep_until(computed_at + MIN_INTERVAL).await;
             }
         });
         Self {
@@ -202,6 +208,8 @@ async fn compute(
     tracker: &mut Tracker,
     vias: &mut Option<(Arc<DepGraph>, Arc<Vias>)>,
 ) -> LiveView {
+    // Taken before the snapshot: a project that joins after it is listed by the next view.
+    let joined = engine.take_chain_joins();
     let snapshot = engine.snapshot().await;
     let now = engine.now_ms();
     let projects = describe(&snapshot);
@@ -210,7 +218,22 @@ async fn compute(
         .enumerate()
         .map(|(i, v)| (v.project.clone(), i))
         .collect();
-    tracker.update(&snapshot, &projects, now);
+    // Those that already left again were built in between: link the pipeline they last had.
+    let mut built: HashMap<String, String> = HashMap::new();
+    for j in &joined {
+        if snapshot.cascade.state(&j.project).is_some() || built.contains_key(&j.project) {
+            continue;
+        }
+        let newest = engine
+            .project_state(&j.project)
+            .await
+            .and_then(|s| s.seen.iter().map(|p| p.id).max());
+        let web = engine.web_url(&j.project).filter(|u| !u.is_empty());
+        if let (Some(id), Some(web)) = (newest, web) {
+            built.insert(j.project.clone(), format!("{web}/-/pipelines/{id}"));
+        }
+    }
+    tracker.update(&snapshot, &projects, &joined, &built, now);
     let graph = Arc::clone(&snapshot.graph);
     // Edge origins and scan warnings change only with the graph: read them once per graph.
     let fresh = match vias {
@@ -285,7 +308,46 @@ struct Tracked {
 }
 
 impl Tracker {
-    fn update(&mut self, snapshot: &Snapshot, views: &[ProjectView], now: i64) {
+    fn update(
+        &mut self,
+        snapshot: &Snapshot,
+        views: &[ProjectView],
+        joined: &[Joined],
+        built: &HashMap<String, String>,
+        now: i64,
+    ) {
+        // Projects that joined a chain since the last view, even those that left it meanwhile
+        // (they were built: the loop below marks every member the snapshot no longer has done).
+        for j in joined {
+            if self.history.iter().any(|c| c.id == j.cascade) {
+                continue;
+            }
+            let chain = self
+                .active
+                .entry(j.cascade.clone())
+                .or_insert_with(|| Tracked {
+                    root: j.root.clone(),
+                    started_ms: j.at_ms,
+                    order: Vec::new(),
+                    parts: HashMap::new(),
+                    outcome: "running",
+                });
+            chain.started_ms = chain.started_ms.min(j.at_ms);
+            if !chain.parts.contains_key(&j.project) {
+                chain.order.push(j.project.clone());
+                chain.parts.insert(
+                    j.project.clone(),
+                    ChainProject {
+                        project: j.project.clone(),
+                        state: "running",
+                        detail: String::new(),
+                        pipeline_url: built.get(&j.project).cloned(),
+                        waits_for: Vec::new(),
+                        blocked_by: Vec::new(),
+                    },
+                );
+            }
+        }
         // Roots and start times of the chains in progress, from the causes.
         let mut live: BTreeMap<String, (String, i64)> = BTreeMap::new();
         for (_, state) in snapshot.cascade.projects() {
@@ -419,8 +481,8 @@ impl Tracked {
 }
 
 #[utoipa::path(get, path = "/api/events", responses((status = 200, description = "Server-sent events: `update` with the change counter as data", content_type = "text/event-stream", body = String)))]
-/// `GET /api/events`: a server-sent event `update` (data: the change counter) after every engine
-/// change, and a keep-alive comment while nothing changes. Pages reload their live parts on it.
+/// `GET /api/events`: a server-sent event `update` (data: the change counter) after every new
+/// view, and a keep-alive comment while nothing changes. Pages reload their live parts on it.
 pub(crate) async fn events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
@@ -444,4 +506,53 @@ pub(crate) async fn events(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cascade::Cascade;
+
+    fn empty_snapshot() -> Snapshot {
+        Snapshot {
+            cascade: Cascade::new(),
+            graph: Arc::new(DepGraph::new()),
+            web_urls: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_project_that_joined_and_left_between_two_views_is_listed_as_built() {
+        let mut tracker = Tracker::default();
+        let joined = [Joined {
+            cascade: "c-1".into(),
+            root: "base".into(),
+            at_ms: 1_000,
+            project: "tools".into(),
+        }];
+        let built = HashMap::from([(
+            "tools".to_owned(),
+            "http://gl/tools/-/pipelines/7".to_owned(),
+        )]);
+        // Nothing carries the chain any more: it finished between the two views.
+        tracker.update(&empty_snapshot(), &[], &joined, &built, 5_000);
+        assert!(tracker.active.is_empty());
+        let chain = tracker
+            .history
+            .front()
+            .expect("the chain is in the history");
+        assert_eq!((chain.id.as_str(), chain.root.as_str()), ("c-1", "base"));
+        assert_eq!((chain.started_ms, chain.finished_ms), (1_000, Some(5_000)));
+        assert_eq!(chain.outcome, "succeeded");
+        let tools = &chain.projects[0];
+        assert_eq!((tools.project.as_str(), tools.state), ("tools", "done"));
+        assert_eq!(
+            tools.pipeline_url.as_deref(),
+            Some("http://gl/tools/-/pipelines/7")
+        );
+        // A late join of a finished chain does not open it again.
+        tracker.update(&empty_snapshot(), &[], &joined, &built, 6_000);
+        assert!(tracker.active.is_empty());
+        assert_eq!(tracker.history.len(), 1);
+    }
 }
