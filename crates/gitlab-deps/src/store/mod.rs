@@ -20,9 +20,11 @@
 pub mod conformance;
 mod graph;
 mod migrations;
+pub mod postgres;
 mod sqlite;
 
 pub use graph::{graph_of, load_graph};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use std::collections::HashMap;
@@ -50,6 +52,13 @@ pub enum StoreError {
     /// A query failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL query failed.
+    #[error("database error: {}", postgres::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had (the server is unreachable, refuses the login, or
+    /// every pooled connection stayed busy).
+    #[error("no connection to database {database}: {reason}")]
+    Pool { database: String, reason: String },
     /// Stored JSON did not decode.
     #[error("corrupt stored value: {0}")]
     Json(#[from] serde_json::Error),
