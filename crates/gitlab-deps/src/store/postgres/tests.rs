@@ -189,8 +189,7 @@ async fn a_newer_schema_is_refused_and_named_without_the_password() {
     // Trust authentication: the server accepts (and ignores) the password.
     let err = PostgresStore::connect(&SecretString::from(url.to_string()), None)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let text = err.to_string();
     assert!(text.contains("upgrade gitlab-deps"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
