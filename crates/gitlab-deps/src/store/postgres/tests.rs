@@ -270,3 +270,56 @@ async fn a_batch_of_ten_thousand_scans_lands_in_a_few_statements() {
     store.save_scans(&[a, b]).await.unwrap();
     let _ = store.project(1).await.unwrap().unwrap();
 }
+
+/// The test cluster has TLS with a CA of its own (`ca.crt` beside its certificate; see
+/// `scripts/test-postgres`): `require` encrypts, `verify-full` with that CA checks the
+/// certificate, and `verify-full` against the system's CAs refuses it.
+#[tokio::test]
+async fn tls_encrypts_with_require_and_checks_the_certificate_with_verify_full() {
+    let Some((store, db)) = fresh().await else {
+        return;
+    };
+    let client = store.client().await.unwrap();
+    let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if ssl != "on" {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the CI cluster has TLS (scripts/test-postgres installs openssl)"
+        );
+        eprintln!("SKIPPED: the test cluster has no TLS (openssl is not installed)");
+        return;
+    }
+    let cert: String = client
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let ca = std::path::Path::new(&cert).with_file_name("ca.crt");
+    let url = |query: String| SecretString::from(format!("{}?{query}", db.url));
+    let encrypted = |store: PostgresStore| async move {
+        let client = store.client().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, bool>(0)
+    };
+    let connect = |query: String| {
+        let url = url(query);
+        async move { PostgresStore::connect(&url, None).await }
+    };
+    assert!(encrypted(connect("sslmode=require".into()).await.unwrap()).await);
+    assert!(!encrypted(connect("sslmode=disable".into()).await.unwrap()).await);
+    let checked = format!("sslmode=verify-full&sslrootcert={}", ca.display());
+    assert!(encrypted(connect(checked).await.unwrap()).await);
+    let refused = connect("sslmode=verify-full".into())
+        .await
+        .expect_err("the test CA is nobody's system CA");
+    assert!(
+        refused.to_string().starts_with("cannot open database"),
+        "{refused}"
+    );
+}
