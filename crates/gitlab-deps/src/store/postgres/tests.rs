@@ -268,7 +268,39 @@ async fn a_batch_of_ten_thousand_scans_lands_in_a_few_statements() {
     let mut b = scans[1].clone();
     std::mem::swap(&mut a.record.path, &mut b.record.path);
     store.save_scans(&[a, b]).await.unwrap();
-    let _ = store.project(1).await.unwrap().unwrap();
+    assert_eq!(store.project(1).await.unwrap().unwrap().path, "g/p00002");
+    assert_eq!(store.project(2).await.unwrap().unwrap().path, "g/p00001");
+}
+
+/// A batch ends as its records written one by one would: a path taken from a project of the
+/// same batch removes that project, which may come back later in the batch as a new one.
+#[tokio::test]
+async fn a_batch_of_records_ends_as_one_by_one_writes_would() {
+    let Some((store, _db)) = fresh().await else {
+        return;
+    };
+    let record = |id: u64, path: &str| crate::store::ProjectRecord {
+        id,
+        path: path.into(),
+        default_branch: None,
+        web_url: String::new(),
+        registry_prefix: None,
+        last_activity_at: None,
+        head_sha: None,
+        checked_at_ms: None,
+    };
+    store
+        .update_records(&[record(1, "g/a"), record(2, "g/a"), record(1, "g/b")])
+        .await
+        .unwrap();
+    let got: Vec<(u64, String)> = store
+        .projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.id, p.path))
+        .collect();
+    assert_eq!(got, [(2, "g/a".to_owned()), (1, "g/b".to_owned())]);
 }
 
 /// The test cluster has TLS with a CA of its own (`ca.crt` beside its certificate; see
