@@ -111,11 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })
 }
 
-async fn measure(
-    args: &Args,
-    a: Arc<dyn Store>,
-    b: Arc<dyn Store>,
-) -> anyhow::Result<Figures> {
+async fn measure(args: &Args, a: Arc<dyn Store>, b: Arc<dyn Store>) -> anyhow::Result<Figures> {
     let scans: Vec<ProjectScan> = (0..args.projects)
         .map(|i| ProjectScan {
             record: ProjectRecord {
@@ -133,7 +129,10 @@ async fn measure(
                     kind: RefKind::Image,
                     file: "Dockerfile".into(),
                     line: r + 1,
-                    value: format!("registry.example/group0/project{:06}", (i + r as usize) % 97),
+                    value: format!(
+                        "registry.example/group0/project{:06}",
+                        (i + r as usize) % 97
+                    ),
                 })
                 .collect(),
             warnings: vec![],
@@ -150,7 +149,9 @@ async fn measure(
         names.iter().map(|n| (n.clone(), Some(&state))).collect();
     let started = Instant::now();
     for _ in 0..args.commits {
-        let seq = a.insert_event(&uuid::Uuid::new_v4().to_string(), "Push Hook", "{}").await?;
+        let seq = a
+            .insert_event(&uuid::Uuid::new_v4().to_string(), "Push Hook", "{}")
+            .await?;
         a.commit_cascade(&changes, Default::default(), seq, None)
             .await?;
     }
