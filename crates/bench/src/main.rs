@@ -21,6 +21,7 @@ mod push_rescan;
 mod recovery;
 mod scan_requests;
 mod status_page;
+mod store_backends;
 mod webhooks;
 
 use std::path::PathBuf;
@@ -152,6 +153,8 @@ enum Command {
     },
     /// Recovery time after a crash or a lost webhook, and catch-up cost (see `recovery.rs`).
     Recovery(recovery::Args),
+    /// Store operations on PostgreSQL against SQLite (see `store_backends.rs`).
+    StoreBackends(store_backends::Args),
     /// Status page and JSON API over HTTP on a large graph with a chain in progress.
     StatusPage {
         #[arg(long, default_value_t = 10_000)]
@@ -280,6 +283,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(bench_intake(requests, clients, rate))
         }
         Command::Recovery(args) => recovery::run(args),
+        Command::StoreBackends(args) => store_backends::run(args),
         Command::StatusPage {
             projects,
             runs,
