@@ -42,6 +42,17 @@ impl Context {
         }
     }
 
+    /// The delivery spool: `explicit` (flag or config), else next to the database file (else in
+    /// the state directory, for a database that is not a file).
+    pub fn spool_path(&self, explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+        if let Some(path) = explicit.or_else(|| self.file.serve.spool.clone()) {
+            return Ok(path);
+        }
+        let db = self.db_path()?;
+        let state = std::env::var_os("STATE_DIRECTORY");
+        Ok(config::default_spool_path(Some(&db), state.as_deref())?)
+    }
+
     /// Opens the store.
     pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
         let path = self.db_path()?;
