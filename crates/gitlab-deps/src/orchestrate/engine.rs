@@ -684,6 +684,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::orchestrate::enqueue_operator_input;
+    use crate::store::Lease;
 
     /// Starts base and tools (app waits for base) with the given per-minute limit; returns how
     /// many creation times the engine keeps.
@@ -736,6 +737,93 @@ mod tests {
         assert!(shown[0].1.starts_with("img/tools"), "{shown:?}");
         // Logged to the store as well, in the same order.
         assert_eq!(store.recent_activity(1).await.unwrap()[0], shown[0]);
+    }
+
+    /// `engine` attached to a leadership that holds the lease of `store` (epoch 1).
+    async fn leading(store: &Arc<dyn Store>, engine: &Engine) -> Arc<Leadership> {
+        use crate::orchestrate::leader::{LeaseOptions, Role, StoreLeases};
+        let leadership = Leadership::new(
+            Arc::new(StoreLeases(Arc::clone(store))),
+            LeaseOptions::with_ttl(Duration::from_secs(60)),
+            "a".into(),
+        );
+        tokio::spawn(Arc::clone(&leadership).run(CancellationToken::new()));
+        let mut role = leadership.subscribe();
+        role.wait_for(|r| matches!(r, Role::Leader(_)))
+            .await
+            .unwrap();
+        engine.attach(Arc::clone(&leadership));
+        leadership
+    }
+
+    /// Another replica takes the lease from under `a` (as after its expiry): epoch 2.
+    async fn superseded(store: &Arc<dyn Store>) {
+        let held = store.lease().await.unwrap().unwrap();
+        let lease = Lease {
+            holder: held.holder,
+            epoch: held.epoch,
+        };
+        store.release_lease(&lease).await.unwrap();
+        let taken = store
+            .acquire_lease("b", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(taken.map(|l| l.epoch), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_fenced_commit_records_nothing_and_makes_the_engine_step_down() {
+        let (store, engine) = crate::orchestrate::rescan_tests::engine().await;
+        let engine = Arc::new(engine);
+        let leadership = leading(&store, &engine).await;
+        assert!(engine.is_leader());
+        superseded(&store).await;
+        // Still leader by its own clock: only the commit can tell.
+        assert!(engine.is_leader());
+        let input = Input::Rebuild {
+            project: "img/base".into(),
+        };
+        enqueue_operator_input(store.as_ref(), &input)
+            .await
+            .unwrap();
+        let err = engine.process().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Fenced {
+                    held: 1,
+                    current: 2
+                }
+            ),
+            "{err}"
+        );
+        assert!(!engine.is_leader());
+        assert_eq!(leadership.role(), crate::orchestrate::Role::Standby);
+        // Nothing recorded: no intent, the event still unprocessed for the new leader.
+        assert_eq!(store.cascade_state().await.unwrap(), None);
+        assert_eq!(store.unprocessed_events(10).await.unwrap().len(), 1);
+        assert!(lock(&engine.in_flight).is_empty(), "no creation started");
+        // A standby leaves the log alone.
+        engine.process().await.unwrap();
+        assert_eq!(store.unprocessed_events(10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_creation_started_under_a_lost_lease_sends_nothing() {
+        let (store, engine) = crate::orchestrate::rescan_tests::engine().await;
+        let engine = Arc::new(engine);
+        let leadership = leading(&store, &engine).await;
+        let acting = engine.acting().unwrap();
+        assert!(matches!(acting, Acting::Under(ref l) if l.epoch == 1));
+        leadership.step_down("test");
+        // The GitLab address is unreachable: a request would be retried for seconds, and a
+        // creation would be counted as a failure; none is made.
+        let outcome = engine
+            .create_or_adopt_for_test("img/base", "a-1", &acting)
+            .await;
+        assert_eq!(outcome, Ok(None));
+        assert_eq!(engine.metrics.creations_abandoned.get(), 1);
+        assert_eq!(engine.metrics.pipelines_created.get(), 0);
     }
 
     #[tokio::test]
