@@ -22,7 +22,7 @@ use crate::gitlab::payload::{self, HookEvent, PushEvent};
 use crate::graph::DepGraph;
 use crate::metrics::Metrics;
 use crate::scan::Scanner;
-use crate::store::{Lease, ProjectRecord, Store, StoreError, StoredCascade, StoredEvent};
+use crate::store::{Lease, ProjectRecord, Store, StoreError, StoredEvent};
 use crate::util::{Clock, SystemClock};
 
 /// Events folded per engine step.
@@ -251,14 +251,10 @@ impl Engine {
         Ok(())
     }
 
-    /// A standby's view: takes the leader's cascade state, activity and (when a scan moved the
-    /// stamp) the graph from the store. `seen` holds what was taken last time, so an unchanged
-    /// state costs one read and a comparison, not a rebuild and a page update.
-    pub(super) async fn follow(
-        &self,
-        seen: &mut Option<StoredCascade>,
-        stamp: &mut Option<String>,
-    ) {
+    /// A standby's view: takes the leader's cascade state and activity (when the leader's
+    /// published change counter moved) and the graph (when a scan moved the stamp) from the
+    /// store. `seen` holds the counter taken last time, so a quiet second costs two small reads.
+    pub(super) async fn follow(&self, seen: &mut Option<String>, stamp: &mut Option<String>) {
         match self.store.meta(SCAN_STAMP).await {
             Ok(now) if now != *stamp => {
                 if let Err(e) = self.reload().await {
@@ -274,22 +270,26 @@ impl Engine {
                 return;
             }
         }
-        let state = match self.store.cascade_state().await {
-            Ok(state) => state,
+        let counter = match self.store.meta(super::replica::CHANGES_KEY).await {
+            // Nothing published yet (a leader of an older version): read every time.
+            Ok(None) => None,
+            Ok(Some(counter)) if seen.as_ref() == Some(&counter) => return,
+            Ok(Some(counter)) => Some(counter),
+            Err(e) => {
+                tracing::debug!("standby cannot read the leader's change counter: {e}");
+                return;
+            }
+        };
+        // Read after the counter: a change published meanwhile is read again next time.
+        let cascade = match load_cascade(self.store.as_ref()).await {
+            Ok(cascade) => cascade,
             Err(e) => {
                 tracing::debug!("standby cannot read the cascade state: {e}");
                 return;
             }
         };
-        if state == *seen {
-            return;
-        }
-        let cascade = match &state {
-            Some(stored) => Cascade::from_parts(stored.projects.clone(), stored.counters),
-            None => Cascade::new(),
-        };
         *self.cascade.lock().await = cascade;
-        *seen = state;
+        *seen = counter;
         if let Ok(activity) = self.store.recent_activity(ACTIVITY_KEPT).await {
             *lock(&self.activity) = activity.into();
         }

@@ -11,8 +11,13 @@ use tokio_util::sync::CancellationToken;
 use super::engine::Engine;
 use super::leader::{Leadership, Role};
 
-/// How often a standby reads the leader's state from the store.
+/// How often a standby looks whether the leader's state changed.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// How often at most the leader publishes that its state changed.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+/// Store key: `<epoch>:<change counter>` of the leader's last published change, so a standby
+/// reads the whole state only when it moved.
+pub(super) const CHANGES_KEY: &str = "engine.changes";
 /// How long a stopping term's loops get to finish their step.
 const TERM_STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -44,7 +49,10 @@ impl Engine {
                     self.metrics.lease_epoch.set(lease.epoch);
                     match self.take_over().await {
                         Ok(()) => {
-                            let tasks = Arc::clone(&self).spawn(stop.clone());
+                            let mut tasks = Arc::clone(&self).spawn(stop.clone());
+                            tasks.push(tokio::spawn(
+                                Arc::clone(&self).publish_loop(lease.epoch, stop.clone()),
+                            ));
                             on_term(stop.clone());
                             tasks
                         }
@@ -72,6 +80,34 @@ impl Engine {
             stop.cancel();
             for task in tasks {
                 let _ = tokio::time::timeout(TERM_STOP_WAIT, task).await;
+            }
+        }
+    }
+
+    /// The leader's side of the standby view: after its state changed, records so in the store
+    /// (at most every [`PUBLISH_EVERY`], off the engine's commit path).
+    async fn publish_loop(self: Arc<Self>, epoch: i64, stop: CancellationToken) {
+        let mut changes = self.subscribe();
+        loop {
+            let n = *changes.borrow_and_update();
+            if let Err(e) = self
+                .store
+                .set_meta(CHANGES_KEY, &format!("{epoch}:{n}"))
+                .await
+            {
+                tracing::debug!("cannot publish the engine's change counter: {e}");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PUBLISH_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = stop.cancelled() => return,
             }
         }
     }
