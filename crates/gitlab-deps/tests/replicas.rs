@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+mod common;
+
 use async_trait::async_trait;
 use gitlab_deps::cascade::{Counters, Input, ProjectState};
 use gitlab_deps::config::{ScanFileConfig, ScanSettings};
@@ -528,4 +530,45 @@ async fn a_leader_cut_off_from_the_database_creates_nothing_after_its_deadline()
     }
     assert_eq!(a.engine.metrics.pipelines_created.get(), 0);
     assert!(!a.leads(), "the cut-off replica stays standby");
+}
+
+/// `GET` of a running binary's JSON endpoint, from the simulator's runtime.
+fn get_json(server: &common::SimServer, url: &str) -> Value {
+    server
+        .runtime
+        .block_on(async { reqwest::get(url).await?.json::<Value>().await })
+        .unwrap()
+}
+
+#[test]
+fn a_second_serve_on_the_same_database_stays_standby_and_takes_over_after_kill_9() {
+    let server = common::SimServer::start(SimOptions::default());
+    server.sim.with_sample_instance();
+    let (work, mut first) = common::scan_and_serve(&server, &[], None);
+    common::wait_until(10, "the first serve leads", || {
+        get_json(&server, &format!("{}/readyz", first.url))["role"] == "leader"
+    });
+    let second = common::Service::start(
+        &work,
+        &server.url,
+        "127.0.0.1:0",
+        &["--replica-name", "second"],
+    );
+    let ready = get_json(&server, &format!("{}/readyz", second.url));
+    assert_eq!(ready["role"], "standby", "{ready}");
+    let holder = ready["leader"]["holder"].as_str().unwrap().to_owned();
+    assert!(!holder.starts_with("second-"), "{holder}");
+    first.kill();
+    // The lease expires within its ttl (3 s by default) and the standby takes it.
+    common::wait_until(20, "the second serve leads", || {
+        get_json(&server, &format!("{}/readyz", second.url))["role"] == "leader"
+    });
+    let ready = get_json(&server, &format!("{}/readyz", second.url));
+    assert!(
+        ready["leader"]["holder"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("second-")),
+        "{ready}"
+    );
+    assert!(ready["leader"]["epoch"].as_i64() > Some(1), "{ready}");
 }
