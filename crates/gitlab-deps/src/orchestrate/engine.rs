@@ -80,6 +80,9 @@ pub struct Engine {
     /// updates alike: each installs what the store held when it read, so neither can install
     /// older data over the other's newer.
     pub(super) graph_writer: tokio::sync::Mutex<()>,
+    /// Moves with every graph installed (whole reloads and one-project updates), so standbys
+    /// learn of graph changes that no scan stamp records.
+    pub(super) graph_version: std::sync::atomic::AtomicU64,
     /// Never held across a store call: the status page reads it while the database is locked.
     pub(super) cascade: tokio::sync::Mutex<Cascade>,
     /// Held through an engine step, store calls included (see [`Engine::process`]).
@@ -173,6 +176,7 @@ impl Engine {
                 path_by_id: HashMap::new(),
             })),
             graph_writer: tokio::sync::Mutex::new(()),
+            graph_version: std::sync::atomic::AtomicU64::new(0),
             step: tokio::sync::Mutex::new(()),
             cascade: tokio::sync::Mutex::new(cascade),
             activity: Mutex::new(activity.into()),
@@ -252,34 +256,39 @@ impl Engine {
     }
 
     /// A standby's view: takes the leader's cascade state and activity (when the leader's
-    /// published change counter moved) and the graph (when a scan moved the stamp) from the
-    /// store. `seen` holds the counter taken last time, so a quiet second costs two small reads.
-    pub(super) async fn follow(&self, seen: &mut Option<String>, stamp: &mut Option<String>) {
-        match self.store.meta(SCAN_STAMP).await {
-            Ok(now) if now != *stamp => {
-                if let Err(e) = self.reload().await {
-                    tracing::warn!("cannot reload the graph: {e}");
-                    return;
-                }
-                self.observe_scan().await;
-                *stamp = now;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!("standby cannot read the scan stamp: {e}");
-                return;
-            }
-        }
-        let counter = match self.store.meta(super::replica::CHANGES_KEY).await {
-            // Nothing published yet (a leader of an older version): read every time.
-            Ok(None) => None,
-            Ok(Some(counter)) if seen.as_ref() == Some(&counter) => return,
-            Ok(Some(counter)) => Some(counter),
-            Err(e) => {
-                tracing::debug!("standby cannot read the leader's change counter: {e}");
+    /// published change counter moved) and the graph (when a scan by any process or a graph
+    /// change on the leader moved) from the store. `seen` and `graph_seen` hold what was taken
+    /// last time, so a quiet second costs two small reads.
+    pub(super) async fn follow(&self, seen: &mut Option<String>, graph_seen: &mut Option<String>) {
+        let read = (
+            self.store.meta(SCAN_STAMP).await,
+            self.store.meta(super::replica::CHANGES_KEY).await,
+        );
+        let (stamp, counter) = match read {
+            (Ok(stamp), Ok(counter)) => (stamp, counter),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!("standby cannot read the leader's change counters: {e}");
                 return;
             }
         };
+        // `<epoch>:<graph version>:<change counter>`: the graph part moves with push rescans.
+        let graph_part = counter
+            .as_deref()
+            .and_then(|c| c.rsplit_once(':'))
+            .map_or("", |(graph, _)| graph);
+        let graph_key = format!("{}|{graph_part}", stamp.unwrap_or_default());
+        if graph_seen.as_ref() != Some(&graph_key) {
+            if let Err(e) = self.reload().await {
+                tracing::warn!("cannot reload the graph: {e}");
+                return;
+            }
+            self.observe_scan().await;
+            *graph_seen = Some(graph_key);
+        }
+        // Nothing published yet (a leader of an older version): read every time.
+        if counter.is_some() && counter == *seen {
+            return;
+        }
         // Read after the counter: a change published meanwhile is read again next time.
         let cascade = match load_cascade(self.store.as_ref()).await {
             Ok(cascade) => cascade,
@@ -340,6 +349,8 @@ impl Engine {
         };
         *self.graph.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(graph);
         *self.records.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(records);
+        self.graph_version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.bump();
         Ok(())
     }

@@ -15,8 +15,9 @@ use super::leader::{Leadership, Role};
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// How often at most the leader publishes that its state changed.
 const PUBLISH_EVERY: Duration = Duration::from_millis(500);
-/// Store key: `<epoch>:<change counter>` of the leader's last published change, so a standby
-/// reads the whole state only when it moved.
+/// Store key: `<epoch>:<graph version>:<change counter>` as the leader last published them, so
+/// a standby reads the whole state only when the counter moved, and the graph only when the
+/// graph version did.
 pub(super) const CHANGES_KEY: &str = "engine.changes";
 /// How long a stopping term's loops get to finish their step.
 const TERM_STOP_WAIT: Duration = Duration::from_secs(5);
@@ -114,9 +115,9 @@ impl Engine {
 
     /// The standby view: follows the leader's state until `stop`.
     async fn follow_loop(self: Arc<Self>, stop: CancellationToken) {
-        let (mut seen, mut stamp) = (None, None);
+        let (mut seen, mut graph_seen) = (None, None);
         loop {
-            self.follow(&mut seen, &mut stamp).await;
+            self.follow(&mut seen, &mut graph_seen).await;
             tokio::select! {
                 _ = tokio::time::sleep(FOLLOW_EVERY) => {}
                 _ = stop.cancelled() => return,
