@@ -113,6 +113,16 @@ impl Engine {
         }
     }
 
+    /// Records the leader's change counter and graph version for the standbys.
+    pub(super) async fn publish(&self, epoch: i64) {
+        let n = *self.changed.borrow();
+        let graph = self.graph_version.load(std::sync::atomic::Ordering::SeqCst);
+        let published = format!("{epoch}:{graph}:{n}");
+        if let Err(e) = self.store.set_meta(CHANGES_KEY, &published).await {
+            tracing::debug!("cannot publish the engine's change counter: {e}");
+        }
+    }
+
     /// The standby view: follows the leader's state until `stop`.
     async fn follow_loop(self: Arc<Self>, stop: CancellationToken) {
         let (mut seen, mut graph_seen) = (None, None);
