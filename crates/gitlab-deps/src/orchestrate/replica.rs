@@ -90,14 +90,8 @@ impl Engine {
     async fn publish_loop(self: Arc<Self>, epoch: i64, stop: CancellationToken) {
         let mut changes = self.subscribe();
         loop {
-            let n = *changes.borrow_and_update();
-            if let Err(e) = self
-                .store
-                .set_meta(CHANGES_KEY, &format!("{epoch}:{n}"))
-                .await
-            {
-                tracing::debug!("cannot publish the engine's change counter: {e}");
-            }
+            changes.borrow_and_update();
+            self.publish(epoch).await;
             tokio::select! {
                 _ = tokio::time::sleep(PUBLISH_EVERY) => {}
                 _ = stop.cancelled() => return,
