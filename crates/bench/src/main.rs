@@ -877,8 +877,11 @@ impl ScannedService {
         config.engine.rescan_every = None;
         config.http.webhook_secret = Some(secret.into());
         // As `serve` runs: the intake's own connection and the spool next to the database.
-        config.http.database = Some(db);
-        let service = Service::new(config, store).await?;
+        config.http.spool = Some(gitlab_deps::server::spool_path(&db));
+        let importer: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+        let service = Service::new(config, store)
+            .await?
+            .with_spool_importer(importer);
         let summary = service
             .scanner()
             .scan(&ScanRequest::default(), &NoProgress)

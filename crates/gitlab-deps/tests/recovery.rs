@@ -171,9 +171,20 @@ fn a_root_change_delivered_while_the_service_was_down_runs_the_chain_once() {
     });
     assert_eq!(ours(s.sim(), "images/mid").len(), 1, "mid built once");
     assert_eq!(ours(s.sim(), "apps/leaf").len(), 1, "leaf built once");
-    // base's success came only through catch-up (mid's too, if a round found it before its
-    // webhook was applied: logged twice, applied once, which the counts above show).
-    assert!(s.metric("gitlab_deps_caught_up_pipelines_total", "") >= 1.0);
+    // base's success came through catch-up (mid's too, if a round found it before its webhook
+    // was applied: logged twice, applied once, which the counts above show), unless GitLab's
+    // retry of its webhook reached the restarted service first: after a kill -9 the restarted
+    // `serve` waits as standby for the dead one's lease to expire, and GitLab retries meanwhile.
+    let base_retried = s.sim().deliveries().iter().any(|d| {
+        d.project == "images/base"
+            && d.pipeline_id == Some(base)
+            && d.pipeline_status.as_deref() == Some("success")
+            && d.status.is_some_and(|code| (200..300).contains(&code))
+    });
+    assert!(
+        base_retried || s.metric("gitlab_deps_caught_up_pipelines_total", "") >= 1.0,
+        "base's success reached the restarted service somehow"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
