@@ -367,6 +367,8 @@ pub struct RequestLog {
     pub injected: bool,
     /// When the request arrived (before any simulated latency).
     pub received: Instant,
+    /// The token it authenticated with (accepted or not), to tell clients apart.
+    pub token: Option<String>,
 }
 
 /// One webhook delivery attempt (or a dropped delivery).

@@ -129,6 +129,7 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
+    let token = request_token(req.headers());
     *lock(&sim.inner.endpoint_counts)
         .entry(crate::model::Endpoint::of_path(&path))
         .or_insert(0) += 1;
@@ -173,6 +174,7 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
         status: resp.status().as_u16(),
         injected: was_injected,
         received,
+        token,
     });
     resp
 }
