@@ -82,7 +82,7 @@ pub enum ConfigError {
     #[error("invalid scan.platforms: {0}")]
     Platform(String),
     /// No database location could be determined.
-    #[error("no data directory for the database: pass --db FILE or set GITLAB_DEPS_DB")]
+    #[error("no data directory for the database: pass --db FILE|URL or set GITLAB_DEPS_DB")]
     NoDataDir,
 }
 
@@ -94,8 +94,10 @@ pub struct FileConfig {
     pub gitlab_url: Option<String>,
     /// File holding the API token.
     pub token_file: Option<PathBuf>,
-    /// SQLite database file.
-    pub db: Option<PathBuf>,
+    /// SQLite database file, or a PostgreSQL URL.
+    pub db: Option<crate::store::Location>,
+    /// File holding the PostgreSQL password.
+    pub db_password_file: Option<PathBuf>,
     /// Registry host override (`host[:port]`).
     pub registry: Option<String>,
     /// Parallel API requests (default 8).
@@ -308,6 +310,8 @@ pub fn read_secret_file(path: &Path, what: &'static str) -> Result<SecretString,
 
 /// What [`read_secret_file`] calls the API token.
 pub const API_TOKEN: &str = "GitLab API token";
+/// What [`read_secret_file`] calls the database password.
+pub const DB_PASSWORD: &str = "database password";
 /// What [`read_secret_file`] calls the webhook secret.
 pub const WEBHOOK_SECRET: &str = "webhook secret";
 

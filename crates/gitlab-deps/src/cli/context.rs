@@ -1,6 +1,5 @@
 //! Resolves global settings (flag > env > config file > default) and opens what commands need.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -11,7 +10,7 @@ use super::GlobalArgs;
 use crate::config::{self, FileConfig, ScanSettings};
 use crate::gitlab::{GitLab, GitLabOptions};
 use crate::graph::DepGraph;
-use crate::store::{DiscoveryStore, SqliteStore, Store};
+use crate::store::{self, DiscoveryStore, Location, Store};
 
 /// Settings shared by the commands.
 pub struct Context {
@@ -34,18 +33,30 @@ impl Context {
         Ok(Self { args, file })
     }
 
-    /// The database file.
-    pub fn db_path(&self) -> anyhow::Result<PathBuf> {
-        match self.args.db.clone().or_else(|| self.file.db.clone()) {
-            Some(p) => Ok(p),
-            None => Ok(config::default_db_path()?),
+    /// The database: `--db`/`GITLAB_DEPS_DB`, else the config's `db`, else the default SQLite
+    /// file; a PostgreSQL URL gets the password from `--db-password-file`/
+    /// `GITLAB_DEPS_DB_PASSWORD_FILE`, else the config's `db_password_file`, when one is set.
+    pub fn db_location(&self) -> anyhow::Result<Location> {
+        let mut location = match self.args.db.clone().or_else(|| self.file.db.clone()) {
+            Some(location) => location,
+            None => Location::Sqlite(config::default_db_path()?),
+        };
+        if let Location::Postgres { password, .. } = &mut location {
+            let file = self
+                .args
+                .db_password_file
+                .as_ref()
+                .or(self.file.db_password_file.as_ref());
+            if let Some(file) = file {
+                *password = Some(config::read_secret_file(file, config::DB_PASSWORD)?);
+            }
         }
+        Ok(location)
     }
 
     /// Opens the store.
     pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        let path = self.db_path()?;
-        Ok(Arc::new(SqliteStore::open_async(&path).await?))
+        Ok(store::open(&self.db_location()?).await?)
     }
 
     /// The GitLab base URL.

@@ -49,9 +49,23 @@ pub struct GlobalArgs {
         value_name = "FILE"
     )]
     pub token_file: Option<PathBuf>,
-    /// SQLite database [default: ~/.local/share/gitlab-deps/gitlab-deps.db]
-    #[arg(long, global = true, env = "GITLAB_DEPS_DB", value_name = "FILE")]
-    pub db: Option<PathBuf>,
+    /// SQLite database file, or a postgres:// URL [default: ~/.local/share/gitlab-deps/gitlab-deps.db]
+    #[arg(
+        long,
+        global = true,
+        env = "GITLAB_DEPS_DB",
+        value_name = "FILE|URL",
+        hide_env_values = true
+    )]
+    pub db: Option<crate::store::Location>,
+    /// File holding the PostgreSQL password (replaces any password in the URL)
+    #[arg(
+        long,
+        global = true,
+        env = "GITLAB_DEPS_DB_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub db_password_file: Option<PathBuf>,
     /// Container registry host (HOST[:PORT]) overriding what GitLab reports
     #[arg(
         long,

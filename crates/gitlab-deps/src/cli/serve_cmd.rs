@@ -1,7 +1,7 @@
 //! `serve`, `rebuild`, `cancel`, `status` and `hooks`: the orchestration commands.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -216,7 +216,8 @@ pub fn service_config(
             .max_body_bytes
             .or(ctx.file.serve.max_body_bytes)
             .unwrap_or(config.http.max_body_bytes),
-        database: Some(ctx.db_path()?),
+        // The delivery spool sits next to a SQLite file; on PostgreSQL there is none (yet).
+        database: ctx.db_location()?.sqlite_path().map(Path::to_path_buf),
         limits: http_limits(&ctx.file.serve)?,
         read_access: service::ReadAccess {
             token: ctx

@@ -1,5 +1,6 @@
-//! Persistence behind two async traits, so the embedded SQLite store can later be joined by a
-//! PostgreSQL one for highly available deployments: [`DiscoveryStore`] (projects, references, the
+//! Persistence behind two async traits, implemented by the embedded [`SqliteStore`] and by
+//! [`PostgresStore`] for highly available deployments ([`open`] picks one by [`Location`]):
+//! [`DiscoveryStore`] (projects, references, the
 //! derived graph, hook fingerprints) and [`OrchestrationStore`] (event log, cascade state, activity),
 //! both over [`MetaStore`]; [`Store`] is both. Callers take the half they need. The contract each
 //! method keeps is in `docs/store.md`, and [`conformance`] tests it against any implementation.
@@ -19,10 +20,14 @@
 #[cfg(any(test, feature = "store-conformance"))]
 pub mod conformance;
 mod graph;
+mod location;
 mod migrations;
+pub mod postgres;
 mod sqlite;
 
 pub use graph::{graph_of, load_graph};
+pub use location::{Location, open};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use std::collections::HashMap;
@@ -50,6 +55,13 @@ pub enum StoreError {
     /// A query failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL query failed.
+    #[error("database error: {}", postgres::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had (the server is unreachable, refuses the login, or
+    /// every pooled connection stayed busy).
+    #[error("no connection to database {database}: {reason}")]
+    Pool { database: String, reason: String },
     /// Stored JSON did not decode.
     #[error("corrupt stored value: {0}")]
     Json(#[from] serde_json::Error),
