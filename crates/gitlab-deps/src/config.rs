@@ -207,6 +207,15 @@ pub struct ServeFileConfig {
     pub read_token_file: Option<PathBuf>,
     /// A request header set by an authenticating reverse proxy: requests carrying it may read.
     pub trusted_user_header: Option<String>,
+    /// File where deliveries are kept while the database is busy or unreachable (default: next
+    /// to a SQLite database file; else `gitlab-deps.spool` in `$STATE_DIRECTORY` or the data
+    /// directory).
+    pub spool: Option<PathBuf>,
+    /// How long the engine's lease lasts without renewal (default "3s"): with several replicas
+    /// on one database, a failed leader is replaced within about this long.
+    pub lease_ttl: Option<String>,
+    /// A name put in front of this replica's holder id (shown as the leader).
+    pub replica_name: Option<String>,
 }
 
 impl FileConfig {
@@ -510,6 +519,32 @@ fn parse_platforms(values: Option<&[String]>) -> Result<Vec<Platform>, ConfigErr
     Ok(platforms)
 }
 
+/// The default delivery spool: next to the SQLite database file `db` (its name with `.spool`
+/// appended); for a database that is not a file, `gitlab-deps.spool` in `state_directory` (systemd's
+/// `$STATE_DIRECTORY`, its first entry when it lists several) or else in the data directory of
+/// the default database.
+pub fn default_spool_path(
+    db: Option<&Path>,
+    state_directory: Option<&std::ffi::OsStr>,
+) -> Result<PathBuf, ConfigError> {
+    if let Some(db) = db {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".spool");
+        return Ok(name.into());
+    }
+    let state = state_directory
+        .and_then(|dirs| std::env::split_paths(dirs).next())
+        .filter(|dir| !dir.as_os_str().is_empty());
+    let dir = match state {
+        Some(dir) => dir,
+        None => default_db_path()?
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or(ConfigError::NoDataDir)?,
+    };
+    Ok(dir.join("gitlab-deps.spool"))
+}
+
 /// The default database file: `$XDG_DATA_HOME/gitlab-deps/gitlab-deps.db` on Linux.
 pub fn default_db_path() -> Result<PathBuf, ConfigError> {
     directories::ProjectDirs::from("", "", "gitlab-deps")
@@ -582,6 +617,25 @@ listen = "0.0.0.0:8080"
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_spool_goes_next_to_a_database_file_else_into_the_state_directory() {
+        let db = Path::new("/var/lib/gitlab-deps/deps.db");
+        assert_eq!(
+            default_spool_path(Some(db), Some("/ignored".as_ref())).unwrap(),
+            Path::new("/var/lib/gitlab-deps/deps.db.spool")
+        );
+        assert_eq!(
+            default_spool_path(None, Some("/var/lib/gd:/var/lib/other".as_ref())).unwrap(),
+            Path::new("/var/lib/gd/gitlab-deps.spool")
+        );
+        let fallback = default_spool_path(None, None).unwrap();
+        assert_eq!(
+            fallback.parent(),
+            default_db_path().unwrap().parent(),
+            "the default database's directory"
+        );
     }
 
     #[test]

@@ -126,6 +126,14 @@ pub struct Metrics {
     pub scan_edges: Gauge,
     /// Warnings after the last scan.
     pub scan_warnings: Gauge,
+    /// 1 while this replica runs the engine, else 0.
+    pub leader: Gauge,
+    /// Times this replica became leader or stepped down.
+    pub leadership_changes: Counter,
+    /// Epoch of the lease this replica holds or last held (0: never held one).
+    pub lease_epoch: Gauge,
+    /// Pipeline creations given up because the leadership was lost before the request.
+    pub creations_abandoned: Counter,
     api: ApiMetrics,
 }
 
@@ -290,7 +298,35 @@ impl Metrics {
             "Warnings after the last scan",
             scan_warnings.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the engine (holds the lease), else 0",
+            leader.clone(),
+        );
+        let leadership_changes = Counter::default();
+        registry.register(
+            "leadership_changes",
+            "Times this replica became leader or stepped down",
+            leadership_changes.clone(),
+        );
+        let lease_epoch = Gauge::default();
+        registry.register(
+            "lease_epoch",
+            "Epoch of the engine lease this replica holds or last held (0: never held one)",
+            lease_epoch.clone(),
+        );
+        let creations_abandoned = Counter::default();
+        registry.register(
+            "pipeline_creations_abandoned",
+            "Pipeline creations given up because this replica lost the leadership before sending them (the next leader adopts or creates them)",
+            creations_abandoned.clone(),
+        );
         Self {
+            leader,
+            leadership_changes,
+            lease_epoch,
+            creations_abandoned,
             hooks_disabled,
             hooks_missing,
             webhook_seconds,

@@ -13,7 +13,8 @@ use url::Url;
 use crate::config::{PathPatterns, ScanSettings};
 use crate::gitlab::{GitLab, GitLabError, GitLabOptions, RetryPolicy};
 use crate::hooks::{HookSummary, SyncOptions, sync_hooks};
-use crate::orchestrate::{Engine, EngineOptions, RecoveryOptions};
+use crate::orchestrate::leader::{StoreLeases, holder_id};
+use crate::orchestrate::{Engine, EngineOptions, Leadership, LeaseOptions, RecoveryOptions};
 use crate::scan::{DEPS_FILE, Scanner};
 use crate::server::{self, ServerError};
 pub use crate::server::{HttpLimits, HttpOptions, ReadAccess, bind};
@@ -52,6 +53,29 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: usize = 512;
     /// Webhook body bytes held at once by all requests.
     pub const MAX_BODY_BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
+    /// How long the engine's lease lasts without a renewal: a failed leader is replaced within
+    /// about this long. Renewal, retry and safety margin are derived from it
+    /// ([`crate::orchestrate::LeaseOptions::with_ttl`]).
+    pub const LEASE_TTL: Duration = Duration::from_secs(3);
+    /// How often the leader renews its lease (a third of [`LEASE_TTL`]).
+    pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(1);
+    /// How often a standby asks for the lease (a sixth of [`LEASE_TTL`]).
+    pub const LEASE_RETRY_EVERY: Duration = Duration::from_millis(500);
+    /// How long before its lease expires the leader stops acting (a sixth of [`LEASE_TTL`]).
+    pub const LEASE_MARGIN: Duration = Duration::from_millis(500);
+    /// The shortest lease accepted.
+    pub const LEASE_TTL_MIN: Duration = Duration::from_millis(300);
+}
+
+impl Default for LeaseOptions {
+    fn default() -> Self {
+        Self {
+            ttl: defaults::LEASE_TTL,
+            renew_every: defaults::LEASE_RENEW_EVERY,
+            retry_every: defaults::LEASE_RETRY_EVERY,
+            margin: defaults::LEASE_MARGIN,
+        }
+    }
 }
 
 /// Failures while starting or running the service.
@@ -106,15 +130,14 @@ impl Default for RecoveryOptions {
 }
 
 impl Default for HttpOptions {
-    /// No secret (the caller sets one, or has decided to run without), no database of its own
-    /// (so no spool), and the default
-    /// limits.
+    /// No secret (the caller sets one, or has decided to run without), no spool, and the
+    /// default limits.
     fn default() -> Self {
         Self {
             webhook_secret: None,
             max_body_bytes: defaults::MAX_BODY_BYTES,
             read_access: server::ReadAccess::default(),
-            database: None,
+            spool: None,
             limits: HttpLimits::default(),
         }
     }
@@ -156,6 +179,10 @@ pub struct ServiceConfig {
     pub http: HttpOptions,
     /// Install and repair hooks at start and after every rescan interval (`None`: leave them).
     pub hook_sync: Option<HookSyncConfig>,
+    /// The engine lease's timing (replicas sharing the database).
+    pub lease: LeaseOptions,
+    /// A prefix for this replica's holder id, to tell replicas apart in the status.
+    pub replica_name: Option<String>,
 }
 
 impl ServiceConfig {
@@ -168,6 +195,8 @@ impl ServiceConfig {
             engine: EngineOptions::default(),
             http: HttpOptions::default(),
             hook_sync: None,
+            lease: LeaseOptions::default(),
+            replica_name: None,
         }
     }
 }
@@ -187,6 +216,8 @@ pub struct Service {
     engine: Arc<Engine>,
     http: HttpOptions,
     hook_sync: Option<HookSyncConfig>,
+    leadership: Arc<Leadership>,
+    importer: Option<Arc<dyn Store>>,
 }
 
 impl Service {
@@ -227,6 +258,11 @@ impl Service {
         gitlab.set_observer(engine.metrics.api_observer());
         // The hook gauges start from the last sync of any process (`update` from a timer).
         engine.refresh_hook_gauges().await;
+        let leadership = Leadership::new(
+            Arc::new(StoreLeases(Arc::clone(&store))),
+            config.lease,
+            holder_id(config.replica_name.as_deref()),
+        );
         Ok(Self {
             store,
             gitlab,
@@ -234,6 +270,8 @@ impl Service {
             engine,
             http: config.http,
             hook_sync: config.hook_sync,
+            leadership,
+            importer: None,
         })
     }
 
@@ -257,31 +295,73 @@ impl Service {
         &self.engine
     }
 
+    /// This replica's leadership (it runs once [`Service::serve`] starts).
+    pub fn leadership(&self) -> &Arc<Leadership> {
+        &self.leadership
+    }
+
+    /// Imports the delivery spool through `importer`, a second handle on the service's
+    /// database, so an import waiting for a busy database holds up nothing else (default: the
+    /// service's own store).
+    pub fn with_spool_importer(mut self, importer: Arc<dyn Store>) -> Self {
+        self.importer = Some(importer);
+        self
+    }
+
     /// The HTTP router alone, for tests that drive it in-process (starts the event writer, so
     /// call it inside a Tokio runtime). [`Service::serve`] runs the engine as well.
     pub fn router(&self) -> Result<axum::Router, ServiceError> {
         Ok(server::router(Arc::clone(&self.engine), self.http.clone())?)
     }
 
-    /// Runs the engine, the HTTP server on `listener` and (when configured) the hook sync until
-    /// `shutdown` is cancelled.
+    /// Runs the HTTP server on `listener` (every replica takes webhooks and serves the pages)
+    /// until `shutdown` is cancelled, and, while this replica holds the engine's lease, the
+    /// engine and (when configured) the hook sync. On shutdown the engine stops first, then the
+    /// lease is released, so a standby takes over at once.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), ServiceError> {
-        if let Some(hooks) = self.hook_sync.clone() {
-            self.spawn_hook_sync(hooks, shutdown.clone());
-        }
-        server::run(self.engine, self.http, listener, shutdown).await?;
+        let lease_stop = CancellationToken::new();
+        let leadership = Arc::clone(&self.leadership);
+        let keeper = tokio::spawn(Arc::clone(&leadership).run(lease_stop.clone()));
+        let hooks = self
+            .hook_sync
+            .clone()
+            .map(|hooks| self.hook_sync_task(hooks));
+        let on_term = move |term: CancellationToken| {
+            if let Some(start) = &hooks {
+                start(term);
+            }
+        };
+        let replica = tokio::spawn(Arc::clone(&self.engine).run_replica(
+            leadership,
+            on_term,
+            shutdown.clone(),
+        ));
+        let served = server::run(
+            Arc::clone(&self.engine),
+            self.http,
+            self.importer,
+            listener,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        let _ = replica.await;
+        lease_stop.cancel();
+        let _ = keeper.await;
+        served?;
         Ok(())
     }
 
-    /// Installs or repairs the hooks in the background (on a large instance this takes minutes,
-    /// and webhooks must be answered meanwhile), again after every rescan interval: new projects
-    /// get a hook, a changed default branch its push filter, and a hook GitLab disabled another
-    /// try. A sync with nothing to change only reads.
-    fn spawn_hook_sync(&self, hooks: HookSyncConfig, shutdown: CancellationToken) {
+    /// What starts the hook sync for one leader term: it installs or repairs the hooks in the
+    /// background (on a large instance this takes minutes, and webhooks must be answered
+    /// meanwhile), again after every rescan interval: new projects get a hook, a changed default
+    /// branch its push filter, and a hook GitLab disabled another try. A sync with nothing to
+    /// change only reads. Only the leader syncs, so replicas do not race each other.
+    fn hook_sync_task(&self, hooks: HookSyncConfig) -> impl Fn(CancellationToken) + Send + 'static {
         let options = SyncOptions {
             url: hooks.url,
             secret: self.http.webhook_secret.clone().unwrap_or_default(),
@@ -295,24 +375,40 @@ impl Service {
             Arc::clone(&self.store),
             Arc::clone(&self.engine),
         );
-        tokio::spawn(async move {
-            loop {
-                match store.projects().await {
-                    Ok(projects) => {
-                        match sync_hooks(&gitlab, store.as_ref(), &projects, &options).await {
-                            Ok(summary) => log_hook_sync(&summary, &engine),
-                            Err(e) => tracing::error!("webhook sync failed: {e}"),
+        move |shutdown: CancellationToken| {
+            let (gitlab, store, engine, options) = (
+                gitlab.clone(),
+                Arc::clone(&store),
+                Arc::clone(&engine),
+                options.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let sync = async {
+                        match store.projects().await {
+                            Ok(projects) => {
+                                match sync_hooks(&gitlab, store.as_ref(), &projects, &options).await
+                                {
+                                    Ok(summary) => log_hook_sync(&summary, &engine),
+                                    Err(e) => tracing::error!("webhook sync failed: {e}"),
+                                }
+                            }
+                            Err(e) => tracing::warn!("webhook sync skipped: {e}"),
                         }
+                    };
+                    // A replica that stops leading leaves the rest of the sync to the next leader.
+                    tokio::select! {
+                        _ = sync => {}
+                        _ = shutdown.cancelled() => break,
                     }
-                    Err(e) => tracing::warn!("webhook sync skipped: {e}"),
+                    let Some(every) = every else { break };
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
                 }
-                let Some(every) = every else { break };
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-            }
-        });
+            });
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Resolves global settings (flag > env > config file > default) and opens what commands need.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -52,6 +53,20 @@ impl Context {
             }
         }
         Ok(location)
+    }
+
+    /// The delivery spool: `explicit` (flag or config), else next to the database file (else in
+    /// the state directory, for a database that is not a file).
+    pub fn spool_path(&self, explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+        if let Some(path) = explicit.or_else(|| self.file.serve.spool.clone()) {
+            return Ok(path);
+        }
+        let db = self.db_location()?;
+        let state = std::env::var_os("STATE_DIRECTORY");
+        Ok(config::default_spool_path(
+            db.sqlite_path(),
+            state.as_deref(),
+        )?)
     }
 
     /// Opens the store.

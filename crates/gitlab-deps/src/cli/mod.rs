@@ -109,7 +109,7 @@ pub enum Command {
     /// Show the warnings of the last scan (unreadable files, unknown projects, unresolved ARGs)
     Warnings(ListArgs),
     /// Receive GitLab webhooks and rebuild downstream projects in dependency order
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a pipeline for a project now (its success cascades through a running `serve`)
     Rebuild(RebuildArgs),
     /// Drop pending rebuilds (applied by the running service)
@@ -298,7 +298,7 @@ pub async fn run_with(ctx: Context, command: Command) -> anyhow::Result<()> {
         Command::Plan(args) => query::plan(&ctx, &args).await,
         Command::Graph(args) => query::graph(&ctx, &args).await,
         Command::Warnings(args) => query::warnings(&ctx, &args).await,
-        Command::Serve(args) => serve_cmd::serve(&ctx, args).await,
+        Command::Serve(args) => serve_cmd::serve(&ctx, *args).await,
         Command::Rebuild(args) => serve_cmd::rebuild(&ctx, args).await,
         Command::Cancel(args) => serve_cmd::cancel(&ctx, args).await,
         Command::Status(args) => serve_cmd::status(&ctx, args).await,

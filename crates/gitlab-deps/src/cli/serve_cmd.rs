@@ -1,7 +1,7 @@
 //! `serve`, `rebuild`, `cancel`, `status` and `hooks`: the orchestration commands.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use super::hooks_cmd::{hook_groups, hook_url, public_url, webhook_secret};
 use super::output::{CancelJson, PipelineJson, PlanJson, RebuildJson, print_json, table};
 use crate::cascade::{Input, VAR_CASCADE, VAR_ROOT, VAR_UPSTREAM};
 use crate::config::{self, PathPatterns, ServeFileConfig};
-use crate::orchestrate::{self, EngineOptions, RecoveryOptions, Snapshot, describe};
+use crate::orchestrate::{self, EngineOptions, LeaseOptions, RecoveryOptions, Snapshot, describe};
 use crate::service::{
     self, HookSyncConfig, HttpLimits, HttpOptions, Service, ServiceConfig, defaults,
 };
@@ -59,6 +59,15 @@ pub struct ServeArgs {
     /// Install or repair the webhook on every known project at start, then after every rescan interval (needs --public-url)
     #[arg(long)]
     pub sync_hooks: bool,
+    /// File keeping webhook deliveries while the database is busy or unreachable [default: the database file's name + .spool]
+    #[arg(long, value_name = "FILE")]
+    pub spool: Option<PathBuf>,
+    /// How long the engine's lease lasts unrenewed; with replicas on one database, a failed leader is replaced within about this long [default: 3s]
+    #[arg(long, value_name = "DURATION")]
+    pub lease_ttl: Option<String>,
+    /// Name put in front of this replica's id in the status (default: none; the id has host, pid and a random part)
+    #[arg(long, env = "GITLAB_DEPS_REPLICA_NAME", value_name = "NAME")]
+    pub replica_name: Option<String>,
 }
 
 /// `rebuild`.
@@ -216,8 +225,7 @@ pub fn service_config(
             .max_body_bytes
             .or(ctx.file.serve.max_body_bytes)
             .unwrap_or(config.http.max_body_bytes),
-        // The delivery spool sits next to a SQLite file; on PostgreSQL there is none (yet).
-        database: ctx.db_location()?.sqlite_path().map(Path::to_path_buf),
+        spool: Some(ctx.spool_path(args.spool.clone())?),
         limits: http_limits(&ctx.file.serve)?,
         read_access: service::ReadAccess {
             token: ctx
@@ -231,7 +239,30 @@ pub fn service_config(
         },
     };
     config.hook_sync = hook_sync;
+    config.lease = lease_options(ctx, args)?;
+    config.replica_name = args
+        .replica_name
+        .clone()
+        .or_else(|| ctx.file.serve.replica_name.clone());
     Ok(config)
+}
+
+/// The lease timing from `--lease-ttl` / `[serve] lease_ttl`, over the defaults.
+fn lease_options(ctx: &Context, args: &ServeArgs) -> anyhow::Result<LeaseOptions> {
+    let ttl = duration(
+        "lease_ttl",
+        args.lease_ttl.as_ref(),
+        ctx.file.serve.lease_ttl.as_ref(),
+    )?;
+    let Some(ttl) = ttl else {
+        return Ok(LeaseOptions::default());
+    };
+    anyhow::ensure!(
+        ttl >= defaults::LEASE_TTL_MIN,
+        "lease_ttl must be at least {}",
+        humantime::format_duration(defaults::LEASE_TTL_MIN)
+    );
+    Ok(LeaseOptions::with_ttl(ttl))
 }
 
 pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
@@ -254,7 +285,12 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = service_config(ctx, &args, secret)?;
     let store = ctx.store().await?;
-    let service = Service::new(config, Arc::clone(&store)).await?;
+    // The spool is imported through a second handle, so an import waiting for a busy database
+    // holds up nothing else.
+    let importer = ctx.store().await?;
+    let service = Service::new(config, Arc::clone(&store))
+        .await?
+        .with_spool_importer(importer);
     if store.projects().await?.is_empty() {
         tracing::warn!(
             "the database holds no projects: run `gitlab-deps scan` so that changes can cascade"

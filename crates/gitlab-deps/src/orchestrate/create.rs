@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::engine::{Engine, lock};
+use super::engine::{Acting, Engine, lock};
 use super::reconcile::status_of;
 use super::recovery::finished_input;
 use crate::cascade::{Input, VAR_ATTEMPT};
@@ -22,19 +22,22 @@ pub(super) enum Claim {
 impl Engine {
     /// Creates the pipeline of an attempt exactly once: before every retry (and always when
     /// `adopt_first`, after a crash) it looks for a pipeline that already carries the attempt id.
+    /// Started `acting` under a lease, it gives up as soon as that lease is no longer held: the
+    /// next leader's adoption resolves the intent.
     pub(super) async fn create(
         self: Arc<Self>,
         project: String,
         attempt: String,
         variables: Vec<(String, String)>,
         claim: Claim,
+        acting: Acting,
     ) {
         if claim == Claim::Recover && !lock(&self.in_flight).insert(attempt.clone()) {
             return;
         }
         let adopt_first = claim == Claim::Recover;
         let outcome = self
-            .create_or_adopt(&project, &attempt, &variables, adopt_first)
+            .create_or_adopt(&project, &attempt, &variables, adopt_first, &acting)
             .await;
         lock(&self.in_flight).remove(&attempt);
         match outcome {
@@ -87,6 +90,7 @@ impl Engine {
         attempt: &str,
         variables: &[(String, String)],
         adopt_first: bool,
+        acting: &Acting,
     ) -> Result<Option<Pipeline>, String> {
         let record = self.records().by_path.get(project).cloned();
         let Some(record) = record else {
@@ -119,6 +123,15 @@ impl Engine {
                         continue;
                     }
                 }
+            }
+            // Right before every request that creates: a replica whose lease ran out (its local
+            // deadline passed, or another replica took over) must never create a pipeline.
+            if !self.still_acting(acting) {
+                self.metrics.creations_abandoned.inc();
+                tracing::info!(
+                    "{project}: no longer the leader, leaving attempt {attempt} to the next one"
+                );
+                return Ok(None);
             }
             let with_variables = variables_allowed;
             let sent: &[(String, String)] = if with_variables { variables } else { &[] };

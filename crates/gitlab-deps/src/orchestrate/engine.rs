@@ -2,7 +2,7 @@
 //! the resulting pipeline creations ([`super::create`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::create::Claim;
+use super::leader::Leadership;
 use super::log::{INPUT_EVENT, load_cascade};
 use super::observe::Chains;
 use super::reconcile::status_of;
@@ -21,7 +22,7 @@ use crate::gitlab::payload::{self, HookEvent, PushEvent};
 use crate::graph::DepGraph;
 use crate::metrics::Metrics;
 use crate::scan::Scanner;
-use crate::store::{ProjectRecord, Store, StoreError, StoredEvent};
+use crate::store::{Lease, ProjectRecord, Store, StoreError, StoredCascade, StoredEvent};
 use crate::util::{Clock, SystemClock};
 
 /// Events folded per engine step.
@@ -103,6 +104,29 @@ pub struct Engine {
     /// Bumped whenever the cascade state or the graph changed, so views are computed once per
     /// change and live pages are pushed an update.
     pub(super) changed: tokio::sync::watch::Sender<u64>,
+    /// The replica's leadership, when it shares the database with others (`serve`). Without one
+    /// the engine acts alone (tests, benchmarks driving it directly).
+    pub(super) leadership: OnceLock<Arc<Leadership>>,
+}
+
+/// Under what the engine acts: its commits are fenced with the lease, and a creation started
+/// under a lease is given up once this replica no longer holds that lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Acting {
+    /// No leadership attached: nobody else runs an engine on this database.
+    Alone,
+    /// As the leader under this lease.
+    Under(Lease),
+}
+
+impl Acting {
+    /// The fence for [`crate::store::OrchestrationStore::commit_cascade`].
+    pub(super) fn fence(&self) -> Option<&Lease> {
+        match self {
+            Acting::Alone => None,
+            Acting::Under(lease) => Some(lease),
+        }
+    }
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -161,10 +185,115 @@ impl Engine {
             metrics: Metrics::new(),
             chains,
             changed: tokio::sync::watch::Sender::new(0),
+            leadership: OnceLock::new(),
         };
         engine.reload().await?;
         engine.observe_scan().await;
         Ok(engine)
+    }
+
+    /// Runs the engine only while `leadership` holds the lease (set once, by the service).
+    pub fn attach(&self, leadership: Arc<Leadership>) {
+        if self.leadership.set(leadership).is_err() {
+            tracing::warn!("the engine already has a leadership; keeping the first");
+        }
+    }
+
+    /// The replica's leadership, when attached.
+    pub fn leadership(&self) -> Option<&Arc<Leadership>> {
+        self.leadership.get()
+    }
+
+    /// Whether this replica runs the engine now (always, without a leadership).
+    pub fn is_leader(&self) -> bool {
+        self.acting().is_some()
+    }
+
+    /// How the engine may act now; `None` on a standby.
+    pub(super) fn acting(&self) -> Option<Acting> {
+        match self.leadership.get() {
+            None => Some(Acting::Alone),
+            Some(l) => l.current().map(Acting::Under),
+        }
+    }
+
+    /// Whether work started as `acting` may still go on (its lease is still held and valid).
+    pub(super) fn still_acting(&self, acting: &Acting) -> bool {
+        match (acting, self.leadership.get()) {
+            (Acting::Alone, _) => true,
+            (Acting::Under(lease), Some(l)) => l.holds(lease.epoch),
+            (Acting::Under(_), None) => false,
+        }
+    }
+
+    /// Steps down after the store fenced a write off.
+    pub(super) fn fenced(&self, e: &StoreError) {
+        if let Some(l) = self.leadership.get() {
+            l.step_down(&e.to_string());
+        }
+    }
+
+    /// Becoming leader: another replica moved the cascade state, the recovery state and the
+    /// graph meanwhile, so everything is read again from the store, as a start-up does.
+    pub async fn take_over(&self) -> Result<(), StoreError> {
+        // After any step of an earlier term: its commit is fenced or landed before the read.
+        let _step = self.step.lock().await;
+        let cascade = load_cascade(self.store.as_ref()).await?;
+        let activity = self.store.recent_activity(ACTIVITY_KEPT).await?;
+        self.recovery
+            .reload(self.store.as_ref(), self.clock.now_ms())
+            .await?;
+        *lock(&self.chains) = Chains::of(&cascade);
+        *self.cascade.lock().await = cascade;
+        *lock(&self.activity) = activity.into();
+        self.reload().await?;
+        self.observe_scan().await;
+        Ok(())
+    }
+
+    /// A standby's view: takes the leader's cascade state, activity and (when a scan moved the
+    /// stamp) the graph from the store. `seen` holds what was taken last time, so an unchanged
+    /// state costs one read and a comparison, not a rebuild and a page update.
+    pub(super) async fn follow(
+        &self,
+        seen: &mut Option<StoredCascade>,
+        stamp: &mut Option<String>,
+    ) {
+        match self.store.meta(SCAN_STAMP).await {
+            Ok(now) if now != *stamp => {
+                if let Err(e) = self.reload().await {
+                    tracing::warn!("cannot reload the graph: {e}");
+                    return;
+                }
+                self.observe_scan().await;
+                *stamp = now;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("standby cannot read the scan stamp: {e}");
+                return;
+            }
+        }
+        let state = match self.store.cascade_state().await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::debug!("standby cannot read the cascade state: {e}");
+                return;
+            }
+        };
+        if state == *seen {
+            return;
+        }
+        let cascade = match &state {
+            Some(stored) => Cascade::from_parts(stored.projects.clone(), stored.counters),
+            None => Cascade::new(),
+        };
+        *self.cascade.lock().await = cascade;
+        *seen = state;
+        if let Ok(activity) = self.store.recent_activity(ACTIVITY_KEPT).await {
+            *lock(&self.activity) = activity.into();
+        }
+        self.bump();
     }
 
     /// The settings it runs with.
@@ -309,6 +438,10 @@ impl Engine {
     pub async fn process(self: &Arc<Self>) -> Result<(), StoreError> {
         // One step at a time, so commits land in the order their steps ran.
         let _step = self.step.lock().await;
+        // A standby leaves the log to the leader.
+        let Some(acting) = self.acting() else {
+            return Ok(());
+        };
         loop {
             let events = self.store.unprocessed_events(BATCH).await?;
             let graph = self.graph();
@@ -367,7 +500,15 @@ impl Engine {
                 .collect();
             if !changes.is_empty() || last.is_some() {
                 // The intent to create each pipeline is durable before any is created.
-                if let Err(e) = self.store.commit_cascade(&rows, counters, last, None).await {
+                // Fenced with the lease: a replica that lost the leadership records no intent.
+                let committed = self
+                    .store
+                    .commit_cascade(&rows, counters, last, acting.fence())
+                    .await;
+                if let Err(e) = committed {
+                    if matches!(e, StoreError::Fenced { .. }) {
+                        self.fenced(&e);
+                    }
                     // Keep the changes for the next commit; the events stay unprocessed and the
                     // intents unperformed and unclaimed (the reconciler resolves them if nothing
                     // else does).
@@ -392,10 +533,13 @@ impl Engine {
                     attempt,
                     variables,
                 } = action;
-                tokio::spawn(
-                    self.clone()
-                        .create(project, attempt, variables, Claim::Claimed),
-                );
+                tokio::spawn(self.clone().create(
+                    project,
+                    attempt,
+                    variables,
+                    Claim::Claimed,
+                    acting.clone(),
+                ));
             }
             // After the creations are on their way: the chain metrics must not delay them.
             self.observe_changes(&rows, now);

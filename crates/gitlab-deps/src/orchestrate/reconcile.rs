@@ -57,6 +57,10 @@ impl Engine {
     /// Polls our pipelines whose final status is overdue (every one when `all`, at start-up), and
     /// resolves creations that never completed.
     pub async fn reconcile(self: &Arc<Self>, all: bool) {
+        // Only the leader polls and resolves intents.
+        let Some(acting) = self.acting() else {
+            return;
+        };
         let now = self.clock.now_ms();
         let after = self.opts.reconcile_after.as_millis() as i64;
         let recovery = &self.recovery;
@@ -171,10 +175,13 @@ impl Engine {
             if lock(&self.in_flight).contains(&attempt) {
                 continue;
             }
-            tokio::spawn(
-                self.clone()
-                    .create(project, attempt, variables, Claim::Recover),
-            );
+            tokio::spawn(self.clone().create(
+                project,
+                attempt,
+                variables,
+                Claim::Recover,
+                acting.clone(),
+            ));
         }
     }
 }

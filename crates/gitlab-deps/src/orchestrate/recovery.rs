@@ -273,9 +273,9 @@ pub(super) struct Recovery {
     /// Project id -> when catch-up last asked it (engine clock).
     asked: Mutex<HashMap<u64, i64>>,
     /// Changes from before this never count (the first start).
-    floor_ms: i64,
+    floor_ms: AtomicI64,
     /// Projects not asked yet in this process are asked from here.
-    since_ms: i64,
+    since_ms: AtomicI64,
     /// An intake failure not yet answered by a poll of every running pipeline.
     pub(super) poll_all: AtomicBool,
     /// An intake failure not yet answered by a catch-up round.
@@ -318,14 +318,31 @@ impl Recovery {
             durations: Mutex::new(Durations::default()),
             schedule: Mutex::new(PollSchedule::default()),
             asked: Mutex::new(HashMap::new()),
-            floor_ms,
-            since_ms,
+            floor_ms: AtomicI64::new(floor_ms),
+            since_ms: AtomicI64::new(since_ms),
             poll_all: AtomicBool::new(false),
             catch_up_now: AtomicBool::new(false),
             last_poll_all_ms: AtomicI64::new(i64::MIN),
             poll_wake: Notify::new(),
             catch_up_wake: Notify::new(),
         })
+    }
+
+    /// Reads the catch-up start point again, as a start-up does (another replica moved it while
+    /// this one was standby), and forgets what this process asked and scheduled: the new term
+    /// asks and polls as after a restart.
+    pub(super) async fn reload(&self, store: &dyn Store, now_ms: i64) -> Result<(), StoreError> {
+        let parse = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok());
+        let floor_ms = parse(store.meta(FIRST_START_KEY).await?)
+            .unwrap_or_else(|| self.floor_ms.load(Ordering::SeqCst));
+        let since_ms = parse(store.meta(SINCE_KEY).await?)
+            .unwrap_or(now_ms)
+            .max(floor_ms);
+        self.floor_ms.store(floor_ms, Ordering::SeqCst);
+        self.since_ms.store(since_ms, Ordering::SeqCst);
+        lock(&self.asked).clear();
+        *lock(&self.schedule) = PollSchedule::default();
+        Ok(())
     }
 
     /// The duration estimate of a project (the default when none was seen).
@@ -498,8 +515,8 @@ impl Engine {
         due.truncate(n);
         let results: Vec<(u64, Result<bool, String>)> = futures::stream::iter(due)
             .map(|(last, id, project, branch)| async move {
-                let since = last.unwrap_or(recovery.since_ms);
-                let after = (since - OVERLAP_MS).max(recovery.floor_ms);
+                let since = last.unwrap_or(recovery.since_ms.load(Ordering::SeqCst));
+                let after = (since - OVERLAP_MS).max(recovery.floor_ms.load(Ordering::SeqCst));
                 self.metrics.recovery_poll(reason.label());
                 let found = self
                     .gitlab
@@ -533,7 +550,12 @@ impl Engine {
             // Every project with dependents has been asked from here on: a restart asks from here.
             with_dependents
                 .iter()
-                .map(|id| asked.get(id).copied().unwrap_or(recovery.since_ms))
+                .map(|id| {
+                    asked
+                        .get(id)
+                        .copied()
+                        .unwrap_or(recovery.since_ms.load(Ordering::SeqCst))
+                })
                 .min()
                 .unwrap_or(now)
         };

@@ -12,6 +12,7 @@ use super::graph_view::{self, DEFAULT_DEPTH, Layout, MAX_DEPTH, Selection, WHOLE
 use super::live::{Chain, LiveView};
 use crate::cascade::PipelineStatus;
 use crate::gitlab::ClientHealth;
+use crate::orchestrate::LeaderView;
 
 /// How long after GitLab's last answer a failed request still counts as a blip, not an outage.
 const REACHABLE_WINDOW_MS: i64 = 5 * 60 * 1000;
@@ -290,8 +291,16 @@ pub(crate) async fn project(
 /// `GET /readyz` body.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Ready {
-    /// Store open and GitLab not known to be unreachable.
+    /// `ready` or `not_ready` (as `ready`).
+    pub status: &'static str,
+    /// Store open and GitLab not known to be unreachable. Both roles are ready: every replica
+    /// takes webhooks.
     pub ready: bool,
+    /// `leader` (this replica runs the engine) or `standby`.
+    pub role: &'static str,
+    /// The replica holding the engine's lease, as the store has it (`null`: none, or the store
+    /// did not answer).
+    pub leader: Option<LeaderView>,
     /// The store answered a read.
     pub store: bool,
     /// GitLab answered recently, or nothing has failed since its last answer.
@@ -319,8 +328,12 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let health = state.engine.gitlab().health();
     let gitlab = gitlab_reachable(&health, state.engine.now_ms());
     let ready = store_ok && gitlab;
+    let role = state.engine.role_view().await;
     let body = Ready {
+        status: if ready { "ready" } else { "not_ready" },
         ready,
+        role: role.role,
+        leader: role.leader,
         store: store_ok,
         gitlab,
         gitlab_health: health,

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use crate::gitlab::ClientHealth;
 use crate::graph::DepGraph;
-use crate::orchestrate::{Engine, ProjectView, Snapshot, describe};
+use crate::orchestrate::{Engine, ProjectView, RoleView, Snapshot, describe};
 use crate::store::Edge;
 
 /// Where each edge comes from (`file:line`), by (upstream, downstream).
@@ -85,6 +85,8 @@ pub(crate) struct Health {
     pub hooks_missing: i64,
     /// What the GitLab client saw.
     pub gitlab: ClientHealth,
+    /// This replica's role and the leader.
+    pub role: Option<RoleView>,
 }
 
 /// Everything the pages and the API show, as of one engine change.
@@ -251,6 +253,7 @@ async fn compute(
     health.hooks_disabled = engine.metrics.hooks_disabled.get();
     health.hooks_missing = engine.metrics.hooks_missing.get();
     health.gitlab = engine.gitlab().health();
+    health.role = Some(engine.role_view().await);
     LiveView {
         generation,
         projects,

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::orchestrate::intake;
 use crate::orchestrate::{Engine, Spool, SpoolError};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 pub use access::ReadAccess;
 
@@ -43,7 +43,7 @@ pub enum ServerError {
     #[error("server error: {0}")]
     Serve(String),
     /// The delivery spool cannot be opened.
-    #[error("{0}: check that the database's directory is writable")]
+    #[error("{0}: check that the spool's directory is writable (setting `spool`)")]
     Spool(#[from] SpoolError),
 }
 
@@ -55,11 +55,10 @@ pub struct HttpOptions {
     pub webhook_secret: Option<SecretString>,
     /// Largest accepted body.
     pub max_body_bytes: usize,
-    /// The SQLite database file. When set, deliveries are kept in the spool next to it,
-    /// [`spool_path`], while the database is busy, and imported through a connection of their
-    /// own. `None`: deliveries wait for the engine's store as long as it takes (in-memory stores,
-    /// tests).
-    pub database: Option<PathBuf>,
+    /// The delivery spool file. When set, deliveries are kept there while the database is busy
+    /// or unreachable, and imported once it answers. `None`: deliveries wait for the store as
+    /// long as it takes (in-memory stores, tests).
+    pub spool: Option<PathBuf>,
     /// Limits that keep slow or hostile clients from pinning the server.
     pub limits: HttpLimits,
     /// Who may read the pages and the API (open by default).
@@ -91,7 +90,8 @@ pub(crate) struct AppState {
     pub live: live::Live,
 }
 
-/// The delivery spool of the database at `db`: the same name with `.spool` appended.
+/// The default delivery spool of the SQLite database at `db`: the same name with `.spool`
+/// appended.
 pub fn spool_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push(".spool");
@@ -103,22 +103,20 @@ pub fn spool_path(db: &Path) -> PathBuf {
 /// inside a Tokio runtime (it starts the event writer and the live view). Fails when the spool
 /// cannot be opened.
 pub fn router(engine: Arc<Engine>, http: HttpOptions) -> Result<Router, ServerError> {
-    router_until(engine, http, CancellationToken::new())
+    router_until(engine, http, None, CancellationToken::new())
 }
 
-/// [`router`], whose event streams end when `closing` is cancelled.
+/// [`router`], importing the spool through `importer` (a store handle of its own, so an import
+/// waiting for a locked database holds up nothing else; `None`: the engine's store), whose event
+/// streams end when `closing` is cancelled.
 fn router_until(
     engine: Arc<Engine>,
     http: HttpOptions,
+    importer: Option<Arc<dyn Store>>,
     closing: CancellationToken,
 ) -> Result<Router, ServerError> {
-    let (spool, importer) = match &http.database {
-        Some(db) => {
-            let importer: Arc<dyn Store> = Arc::new(SqliteStore::open(db)?);
-            (Some(Spool::open(&spool_path(db))?), Some(importer))
-        }
-        None => (None, None),
-    };
+    let spool = http.spool.as_deref().map(Spool::open).transpose()?;
+    let importer = spool.as_ref().and(importer);
     let (waker, alarm) = (Arc::clone(&engine), Arc::clone(&engine));
     let signals = intake::Signals {
         committed: Box::new(move || waker.notify()),
@@ -178,20 +176,18 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), ServerError> 
     Ok((listener, local))
 }
 
-/// Runs the engine and the HTTP server until `shutdown` is cancelled.
+/// Runs the HTTP server until `shutdown` is cancelled (the engine runs beside it, see
+/// [`crate::service::Service::serve`]). The spool is imported through `importer` when given.
 pub async fn run(
     engine: Arc<Engine>,
     http: HttpOptions,
+    importer: Option<Arc<dyn Store>>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let limits = http.limits.clone();
-    let app = router_until(Arc::clone(&engine), http, shutdown.clone())?;
-    let tasks = engine.spawn(shutdown.clone());
+    let app = router_until(engine, http, importer, shutdown.clone())?;
     listen::serve(listener, app, &limits, shutdown.clone()).await;
     shutdown.cancel();
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
     Ok(())
 }

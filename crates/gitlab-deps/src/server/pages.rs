@@ -93,6 +93,20 @@ fn project_link(path: &str) -> String {
 fn health(out: &mut String, view: &LiveView, now: i64) {
     let h = &view.health;
     out.push_str("<section class=health><h2>Health</h2><ul>");
+    match &h.role {
+        Some(r) if r.role == "leader" => out.push_str("<li>this replica: leader</li>"),
+        Some(r) => {
+            let _ = write!(
+                out,
+                "<li>this replica: standby (leader: {})</li>",
+                r.leader.as_ref().map_or_else(
+                    || "none".to_owned(),
+                    |l| format!("<code>{}</code>", esc(&l.holder))
+                )
+            );
+        }
+        None => {}
+    }
     match h.last_scan_ms {
         Some(at) => {
             let _ = write!(out, "<li>last scan {}", clock(at));

@@ -5,11 +5,16 @@ use axum::extract::State;
 use serde::Serialize;
 
 use super::AppState;
-use crate::orchestrate::ProjectView;
+use crate::orchestrate::{LeaderView, ProjectView};
 
 /// `GET /api/status`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct StatusJson {
+    /// `leader` (this replica runs the engine) or `standby` (it shows the leader's work as
+    /// stored, at most a second old).
+    role: &'static str,
+    /// The replica holding the engine's lease (`null`: none, or the store did not answer).
+    leader: Option<LeaderView>,
     projects: Vec<ProjectView>,
     graph: GraphCounts,
     activity: Vec<Activity>,
@@ -39,7 +44,10 @@ pub(crate) async fn activity(state: &AppState, limit: usize) -> Vec<(i64, String
 #[utoipa::path(get, path = "/api/status", responses((status = 200, description = "What the service is doing", body = StatusJson)))]
 pub(crate) async fn json(State(state): State<AppState>) -> Json<serde_json::Value> {
     let view = state.live.current().await;
+    let role = state.engine.role_view().await;
     let status = StatusJson {
+        role: role.role,
+        leader: role.leader,
         projects: view.projects.clone(),
         graph: GraphCounts {
             projects: view.graph.len(),
