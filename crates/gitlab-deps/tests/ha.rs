@@ -474,6 +474,10 @@ fn killing_the_leader_three_times_mid_cascade_loses_and_repeats_nothing() {
             created < affected,
             "the cascade ended ({created} of {affected}) before kill {kill}: not mid-cascade"
         );
+        eprintln!(
+            "kill {kill}: slot {} led, {created} of {affected} pipelines created",
+            leader.unwrap()
+        );
         pair.kill_and_restart(leader.unwrap(), &[]);
     }
     wait_until(90, "every affected project built", || {
@@ -596,6 +600,19 @@ fn a_leader_cut_off_from_the_database_creates_nothing_once_its_lease_is_gone() {
     assert!(
         late.is_empty(),
         "a asked for pipelines after losing its lease: {late:?}"
+    );
+    let last_a = pair
+        .sim()
+        .requests()
+        .into_iter()
+        .filter(|r| r.token.as_deref() == Some("token-a") && r.method == "POST")
+        .map(|r| r.received)
+        .max();
+    eprintln!(
+        "a created {}, b {}; a's last creation request {:?} before b's epoch began",
+        by("token-a"),
+        by("token-b"),
+        last_a.map(|t| began - t)
     );
     assert!(by("token-b") > 0, "b went on with the cascade");
     graph.assert_built_once_in_order(pair.sim());
