@@ -331,7 +331,9 @@ impl Pair {
             pair.lb.set_backend(i, &replica.url);
             pair.replicas.push(replica);
             if i == 0 {
-                wait_until(30, "the first replica leads", || pair.replicas[0].is_leader());
+                wait_until(30, "the first replica leads", || {
+                    pair.replicas[0].is_leader()
+                });
             }
         }
         gitlab_deps(&pair.work, &pair.server.url, None)
@@ -363,7 +365,13 @@ impl Pair {
             .env("GITLAB_DEPS_DB", &slot.db)
             .env("GITLAB_DEPS_WEBHOOK_SECRET", SECRET)
             .env("RUST_LOG", "gitlab_deps=info")
-            .args(["serve", "--listen", "127.0.0.1:0", "--replica-name", &slot.name])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--replica-name",
+                &slot.name,
+            ])
             .arg("--lease-ttl")
             .arg(format!("{}ms", LEASE_TTL.as_millis()))
             .arg("--spool")
@@ -449,7 +457,10 @@ fn killing_the_leader_three_times_mid_cascade_loses_and_repeats_nothing() {
     });
     let graph = Graph::layered(&server.sim, 6, 9, 11);
     let affected = graph.affected.len();
-    assert!(affected >= 40, "a graph worth the name: {affected} affected");
+    assert!(
+        affected >= 40,
+        "a graph worth the name: {affected} affected"
+    );
     let slots = ["a", "b"]
         .map(|name| Slot {
             name: name.to_owned(),
@@ -461,9 +472,11 @@ fn killing_the_leader_three_times_mid_cascade_loses_and_repeats_nothing() {
     pair.sim().run_pipeline(&graph.root, "push");
     for kill in 1..=3 {
         let progress = (kill - 1) * affected / 3 + 1;
-        wait_until(60, &format!("{progress} pipelines before kill {kill}"), || {
-            graph.created(pair.sim()) >= progress
-        });
+        wait_until(
+            60,
+            &format!("{progress} pipelines before kill {kill}"),
+            || graph.created(pair.sim()) >= progress,
+        );
         let mut leader = None;
         wait_until(30, &format!("a leader before kill {kill}"), || {
             leader = pair.leader();
@@ -483,7 +496,9 @@ fn killing_the_leader_three_times_mid_cascade_loses_and_repeats_nothing() {
     wait_until(90, "every affected project built", || {
         graph.all_built(pair.sim())
     });
-    wait_until(30, "the leader sees nothing left to do", || pair.leader_idle());
+    wait_until(30, "the leader sees nothing left to do", || {
+        pair.leader_idle()
+    });
     graph.assert_built_once_in_order(pair.sim());
     let answered = pair.lb.answered();
     assert!(
@@ -570,7 +585,9 @@ fn a_leader_cut_off_from_the_database_creates_nothing_once_its_lease_is_gone() {
         };
         let leader = &ready["leader"];
         if leader["epoch"].as_i64().is_some_and(|e| e > epoch_a)
-            && leader["holder"].as_str().is_some_and(|h| h.starts_with("b-"))
+            && leader["holder"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("b-"))
         {
             let left = Duration::from_millis(leader["expires_in_ms"].as_u64().unwrap_or(0));
             began = Some(asked - LEASE_TTL.saturating_sub(left));
@@ -584,7 +601,9 @@ fn a_leader_cut_off_from_the_database_creates_nothing_once_its_lease_is_gone() {
     wait_until(60, "every affected project built", || {
         graph.all_built(pair.sim())
     });
-    wait_until(30, "the leader sees nothing left to do", || pair.leader_idle());
+    wait_until(30, "the leader sees nothing left to do", || {
+        pair.leader_idle()
+    });
     assert_eq!(pair.leader(), Some(1), "b leads");
     let late: Vec<_> = pair
         .sim()
