@@ -155,7 +155,9 @@ async fn upsert_records(
             }
         }
     }
-    order.retain(|id| rows.contains_key(id));
+    // Written once each, in the order first seen (an id freed and taken up again is listed twice).
+    let mut listed = HashSet::new();
+    order.retain(|id| rows.contains_key(id) && listed.insert(*id));
     if !deleted.is_empty() {
         let stmt = tx
             .prepare_cached("DELETE FROM projects WHERE id = ANY($1::bigint[])")

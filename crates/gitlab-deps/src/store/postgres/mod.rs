@@ -14,6 +14,7 @@ mod schema;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -56,8 +57,8 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` (`postgres://…` or `postgresql://…`, with `sslmode`
-    /// `disable`, `prefer` (the default) or `require`) and applies pending migrations.
+    /// Connects to the database at `url` (`postgres://…` or `postgresql://…`; `sslmode` and
+    /// `sslrootcert` as in [`tls`]) and applies pending migrations.
     /// `password`, when given, replaces any password in the URL.
     pub async fn connect(
         url: &SecretString,
@@ -71,7 +72,8 @@ impl PostgresStore {
                 reason,
             }
         };
-        let mut config = tokio_postgres::Config::from_str(url.expose_secret())
+        let tls_settings = tls::settings(url.expose_secret());
+        let mut config = tokio_postgres::Config::from_str(&tls_settings.url)
             .map_err(|e| open_error(describe(&e)))?;
         if let Some(password) = password {
             config.password(password.expose_secret());
@@ -84,7 +86,7 @@ impl PostgresStore {
         }
         let tls = match config.get_ssl_mode() {
             SslMode::Disable => None,
-            _ => Some(tls_config().map_err(&open_error)?),
+            _ => Some(tls::connector(&tls_settings).map_err(&open_error)?),
         };
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -130,14 +132,6 @@ impl PostgresStore {
             },
         })
     }
-}
-
-/// rustls with the platform's certificate roots (and its verifier).
-fn tls_config() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
-    use rustls_platform_verifier::ConfigVerifierExt as _;
-    let config = rustls::ClientConfig::with_platform_verifier()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?;
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// One line for a PostgreSQL error: the server's message (with its detail) when it sent one,
