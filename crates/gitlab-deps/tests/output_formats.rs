@@ -307,9 +307,12 @@ fn status_of_a_cascade_with_a_failure() {
         api["activity"].as_array().is_some_and(|a| !a.is_empty()),
         "{api}"
     );
+    assert_eq!(api["role"], "leader", "a lone serve leads");
     insta::assert_json_snapshot!("api_status_failed", api, {
         ".projects[].pipeline_id" => pipeline_id(),
         ".activity" => "[activity]",
+        ".leader.holder" => "[holder]",
+        ".leader.expires_in_ms" => "[expires_in_ms]",
     });
 }
 

@@ -170,6 +170,20 @@ impl Engine {
         Ok(None)
     }
 
+    /// [`Engine::create_or_adopt`] without adoption first, for tests; the pipeline's id stands
+    /// for it.
+    #[cfg(test)]
+    pub(super) async fn create_or_adopt_for_test(
+        &self,
+        project: &str,
+        attempt: &str,
+        acting: &Acting,
+    ) -> Result<Option<u64>, String> {
+        self.create_or_adopt(project, attempt, &[], false, acting)
+            .await
+            .map(|p| p.map(|p| p.id))
+    }
+
     /// Finds our pipeline for an attempt among the project's newest API pipelines.
     async fn find_attempt(
         &self,

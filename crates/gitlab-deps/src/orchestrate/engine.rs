@@ -22,7 +22,7 @@ use crate::gitlab::payload::{self, HookEvent, PushEvent};
 use crate::graph::DepGraph;
 use crate::metrics::Metrics;
 use crate::scan::Scanner;
-use crate::store::{Lease, ProjectRecord, Store, StoreError, StoredCascade, StoredEvent};
+use crate::store::{Lease, ProjectRecord, Store, StoreError, StoredEvent};
 use crate::util::{Clock, SystemClock};
 
 /// Events folded per engine step.
@@ -80,6 +80,9 @@ pub struct Engine {
     /// updates alike: each installs what the store held when it read, so neither can install
     /// older data over the other's newer.
     pub(super) graph_writer: tokio::sync::Mutex<()>,
+    /// Moves with every graph installed (whole reloads and one-project updates), so standbys
+    /// learn of graph changes that no scan stamp records.
+    pub(super) graph_version: std::sync::atomic::AtomicU64,
     /// Never held across a store call: the status page reads it while the database is locked.
     pub(super) cascade: tokio::sync::Mutex<Cascade>,
     /// Held through an engine step, store calls included (see [`Engine::process`]).
@@ -173,6 +176,7 @@ impl Engine {
                 path_by_id: HashMap::new(),
             })),
             graph_writer: tokio::sync::Mutex::new(()),
+            graph_version: std::sync::atomic::AtomicU64::new(0),
             step: tokio::sync::Mutex::new(()),
             cascade: tokio::sync::Mutex::new(cascade),
             activity: Mutex::new(activity.into()),
@@ -251,45 +255,50 @@ impl Engine {
         Ok(())
     }
 
-    /// A standby's view: takes the leader's cascade state, activity and (when a scan moved the
-    /// stamp) the graph from the store. `seen` holds what was taken last time, so an unchanged
-    /// state costs one read and a comparison, not a rebuild and a page update.
-    pub(super) async fn follow(
-        &self,
-        seen: &mut Option<StoredCascade>,
-        stamp: &mut Option<String>,
-    ) {
-        match self.store.meta(SCAN_STAMP).await {
-            Ok(now) if now != *stamp => {
-                if let Err(e) = self.reload().await {
-                    tracing::warn!("cannot reload the graph: {e}");
-                    return;
-                }
-                self.observe_scan().await;
-                *stamp = now;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!("standby cannot read the scan stamp: {e}");
+    /// A standby's view: takes the leader's cascade state and activity (when the leader's
+    /// published change counter moved) and the graph (when a scan by any process or a graph
+    /// change on the leader moved) from the store. `seen` and `graph_seen` hold what was taken
+    /// last time, so a quiet second costs two small reads.
+    pub(super) async fn follow(&self, seen: &mut Option<String>, graph_seen: &mut Option<String>) {
+        let read = (
+            self.store.meta(SCAN_STAMP).await,
+            self.store.meta(super::replica::CHANGES_KEY).await,
+        );
+        let (stamp, counter) = match read {
+            (Ok(stamp), Ok(counter)) => (stamp, counter),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!("standby cannot read the leader's change counters: {e}");
                 return;
             }
+        };
+        // `<epoch>:<graph version>:<change counter>`: the graph part moves with push rescans.
+        let graph_part = counter
+            .as_deref()
+            .and_then(|c| c.rsplit_once(':'))
+            .map_or("", |(graph, _)| graph);
+        let graph_key = format!("{}|{graph_part}", stamp.unwrap_or_default());
+        if graph_seen.as_ref() != Some(&graph_key) {
+            if let Err(e) = self.reload().await {
+                tracing::warn!("cannot reload the graph: {e}");
+                return;
+            }
+            self.observe_scan().await;
+            *graph_seen = Some(graph_key);
         }
-        let state = match self.store.cascade_state().await {
-            Ok(state) => state,
+        // Nothing published yet (a leader of an older version): read every time.
+        if counter.is_some() && counter == *seen {
+            return;
+        }
+        // Read after the counter: a change published meanwhile is read again next time.
+        let cascade = match load_cascade(self.store.as_ref()).await {
+            Ok(cascade) => cascade,
             Err(e) => {
                 tracing::debug!("standby cannot read the cascade state: {e}");
                 return;
             }
         };
-        if state == *seen {
-            return;
-        }
-        let cascade = match &state {
-            Some(stored) => Cascade::from_parts(stored.projects.clone(), stored.counters),
-            None => Cascade::new(),
-        };
         *self.cascade.lock().await = cascade;
-        *seen = state;
+        *seen = counter;
         if let Ok(activity) = self.store.recent_activity(ACTIVITY_KEPT).await {
             *lock(&self.activity) = activity.into();
         }
@@ -340,6 +349,8 @@ impl Engine {
         };
         *self.graph.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(graph);
         *self.records.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(records);
+        self.graph_version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.bump();
         Ok(())
     }
@@ -684,6 +695,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::orchestrate::enqueue_operator_input;
+    use crate::store::Lease;
 
     /// Starts base and tools (app waits for base) with the given per-minute limit; returns how
     /// many creation times the engine keeps.
@@ -736,6 +748,93 @@ mod tests {
         assert!(shown[0].1.starts_with("img/tools"), "{shown:?}");
         // Logged to the store as well, in the same order.
         assert_eq!(store.recent_activity(1).await.unwrap()[0], shown[0]);
+    }
+
+    /// `engine` attached to a leadership that holds the lease of `store` (epoch 1).
+    async fn leading(store: &Arc<dyn Store>, engine: &Engine) -> Arc<Leadership> {
+        use crate::orchestrate::leader::{LeaseOptions, Role, StoreLeases};
+        let leadership = Leadership::new(
+            Arc::new(StoreLeases(Arc::clone(store))),
+            LeaseOptions::with_ttl(Duration::from_secs(60)),
+            "a".into(),
+        );
+        tokio::spawn(Arc::clone(&leadership).run(CancellationToken::new()));
+        let mut role = leadership.subscribe();
+        role.wait_for(|r| matches!(r, Role::Leader(_)))
+            .await
+            .unwrap();
+        engine.attach(Arc::clone(&leadership));
+        leadership
+    }
+
+    /// Another replica takes the lease from under `a` (as after its expiry): epoch 2.
+    async fn superseded(store: &Arc<dyn Store>) {
+        let held = store.lease().await.unwrap().unwrap();
+        let lease = Lease {
+            holder: held.holder,
+            epoch: held.epoch,
+        };
+        store.release_lease(&lease).await.unwrap();
+        let taken = store
+            .acquire_lease("b", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(taken.map(|l| l.epoch), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_fenced_commit_records_nothing_and_makes_the_engine_step_down() {
+        let (store, engine) = crate::orchestrate::rescan_tests::engine().await;
+        let engine = Arc::new(engine);
+        let leadership = leading(&store, &engine).await;
+        assert!(engine.is_leader());
+        superseded(&store).await;
+        // Still leader by its own clock: only the commit can tell.
+        assert!(engine.is_leader());
+        let input = Input::Rebuild {
+            project: "img/base".into(),
+        };
+        enqueue_operator_input(store.as_ref(), &input)
+            .await
+            .unwrap();
+        let err = engine.process().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Fenced {
+                    held: 1,
+                    current: 2
+                }
+            ),
+            "{err}"
+        );
+        assert!(!engine.is_leader());
+        assert_eq!(leadership.role(), crate::orchestrate::Role::Standby);
+        // Nothing recorded: no intent, the event still unprocessed for the new leader.
+        assert_eq!(store.cascade_state().await.unwrap(), None);
+        assert_eq!(store.unprocessed_events(10).await.unwrap().len(), 1);
+        assert!(lock(&engine.in_flight).is_empty(), "no creation started");
+        // A standby leaves the log alone.
+        engine.process().await.unwrap();
+        assert_eq!(store.unprocessed_events(10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_creation_started_under_a_lost_lease_sends_nothing() {
+        let (store, engine) = crate::orchestrate::rescan_tests::engine().await;
+        let engine = Arc::new(engine);
+        let leadership = leading(&store, &engine).await;
+        let acting = engine.acting().unwrap();
+        assert!(matches!(acting, Acting::Under(ref l) if l.epoch == 1));
+        leadership.step_down("test");
+        // The GitLab address is unreachable: a request would be retried for seconds, and a
+        // creation would be counted as a failure; none is made.
+        let outcome = engine
+            .create_or_adopt_for_test("img/base", "a-1", &acting)
+            .await;
+        assert_eq!(outcome, Ok(None));
+        assert_eq!(engine.metrics.creations_abandoned.get(), 1);
+        assert_eq!(engine.metrics.pipelines_created.get(), 0);
     }
 
     #[tokio::test]

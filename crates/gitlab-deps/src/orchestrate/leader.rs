@@ -204,7 +204,15 @@ impl Leadership {
     pub async fn resign(&self, why: &str) {
         let lease = lock(&self.held).as_ref().map(|h| h.lease.clone());
         let Some(lease) = lease else { return };
-        self.step_down_from(&lease, why);
+        {
+            let mut held = lock(&self.held);
+            if held.as_ref().is_some_and(|h| h.lease.epoch == lease.epoch) {
+                *held = None;
+                drop(held);
+                tracing::info!("stepped down: {why} (epoch {})", lease.epoch);
+                self.role.send_replace(Role::Standby);
+            }
+        }
         match tokio::time::timeout(self.opts.ttl, self.leases.release(&lease)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("cannot release the engine lease: {e}"),

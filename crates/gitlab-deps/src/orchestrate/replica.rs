@@ -11,8 +11,14 @@ use tokio_util::sync::CancellationToken;
 use super::engine::Engine;
 use super::leader::{Leadership, Role};
 
-/// How often a standby reads the leader's state from the store.
+/// How often a standby looks whether the leader's state changed.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// How often at most the leader publishes that its state changed.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+/// Store key: `<epoch>:<graph version>:<change counter>` as the leader last published them, so
+/// a standby reads the whole state only when the counter moved, and the graph only when the
+/// graph version did.
+pub(super) const CHANGES_KEY: &str = "engine.changes";
 /// How long a stopping term's loops get to finish their step.
 const TERM_STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -44,7 +50,10 @@ impl Engine {
                     self.metrics.lease_epoch.set(lease.epoch);
                     match self.take_over().await {
                         Ok(()) => {
-                            let tasks = Arc::clone(&self).spawn(stop.clone());
+                            let mut tasks = Arc::clone(&self).spawn(stop.clone());
+                            tasks.push(tokio::spawn(
+                                Arc::clone(&self).publish_loop(lease.epoch, stop.clone()),
+                            ));
                             on_term(stop.clone());
                             tasks
                         }
@@ -76,11 +85,43 @@ impl Engine {
         }
     }
 
+    /// The leader's side of the standby view: after its state changed, records so in the store
+    /// (at most every [`PUBLISH_EVERY`], off the engine's commit path).
+    async fn publish_loop(self: Arc<Self>, epoch: i64, stop: CancellationToken) {
+        let mut changes = self.subscribe();
+        loop {
+            changes.borrow_and_update();
+            self.publish(epoch).await;
+            tokio::select! {
+                _ = tokio::time::sleep(PUBLISH_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Records the leader's change counter and graph version for the standbys.
+    pub(super) async fn publish(&self, epoch: i64) {
+        let n = *self.changed.borrow();
+        let graph = self.graph_version.load(std::sync::atomic::Ordering::SeqCst);
+        let published = format!("{epoch}:{graph}:{n}");
+        if let Err(e) = self.store.set_meta(CHANGES_KEY, &published).await {
+            tracing::debug!("cannot publish the engine's change counter: {e}");
+        }
+    }
+
     /// The standby view: follows the leader's state until `stop`.
     async fn follow_loop(self: Arc<Self>, stop: CancellationToken) {
-        let (mut seen, mut stamp) = (None, None);
+        let (mut seen, mut graph_seen) = (None, None);
         loop {
-            self.follow(&mut seen, &mut stamp).await;
+            self.follow(&mut seen, &mut graph_seen).await;
             tokio::select! {
                 _ = tokio::time::sleep(FOLLOW_EVERY) => {}
                 _ = stop.cancelled() => return,

@@ -106,6 +106,8 @@ impl Engine {
                 .insert(record.path.clone(), record);
         }
         *self.graph.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(graph);
+        self.graph_version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.bump();
         Ok(true)
     }

@@ -129,3 +129,53 @@ async fn a_reload_and_a_later_push_update_both_install_the_stores_current_edges(
     assert!(engine.update_project(3).await.unwrap());
     assert_eq!(engine.graph().upstreams("apps/app"), ["img/tools"]);
 }
+
+#[tokio::test]
+async fn a_standby_follows_the_leaders_state_and_its_push_rescans() {
+    let (store, leader) = engine().await;
+    let leader = Arc::new(leader);
+    let standby = Engine::new(
+        Arc::clone(&store),
+        leader.gitlab.clone(),
+        None,
+        leader.opts.clone(),
+    )
+    .await
+    .unwrap();
+    let (mut seen, mut graph_seen) = (None, None);
+    leader.publish(1).await;
+    standby.follow(&mut seen, &mut graph_seen).await;
+    let quiet = *standby.changed.borrow();
+    // Nothing published moved: a second look reads nothing and changes nothing.
+    standby.follow(&mut seen, &mut graph_seen).await;
+    assert_eq!(*standby.changed.borrow(), quiet);
+
+    // The leader starts base; the standby shows it once the leader published.
+    let input = crate::cascade::Input::Rebuild {
+        project: "img/base".into(),
+    };
+    crate::orchestrate::enqueue_operator_input(store.as_ref(), &input)
+        .await
+        .unwrap();
+    leader.process().await.unwrap();
+    leader.publish(1).await;
+    standby.follow(&mut seen, &mut graph_seen).await;
+    let running = standby.cascade.lock().await.counts().running;
+    assert_eq!(running, 1);
+    assert!(*standby.changed.borrow() > quiet, "live pages are told");
+
+    // A push rescan on the leader moves no scan stamp; its graph version tells the standby.
+    store
+        .save_scans(&[scan(3, "apps/app", &["img/tools"])])
+        .await
+        .unwrap();
+    resolve_project(store.as_ref(), 3, None, &url())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(leader.update_project(3).await.unwrap());
+    assert_eq!(standby.graph().upstreams("apps/app"), ["img/base"]);
+    leader.publish(1).await;
+    standby.follow(&mut seen, &mut graph_seen).await;
+    assert_eq!(standby.graph().upstreams("apps/app"), ["img/tools"]);
+}

@@ -64,4 +64,19 @@ mod tests {
             assert!(item.get.is_some(), "{path} is documented as GET");
         }
     }
+
+    #[test]
+    fn readiness_and_status_document_the_role_and_the_leader() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for schema in ["Ready", "StatusJson"] {
+            let properties = &schemas[schema]["properties"];
+            assert!(properties["role"].is_object(), "{schema}: {properties}");
+            assert!(properties["leader"].is_object(), "{schema}: {properties}");
+        }
+        let leader = &schemas["LeaderView"]["properties"];
+        for field in ["holder", "epoch", "expires_in_ms"] {
+            assert!(leader[field].is_object(), "{field} in {leader}");
+        }
+    }
 }
