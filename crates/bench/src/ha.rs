@@ -8,8 +8,9 @@
 //!   A reaction without failover, measured in the same run, shows what is not failover.
 //! * `bench intake-ha`: webhook deliveries through the load balancer to two replicas on
 //!   PostgreSQL, at a steady rate and as fast as the clients can send. Baselines in the same run:
-//!   `GET /healthz` through the same balancer under the same load, and one replica on SQLite
-//!   without a balancer (what `bench intake` measures).
+//!   `GET /healthz` through the same balancer under the same load, one replica on PostgreSQL
+//!   with and without the balancer, and one replica on SQLite without it (what `bench intake`
+//!   measures).
 //!
 //! The cluster comes from `GITLAB_DEPS_TEST_POSTGRES` (a superuser URL) or is started with
 //! `scripts/test-postgres` for the benchmark's life.
@@ -589,11 +590,17 @@ pub fn intake(args: IntakeArgs) -> anyhow::Result<()> {
     // One replica on the same PostgreSQL, no balancer: what the balancer and the second writer add.
     let one = Replica::start(&spec(0, Db::Postgres(db.clone())))?;
     wait(30, "the PostgreSQL replica to lead", || one.is_leader())?;
-    let (pg1_steady, pg1_max) = h.runtime.block_on(async {
+    let lone = h
+        .runtime
+        .block_on(LoadBalancer::start(vec![one.url.clone()]))?;
+    let (pg1_steady, pg1_max, pg1lb_steady, pg1lb_max) = h.runtime.block_on(async {
         let steady = load(&client, &one.url, "pg1-steady", false, n, c, rate).await?;
         let max = load(&client, &one.url, "pg1-max", false, n, c, 0).await?;
-        anyhow::Ok((steady, max))
+        let lb_steady = load(&client, lone.url(), "pg1lb-steady", false, n, c, rate).await?;
+        let lb_max = load(&client, lone.url(), "pg1lb-max", false, n, c, 0).await?;
+        anyhow::Ok((steady, max, lb_steady, lb_max))
     })?;
+    drop(lone);
     drop(one);
 
     // One replica on SQLite, no balancer: the single-node figure.
@@ -625,6 +632,11 @@ pub fn intake(args: IntakeArgs) -> anyhow::Result<()> {
         &pg1_steady,
     );
     line("saturation, PostgreSQL x1, direct", &pg1_max);
+    line(
+        &format!("steady {rate}/s, PostgreSQL x1 via balancer"),
+        &pg1lb_steady,
+    );
+    line("saturation, PostgreSQL x1 via balancer", &pg1lb_max);
     line(&format!("steady {rate}/s, SQLite x1, direct"), &sq_steady);
     line("saturation, SQLite x1, direct", &sq_max);
     println!("  deliveries answered per replica {answered:?}");
@@ -641,6 +653,8 @@ pub fn intake(args: IntakeArgs) -> anyhow::Result<()> {
             "healthz_per_s": healthz.rate, "healthz_p99_ms": ms(healthz.p99),
             "pg1_steady_per_s": pg1_steady.rate, "pg1_steady_p99_ms": ms(pg1_steady.p99),
             "pg1_max_per_s": pg1_max.rate, "pg1_max_p99_ms": ms(pg1_max.p99),
+            "pg1_lb_steady_p99_ms": ms(pg1lb_steady.p99), "pg1_lb_max_per_s": pg1lb_max.rate,
+            "pg1_lb_max_p99_ms": ms(pg1lb_max.p99),
             "sqlite_steady_per_s": sq_steady.rate, "sqlite_steady_p99_ms": ms(sq_steady.p99),
             "sqlite_max_per_s": sq_max.rate, "sqlite_max_p99_ms": ms(sq_max.p99),
             "answered_per_replica": answered,

@@ -180,9 +180,8 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
 }
 
 fn authorized(sim: &Sim, headers: &HeaderMap) -> bool {
-    request_token(headers).is_some_and(|t| {
-        t == sim.inner.opts.token || lock(&sim.inner.extra_tokens).iter().any(|x| *x == t)
-    })
+    request_token(headers)
+        .is_some_and(|t| t == sim.inner.opts.token || lock(&sim.inner.extra_tokens).contains(&t))
 }
 
 /// The token a request authenticates with: `PRIVATE-TOKEN`, else `Authorization: Bearer`.
