@@ -15,6 +15,7 @@
 //! in `main`; shared helpers (`ms`, `ratio`, `rss`, `SplitMix`, ...) are reached with `super::`.
 
 mod engine_step;
+mod ha;
 mod hooks;
 mod observe_cost;
 mod push_rescan;
@@ -101,6 +102,10 @@ enum Command {
         /// Seed of the graph generator.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// `sqlite` (a file), or `postgres` / a `postgres://` server URL: a fresh database on
+        /// that server (`postgres` alone: `GITLAB_DEPS_TEST_POSTGRES`, else `scripts/test-postgres`).
+        #[arg(long, default_value = "sqlite")]
+        db: String,
     },
     /// `hooks sync` on a simulated instance: install, then a second run with nothing changed.
     Hooks {
@@ -155,6 +160,10 @@ enum Command {
     Recovery(recovery::Args),
     /// Store operations on PostgreSQL against SQLite (see `store_backends.rs`).
     StoreBackends(store_backends::Args),
+    /// Two replicas on PostgreSQL: kill -9 of the leader -> first pipeline of the new one (see `ha.rs`).
+    Failover(ha::FailoverArgs),
+    /// Webhook intake through a load balancer to two replicas on PostgreSQL (see `ha.rs`).
+    IntakeHa(ha::IntakeArgs),
     /// Status page and JSON API over HTTP on a large graph with a chain in progress.
     StatusPage {
         #[arg(long, default_value_t = 10_000)]
@@ -235,12 +244,20 @@ fn main() -> anyhow::Result<()> {
             layers,
             pipeline_ms,
             seed,
+            db,
         } => {
             anyhow::ensure!(projects >= 2, "--projects must be at least 2");
+            let cluster = ha::Cluster::for_db(&db)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(bench_cascade(projects, layers, pipeline_ms, seed))
+            runtime.block_on(bench_cascade(
+                projects,
+                layers,
+                pipeline_ms,
+                seed,
+                cluster.as_ref(),
+            ))
         }
         Command::Hooks {
             projects,
@@ -284,6 +301,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Recovery(args) => recovery::run(args),
         Command::StoreBackends(args) => store_backends::run(args),
+        Command::Failover(args) => ha::failover(args),
+        Command::IntakeHa(args) => ha::intake(args),
         Command::StatusPage {
             projects,
             runs,
@@ -865,9 +884,23 @@ struct ScannedService {
 
 impl ScannedService {
     async fn new(sim: &Sim, url: &str, max_running: usize, secret: &str) -> anyhow::Result<Self> {
+        Self::on(sim, url, max_running, secret, None).await
+    }
+
+    /// [`ScannedService::new`] on a fresh database of `cluster` (a SQLite file without).
+    async fn on(
+        sim: &Sim,
+        url: &str,
+        max_running: usize,
+        secret: &str,
+        cluster: Option<&ha::Cluster>,
+    ) -> anyhow::Result<Self> {
         let dir = TempDir::new()?;
         let db = dir.0.join("deps.db");
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+        let store: Arc<dyn Store> = match cluster {
+            Some(cluster) => ha::postgres_store(&cluster.database().await?).await?,
+            None => Arc::new(SqliteStore::open(&db)?),
+        };
         let base = Url::parse(&format!("{url}/"))?;
         let mut config = ServiceConfig::new(
             GitLabOptions::new(base, sim.token().into()),
@@ -901,6 +934,7 @@ async fn bench_cascade(
     layers: usize,
     pipeline_ms: u64,
     seed: u64,
+    cluster: Option<&ha::Cluster>,
 ) -> anyhow::Result<()> {
     let pipeline = Duration::from_millis(pipeline_ms);
     let sim = Sim::new(SimOptions {
@@ -957,7 +991,7 @@ async fn bench_cascade(
         );
     }
     let secret = "bench-secret";
-    let scanned = ScannedService::new(&sim, &url, usize::MAX, secret).await?;
+    let scanned = ScannedService::on(&sim, &url, usize::MAX, secret, cluster).await?;
     anyhow::ensure!(
         scanned.summary.edges == edges,
         "scan found {} edges, generated {edges}",
@@ -1064,8 +1098,13 @@ async fn bench_cascade(
     shutdown.cancel();
     let _ = server_task.await;
 
+    let store = if cluster.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     println!(
-        "cascade: {projects} projects, {edges} edges, {} waves, {affected} affected by one change of {root}",
+        "cascade: {projects} projects, {edges} edges, {} waves, {affected} affected by one change of {root}, on {store}",
         waves.len()
     );
     println!(
@@ -1098,7 +1137,7 @@ async fn bench_cascade(
     println!(
         "{}",
         json!({
-            "bench": "cascade", "projects": projects, "edges": edges, "waves": waves.len(), "affected": affected,
+            "bench": "cascade", "store": store, "projects": projects, "edges": edges, "waves": waves.len(), "affected": affected,
             "pipelines_created": created.len(), "created_per_affected": created.len() as f64 / affected as f64,
             "old_tool_pipelines": old_tool, "old_tool_per_affected": old_tool as f64 / affected as f64,
             "elapsed_ms": ms(elapsed), "critical_path_ms": ms(critical), "ratio": ms(elapsed) / ms(critical),

@@ -22,6 +22,8 @@ pub(crate) struct NewPipeline {
     pub outcome: Option<Outcome>,
     pub merge_request: Option<MergeRequestSpec>,
     pub upstream: Option<(u64, u64)>,
+    /// The API token of the creating request.
+    pub token: Option<String>,
     /// API semantics: the ref must exist and hold `.gitlab-ci.yml`.
     pub validate: bool,
 }
@@ -38,6 +40,7 @@ impl NewPipeline {
             outcome: None,
             merge_request: None,
             upstream: None,
+            token: None,
             validate: false,
         }
     }
@@ -123,6 +126,7 @@ pub(crate) fn create(
             merge_request: req.merge_request,
             upstream: req.upstream,
             retries: 0,
+            token: req.token,
         };
         let json = pipeline_json(st, &pl, &urls, true);
         st.pipelines.insert(id, pl);

@@ -17,6 +17,7 @@
 mod api;
 mod engine;
 mod faults;
+pub mod lb;
 mod model;
 mod sample;
 mod state;
@@ -30,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use faults::{FaultHandle, FaultResponse, FaultRule, Faults};
+pub use lb::LoadBalancer;
 pub use model::{
     DeliveryLog, Endpoint, HookInfo, MergeRequestSpec, Outcome, PipelineInfo, PipelineSpec,
     PipelineStatus, ProjectSpec, RequestLog, SampleInfo,
@@ -123,6 +125,8 @@ pub(crate) struct Inner {
     pub runtime: Mutex<Option<tokio::runtime::Handle>>,
     pub http: reqwest::Client,
     pub webhooks: Mutex<webhooks::Queues>,
+    /// Tokens accepted besides `opts.token` ([`Sim::accept_token`]).
+    pub extra_tokens: Mutex<Vec<String>>,
 }
 
 /// A simulated GitLab instance. Cheap to clone (shared state).
@@ -171,6 +175,7 @@ impl Sim {
                 runtime: Mutex::new(tokio::runtime::Handle::try_current().ok()),
                 http,
                 webhooks: Mutex::new(webhooks::Queues::default()),
+                extra_tokens: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -207,6 +212,15 @@ impl Sim {
     /// The accepted token.
     pub fn token(&self) -> String {
         self.inner.opts.token.clone()
+    }
+
+    /// Accepts `token` as well as the main one, with the same rights: clients given tokens of their
+    /// own can be told apart afterwards ([`PipelineInfo::token`]).
+    pub fn accept_token(&self, token: &str) {
+        let mut tokens = lock(&self.inner.extra_tokens);
+        if !tokens.iter().any(|t| t == token) {
+            tokens.push(token.to_owned());
+        }
     }
 
     /// The registry host used in `container_registry_image_prefix`.

@@ -276,6 +276,10 @@ pub struct PipelineInfo {
     pub finished_at: Option<OffsetDateTime>,
     /// How many times it was retried.
     pub retries: u32,
+    /// The API token of the request that created it (`PRIVATE-TOKEN` or bearer); `None` for
+    /// pipelines the simulator started itself (pushes, [`crate::Sim::run_pipeline`]). Tells apart
+    /// the creations of several clients given their own tokens ([`crate::Sim::accept_token`]).
+    pub token: Option<String>,
 }
 
 /// A project hook, token included (for tests).
@@ -363,6 +367,8 @@ pub struct RequestLog {
     pub injected: bool,
     /// When the request arrived (before any simulated latency).
     pub received: Instant,
+    /// The token it authenticated with (accepted or not), to tell clients apart.
+    pub token: Option<String>,
 }
 
 /// One webhook delivery attempt (or a dropped delivery).

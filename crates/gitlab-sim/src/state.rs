@@ -151,6 +151,8 @@ pub(crate) struct Pipeline {
     pub merge_request: Option<MergeRequestSpec>,
     pub upstream: Option<(u64, u64)>,
     pub retries: u32,
+    /// The API token of the request that created it (`None`: created by the simulator itself).
+    pub token: Option<String>,
 }
 
 impl Pipeline {
@@ -513,6 +515,7 @@ impl State {
             updated_at: pl.updated_at,
             finished_at: pl.finished_at,
             retries: pl.retries,
+            token: pl.token.clone(),
         }
     }
 }

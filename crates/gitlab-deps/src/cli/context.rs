@@ -63,10 +63,15 @@ impl Context {
         }
         let db = self.db_location()?;
         let state = std::env::var_os("STATE_DIRECTORY");
-        Ok(config::default_spool_path(
-            db.sqlite_path(),
-            state.as_deref(),
-        )?)
+        let path = config::default_spool_path(db.sqlite_path(), state.as_deref())?;
+        // For a database that is not a file the default lies in the data directory, which no
+        // SQLite file has created yet on a fresh machine.
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("cannot create the spool's directory {}", dir.display())
+            })?;
+        }
+        Ok(path)
     }
 
     /// Opens the store.

@@ -129,6 +129,7 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
+    let token = request_token(req.headers());
     *lock(&sim.inner.endpoint_counts)
         .entry(crate::model::Endpoint::of_path(&path))
         .or_insert(0) += 1;
@@ -173,20 +174,26 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
         status: resp.status().as_u16(),
         injected: was_injected,
         received,
+        token,
     });
     resp
 }
 
 fn authorized(sim: &Sim, headers: &HeaderMap) -> bool {
-    let token = &sim.inner.opts.token;
-    if let Some(v) = headers.get("private-token").and_then(|v| v.to_str().ok()) {
-        return v == token;
+    request_token(headers)
+        .is_some_and(|t| t == sim.inner.opts.token || lock(&sim.inner.extra_tokens).contains(&t))
+}
+
+/// The token a request authenticates with: `PRIVATE-TOKEN`, else `Authorization: Bearer`.
+pub(crate) fn request_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get("private-token") {
+        return v.to_str().ok().map(str::to_owned);
     }
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|v| v.trim() == token)
+        .map(|v| v.trim().to_owned())
 }
 
 /// An injected error status with a GitLab-like JSON body.

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
@@ -64,6 +64,7 @@ pub(crate) async fn create(
     State(sim): State<Sim>,
     Path(key): Path<String>,
     RawQuery(q): RawQuery,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let id = maintainer_project(&sim, &key)?;
@@ -88,6 +89,7 @@ pub(crate) async fn create(
         ref_name: Some(git_ref),
         variables,
         validate: true,
+        token: super::request_token(&headers),
         ..NewPipeline::new("api")
     };
     match engine::create(&sim, id, req) {
