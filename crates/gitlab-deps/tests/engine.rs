@@ -3,6 +3,10 @@
 //! Timing rules ("poll after ten minutes") are checked without waiting ten minutes, and the test
 //! reads the engine's state directly instead of polling a spawned binary.
 
+mod common;
+
+use common::diamond;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,31 +17,12 @@ use gitlab_deps::server;
 use gitlab_deps::service::{Service, ServiceConfig};
 use gitlab_deps::store::{SqliteStore, Store};
 use gitlab_deps::util::ManualClock;
-use gitlab_sim::{Outcome, PipelineInfo, ProjectSpec, Sim, SimOptions};
+use gitlab_sim::{Outcome, PipelineInfo, Sim, SimOptions};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "in-process-secret";
 const WAIT: Duration = Duration::from_secs(30);
 const RECONCILE_AFTER: Duration = Duration::from_secs(600);
-
-/// base -> {ruby, tools} -> app.
-fn diamond(sim: &Sim) {
-    let reg = sim.registry_host();
-    let project = |path: &str, dockerfile: String| {
-        sim.add_project(
-            ProjectSpec::new(path)
-                .file("Dockerfile", dockerfile)
-                .file(".gitlab-ci.yml", "build:\n  script: [make]\n"),
-        );
-    };
-    project("images/base", "FROM debian:bookworm\n".into());
-    project("images/ruby", format!("FROM {reg}/images/base\n"));
-    project("images/tools", format!("FROM {reg}/images/base\n"));
-    project(
-        "apps/app",
-        format!("FROM {reg}/images/ruby\nFROM {reg}/images/tools\n"),
-    );
-}
 
 struct Running {
     sim: Sim,

@@ -3,9 +3,7 @@
 mod common;
 
 use common::{SECRET, Service, SimServer, Workdir, gitlab_deps, wait_until};
-use gitlab_sim::{Outcome, ProjectSpec, SimOptions};
-
-const CI: &str = "build:\n  script: [make]\n";
+use gitlab_sim::{Outcome, SimOptions};
 
 /// base -> {ruby, tools} -> app: a chain of three waves.
 fn instance() -> SimServer {
@@ -14,21 +12,7 @@ fn instance() -> SimServer {
         ..SimOptions::default()
     });
     let sim = &server.sim;
-    let reg = sim.registry_host();
-    let project = |path: &str, dockerfile: String| {
-        sim.add_project(
-            ProjectSpec::new(path)
-                .file("Dockerfile", dockerfile)
-                .file(".gitlab-ci.yml", CI),
-        );
-    };
-    project("images/base", "FROM debian:bookworm\n".into());
-    project("images/ruby", format!("FROM {reg}/images/base\n"));
-    project("images/tools", format!("FROM {reg}/images/base\n"));
-    project(
-        "apps/app",
-        format!("FROM {reg}/images/ruby\nFROM {reg}/images/tools\n"),
-    );
+    common::diamond(sim);
     server
 }
 

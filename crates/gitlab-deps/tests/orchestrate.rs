@@ -6,23 +6,15 @@ mod common;
 use std::time::Duration;
 
 use common::{SECRET, Service, SimServer, Workdir, gitlab_deps, json, ours, wait_until};
-use gitlab_sim::{Outcome, PipelineInfo, PipelineSpec, ProjectSpec, Sim, SimOptions};
+use gitlab_sim::{Outcome, PipelineInfo, PipelineSpec, Sim, SimOptions};
 use predicates::prelude::PredicateBooleanExt as _;
-
-const CI: &str = "build:\n  script: [make]\n";
 
 /// base -> {ruby, tools} -> app -> z, plus an unrelated solo -> below.
 fn instance(opts: SimOptions) -> SimServer {
     let server = SimServer::start(opts);
     let sim = &server.sim;
     let reg = sim.registry_host();
-    let project = |path: &str, dockerfile: String| {
-        sim.add_project(
-            ProjectSpec::new(path)
-                .file("Dockerfile", dockerfile)
-                .file(".gitlab-ci.yml", CI),
-        );
-    };
+    let project = |path: &str, dockerfile: String| common::image_project(sim, path, dockerfile);
     project("images/base", "FROM debian:bookworm\n".into());
     project("images/ruby", format!("FROM {reg}/images/base\n"));
     project("images/tools", format!("FROM {reg}/images/base\n"));

@@ -8,30 +8,15 @@ mod common;
 use common::{SECRET, Service, SimServer, Workdir, gitlab_deps, json, ours, wait_until};
 use gitlab_deps::store::postgres::testing;
 use gitlab_deps::store::{INPUT_EVENT, OrchestrationStore as _};
-use gitlab_sim::{ProjectSpec, SimOptions};
-
-const CI: &str = "build:\n  script: [make]\n";
+use gitlab_sim::SimOptions;
 
 /// base -> {ruby, tools} -> app -> z.
 fn instance() -> SimServer {
     let server = SimServer::start(SimOptions::default());
     let sim = &server.sim;
+    common::diamond(sim);
     let reg = sim.registry_host();
-    let project = |path: &str, dockerfile: String| {
-        sim.add_project(
-            ProjectSpec::new(path)
-                .file("Dockerfile", dockerfile)
-                .file(".gitlab-ci.yml", CI),
-        );
-    };
-    project("images/base", "FROM debian:bookworm\n".into());
-    project("images/ruby", format!("FROM {reg}/images/base\n"));
-    project("images/tools", format!("FROM {reg}/images/base\n"));
-    project(
-        "apps/app",
-        format!("FROM {reg}/images/ruby\nFROM {reg}/images/tools\n"),
-    );
-    project("apps/z", format!("FROM {reg}/apps/app\n"));
+    common::image_project(sim, "apps/z", format!("FROM {reg}/apps/app\n"));
     server
 }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 mod common;
 
+use common::diamond;
+
 use async_trait::async_trait;
 use gitlab_deps::cascade::{Counters, Input, ProjectState};
 use gitlab_deps::config::{ScanFileConfig, ScanSettings};
@@ -24,7 +26,7 @@ use gitlab_deps::store::{
     Resolution, ResolveInput, ResolveVersions, SqliteStore, Store, StoreError, StoredCascade,
     StoredEvent, Warning,
 };
-use gitlab_sim::{Outcome, PipelineInfo, ProjectSpec, Sim, SimOptions};
+use gitlab_sim::{Outcome, PipelineInfo, Sim, SimOptions};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -33,25 +35,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Short, so a lost leader is replaced within seconds; long enough that a loaded test machine
 /// does not miss renewals.
 const TTL: Duration = Duration::from_secs(2);
-
-/// base -> {ruby, tools} -> app.
-fn diamond(sim: &Sim) {
-    let reg = sim.registry_host();
-    let project = |path: &str, dockerfile: String| {
-        sim.add_project(
-            ProjectSpec::new(path)
-                .file("Dockerfile", dockerfile)
-                .file(".gitlab-ci.yml", "build:\n  script: [make]\n"),
-        );
-    };
-    project("images/base", "FROM debian:bookworm\n".into());
-    project("images/ruby", format!("FROM {reg}/images/base\n"));
-    project("images/tools", format!("FROM {reg}/images/base\n"));
-    project(
-        "apps/app",
-        format!("FROM {reg}/images/ruby\nFROM {reg}/images/tools\n"),
-    );
-}
 
 const PROJECTS: [&str; 4] = ["images/base", "images/ruby", "images/tools", "apps/app"];
 

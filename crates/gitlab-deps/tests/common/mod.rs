@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use gitlab_sim::{PipelineInfo, Sim, SimOptions};
+use gitlab_sim::{PipelineInfo, ProjectSpec, Sim, SimOptions};
 
 /// A simulated GitLab served from its own runtime, so synchronous tests can drive the binary.
 pub struct SimServer {
@@ -215,4 +215,26 @@ pub fn ours(sim: &Sim, project: &str) -> Vec<PipelineInfo> {
         .into_iter()
         .filter(|p| p.source == "api")
         .collect()
+}
+
+/// Adds a project with a Dockerfile and a CI config that builds it.
+pub fn image_project(sim: &Sim, path: &str, dockerfile: String) {
+    sim.add_project(
+        ProjectSpec::new(path)
+            .file("Dockerfile", dockerfile)
+            .file(".gitlab-ci.yml", "build:\n  script: [make]\n"),
+    );
+}
+
+/// base -> {ruby, tools} -> app: the smallest graph with a diamond.
+pub fn diamond(sim: &Sim) {
+    let reg = sim.registry_host();
+    image_project(sim, "images/base", "FROM debian:bookworm\n".into());
+    image_project(sim, "images/ruby", format!("FROM {reg}/images/base\n"));
+    image_project(sim, "images/tools", format!("FROM {reg}/images/base\n"));
+    image_project(
+        sim,
+        "apps/app",
+        format!("FROM {reg}/images/ruby\nFROM {reg}/images/tools\n"),
+    );
 }
