@@ -457,24 +457,6 @@ struct Load {
     p99: Duration,
 }
 
-/// A realistic pipeline event the service keeps and applies: a default-branch success of a
-/// project nothing depends on.
-fn event(i: usize) -> String {
-    json!({
-        "object_kind": "pipeline",
-        "object_attributes": {"id": 1_000_000 + i, "iid": i, "ref": "main", "tag": false, "sha": "0".repeat(40),
-            "source": "push", "status": "success", "detailed_status": "passed", "stages": ["build"],
-            "created_at": "2026-01-02 15:04:05 UTC", "finished_at": null, "duration": null, "variables": []},
-        "merge_request": null,
-        "user": {"id": 1, "name": "Administrator", "username": "root"},
-        "project": {"id": 1, "name": "base", "path_with_namespace": "g/base", "default_branch": "main",
-            "web_url": "http://gitlab.test/g/base"},
-        "commit": {"id": "0".repeat(40), "message": "fix openssl", "title": "fix openssl"},
-        "builds": [{"id": i, "stage": "build", "name": "build", "status": "success"}]
-    })
-    .to_string()
-}
-
 /// Sends `requests` events (or `GET /healthz`) to `base`: at `pace` per second (open loop), or
 /// as fast as `clients` connections can when `pace` is 0. Every request must succeed.
 async fn load(
@@ -507,7 +489,7 @@ async fn load(
                         .header("X-Gitlab-Token", SECRET)
                         .header("Idempotency-Key", format!("{label}-{i}"))
                         .header("Content-Type", "application/json")
-                        .body(event(i))
+                        .body(crate::intake_event(i))
                         .send()
                         .await
                 };

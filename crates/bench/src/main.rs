@@ -1160,23 +1160,6 @@ async fn bench_intake(requests: usize, clients: usize, rate: u64) -> anyhow::Res
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()?;
-    // A realistic pipeline event that the service keeps and applies: a default-branch success of
-    // a project nothing depends on (each one is a change with nothing to rebuild).
-    let body = |i: usize| {
-        json!({
-            "object_kind": "pipeline",
-            "object_attributes": {"id": 1_000_000 + i, "iid": i, "ref": "main", "tag": false, "sha": "0".repeat(40),
-                "source": "push", "status": "success", "detailed_status": "passed", "stages": ["build"],
-                "created_at": "2026-01-02 15:04:05 UTC", "finished_at": null, "duration": null, "variables": []},
-            "merge_request": null,
-            "user": {"id": 1, "name": "Administrator", "username": "root"},
-            "project": {"id": 1, "name": "base", "path_with_namespace": "g/base", "default_branch": "main",
-                "web_url": "http://gitlab.test/g/base"},
-            "commit": {"id": "0".repeat(40), "message": "fix openssl", "title": "fix openssl"},
-            "builds": [{"id": i, "stage": "build", "name": "build", "status": "success"}]
-        })
-        .to_string()
-    };
     // `pace`: send request i at i / pace seconds (open loop, steady load); 0 sends as fast as the
     // clients can.
     let run = async |label: &str,
@@ -1190,7 +1173,7 @@ async fn bench_intake(requests: usize, clients: usize, rate: u64) -> anyhow::Res
             .map(|i| {
                 let client = client.clone();
                 let latencies = latencies.clone();
-                let payload = body(i);
+                let payload = intake_event(i);
                 async move {
                     if pace > 0 {
                         let at = started + Duration::from_secs_f64(i as f64 / pace as f64);
@@ -1265,4 +1248,22 @@ async fn bench_intake(requests: usize, clients: usize, rate: u64) -> anyhow::Res
             "ratio_to_baseline": max_rate / base_rate})
     );
     Ok(())
+}
+
+/// A realistic pipeline event the service keeps and applies: a default-branch success of a
+/// project nothing depends on (each one is a change with nothing to rebuild).
+pub(crate) fn intake_event(i: usize) -> String {
+    json!({
+        "object_kind": "pipeline",
+        "object_attributes": {"id": 1_000_000 + i, "iid": i, "ref": "main", "tag": false, "sha": "0".repeat(40),
+            "source": "push", "status": "success", "detailed_status": "passed", "stages": ["build"],
+            "created_at": "2026-01-02 15:04:05 UTC", "finished_at": null, "duration": null, "variables": []},
+        "merge_request": null,
+        "user": {"id": 1, "name": "Administrator", "username": "root"},
+        "project": {"id": 1, "name": "base", "path_with_namespace": "g/base", "default_branch": "main",
+            "web_url": "http://gitlab.test/g/base"},
+        "commit": {"id": "0".repeat(40), "message": "fix openssl", "title": "fix openssl"},
+        "builds": [{"id": i, "stage": "build", "name": "build", "status": "success"}]
+    })
+    .to_string()
 }
