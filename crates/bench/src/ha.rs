@@ -37,7 +37,7 @@ use url::Url;
 
 use super::{TempDir, ms};
 
-const SECRET: &str = "bench-secret";
+pub(crate) const SECRET: &str = "bench-secret";
 const CI: &str = "build:\n  script: [make]\n";
 
 /// `bench failover` arguments.
@@ -451,15 +451,17 @@ pub fn failover(args: FailoverArgs) -> anyhow::Result<()> {
 // bench intake-ha
 
 /// What one load run measured.
-struct Load {
-    rate: f64,
-    p50: Duration,
-    p99: Duration,
+pub(crate) struct Load {
+    /// Requests per second over the run.
+    pub rate: f64,
+    pub p50: Duration,
+    pub p99: Duration,
 }
 
 /// Sends `requests` events (or `GET /healthz`) to `base`: at `pace` per second (open loop), or
-/// as fast as `clients` connections can when `pace` is 0. Every request must succeed.
-async fn load(
+/// as fast as `clients` connections can when `pace` is 0. Every request must succeed. Shared by
+/// `bench intake` and `bench intake-ha`.
+pub(crate) async fn load(
     client: &reqwest::Client,
     base: &str,
     label: &str,

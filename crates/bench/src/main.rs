@@ -1153,68 +1153,18 @@ async fn bench_intake(requests: usize, clients: usize, rate: u64) -> anyhow::Res
     let sim = Sim::new(SimOptions::default());
     let url = sim.start().await?;
     sim.add_project(ProjectSpec::new("g/base").file("Dockerfile", "FROM debian\n"));
-    let scanned = ScannedService::new(&sim, &url, 10, "s").await?;
+    let scanned = ScannedService::new(&sim, &url, 10, ha::SECRET).await?;
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let server_task = tokio::spawn(scanned.service.serve(listener, shutdown.clone()));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()?;
-    // `pace`: send request i at i / pace seconds (open loop, steady load); 0 sends as fast as the
-    // clients can.
-    let run = async |label: &str,
-                     healthz: bool,
-                     pace: u64|
-           -> anyhow::Result<(f64, Duration, Duration)> {
-        let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(requests)));
-        let started = Instant::now();
-        let slots = if pace > 0 { clients.max(256) } else { clients };
-        futures::stream::iter(0..requests)
-            .map(|i| {
-                let client = client.clone();
-                let latencies = latencies.clone();
-                let payload = intake_event(i);
-                async move {
-                    if pace > 0 {
-                        let at = started + Duration::from_secs_f64(i as f64 / pace as f64);
-                        tokio::time::sleep_until(at.into()).await;
-                    }
-                    let t = Instant::now();
-                    let response = if healthz {
-                        client.get(format!("http://{addr}/healthz")).send().await
-                    } else {
-                        client
-                            .post(format!("http://{addr}/hooks/gitlab"))
-                            .header("X-Gitlab-Event", "Pipeline Hook")
-                            .header("X-Gitlab-Token", "s")
-                            .header("Idempotency-Key", format!("{label}-{i}"))
-                            .header("Content-Type", "application/json")
-                            .body(payload)
-                            .send()
-                            .await
-                    };
-                    let ok = response.map(|r| r.status().is_success()).unwrap_or(false);
-                    if ok {
-                        latencies
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(t.elapsed());
-                    }
-                }
-            })
-            .buffer_unordered(slots)
-            .collect::<()>()
-            .await;
-        let elapsed = started.elapsed();
-        let mut l = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
-        anyhow::ensure!(
-            l.len() == requests,
-            "{} of {requests} requests failed",
-            requests - l.len()
-        );
-        l.sort();
-        let p = |q: f64| l[((l.len() as f64 * q) as usize).min(l.len() - 1)];
-        Ok((requests as f64 / elapsed.as_secs_f64(), p(0.5), p(0.99)))
+    let base = format!("http://{addr}");
+    let run = async |label: &str, healthz: bool, pace: u64| {
+        ha::load(&client, &base, label, healthz, requests, clients, pace)
+            .await
+            .map(|l| (l.rate, l.p50, l.p99))
     };
     let (base_rate, base_p50, base_p99) = run("healthz", true, 0).await?;
     let (steady_rate, steady_p50, steady_p99) = run("steady", false, rate).await?;
