@@ -41,6 +41,18 @@ fn scan(id: u64, path: &str, froms: &[&str]) -> ProjectScan {
     }
 }
 
+/// A push moves app from base onto tools: its new references are saved and its part resolved.
+async fn push_app_onto_tools(store: &dyn Store) {
+    store
+        .save_scans(&[scan(3, "apps/app", &["img/tools"])])
+        .await
+        .unwrap();
+    resolve_project(store, 3, None, &url())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// base, tools, app (from base), resolved, and an engine on it (which never calls GitLab here).
 pub(super) async fn engine() -> (Arc<dyn Store>, Engine) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
@@ -76,14 +88,7 @@ pub(super) async fn engine() -> (Arc<dyn Store>, Engine) {
 async fn a_push_rescan_swaps_that_projects_edges_into_the_graph() {
     let (store, engine) = engine().await;
     assert_eq!(engine.graph().upstreams("apps/app"), ["img/base"]);
-    store
-        .save_scans(&[scan(3, "apps/app", &["img/tools"])])
-        .await
-        .unwrap();
-    resolve_project(store.as_ref(), 3, None, &url())
-        .await
-        .unwrap()
-        .unwrap();
+    push_app_onto_tools(store.as_ref()).await;
     assert!(engine.update_project(3).await.unwrap());
     assert_eq!(engine.graph().upstreams("apps/app"), ["img/tools"]);
     assert!(engine.graph().downstreams("img/base").is_empty());
@@ -113,14 +118,7 @@ async fn an_update_naming_a_project_the_graph_lacks_falls_back_to_a_reload() {
 #[tokio::test]
 async fn a_reload_and_a_later_push_update_both_install_the_stores_current_edges() {
     let (store, engine) = engine().await;
-    store
-        .save_scans(&[scan(3, "apps/app", &["img/tools"])])
-        .await
-        .unwrap();
-    resolve_project(store.as_ref(), 3, None, &url())
-        .await
-        .unwrap()
-        .unwrap();
+    push_app_onto_tools(store.as_ref()).await;
     // Another process's whole scan resolves meanwhile (it sees the push's references).
     resolve(store.as_ref(), None, &url()).await.unwrap();
     engine.reload().await.unwrap();
@@ -165,14 +163,7 @@ async fn a_standby_follows_the_leaders_state_and_its_push_rescans() {
     assert!(*standby.changed.borrow() > quiet, "live pages are told");
 
     // A push rescan on the leader moves no scan stamp; its graph version tells the standby.
-    store
-        .save_scans(&[scan(3, "apps/app", &["img/tools"])])
-        .await
-        .unwrap();
-    resolve_project(store.as_ref(), 3, None, &url())
-        .await
-        .unwrap()
-        .unwrap();
+    push_app_onto_tools(store.as_ref()).await;
     assert!(leader.update_project(3).await.unwrap());
     assert_eq!(standby.graph().upstreams("apps/app"), ["img/base"]);
     leader.publish(1).await;
