@@ -1015,11 +1015,7 @@ async fn bench_cascade(
     sim.run_pipeline(root, "push");
     let deadline = started + pipeline * (waves.len() as u32 + 2) * 4 + Duration::from_secs(60);
     loop {
-        let ours: usize = sim
-            .all_pipelines()
-            .iter()
-            .filter(|(_, p)| p.source == "api" && p.status.is_finished())
-            .count();
+        let ours = sim.finished_pipelines("api");
         // Only look at the engine once everything was built: a snapshot clones its state, and
         // polling that would slow down what is measured.
         if ours >= affected && engine.snapshot().await.cascade.projects().next().is_none() {
@@ -1029,8 +1025,8 @@ async fn bench_cascade(
             Instant::now() < deadline,
             "the cascade did not finish ({ours}/{affected} built)"
         );
-        // The figures come from the simulator's records, not from this loop; polling rarely keeps
-        // its copy of every pipeline (under the simulator's lock) out of what is measured.
+        // The figures come from the simulator's records, not from this loop: it counts (under
+        // the simulator's lock, copying nothing) and only now and then.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let all = sim.all_pipelines();
@@ -1058,6 +1054,9 @@ async fn bench_cascade(
         .filter_map(|p| Some((p.clone(), sim.project_id(p)?)))
         .collect();
     let mut reactions: Vec<Duration> = Vec::new();
+    // The reaction in two parts: from the delivery to our answer (the intake), and from the
+    // answer to the creating request (the engine's step and the request itself).
+    let (mut acks, mut after_ack): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
     for (project, _) in &created {
         let Some(id) = ids.get(project.as_str()) else {
             continue;
@@ -1080,15 +1079,20 @@ async fn bench_cascade(
                             && d.pipeline_status.as_deref() == Some("success")
                             && d.sent <= request.received
                     })
-                    .map(|d| d.sent)
+                    .map(|d| (d.sent, d.answered))
                     .max()
             })
             .max();
-        if let Some(sent) = trigger {
+        if let Some((sent, answered)) = trigger {
             reactions.push(request.received - sent);
+            acks.push(answered.saturating_duration_since(sent));
+            after_ack.push(request.received.saturating_duration_since(answered));
         }
     }
     reactions.sort();
+    acks.sort();
+    after_ack.sort();
+    let median = |v: &[Duration]| v.get(v.len() / 2).copied().unwrap_or_default();
     let pct = |q: f64| {
         reactions
             .get(((reactions.len() as f64 * q) as usize).min(reactions.len().saturating_sub(1)))
@@ -1135,6 +1139,11 @@ async fn bench_cascade(
         reactions.len()
     );
     println!(
+        "    delivery -> answer p50 {:.2} ms, answer -> creation p50 {:.2} ms",
+        ms(median(&acks)),
+        ms(median(&after_ack)),
+    );
+    println!(
         "{}",
         json!({
             "bench": "cascade", "store": store, "projects": projects, "edges": edges, "waves": waves.len(), "affected": affected,
@@ -1142,6 +1151,7 @@ async fn bench_cascade(
             "old_tool_pipelines": old_tool, "old_tool_per_affected": old_tool as f64 / affected as f64,
             "elapsed_ms": ms(elapsed), "critical_path_ms": ms(critical), "ratio": ms(elapsed) / ms(critical),
             "reaction_p50_ms": ms(pct(0.5)), "reaction_p99_ms": ms(pct(0.99)),
+            "answer_p50_ms": ms(median(&acks)), "answer_to_creation_p50_ms": ms(median(&after_ack)),
         })
     );
     Ok(())

@@ -14,7 +14,7 @@ use clap::Args as ClapArgs;
 use gitlab_deps::cascade::ProjectState;
 use gitlab_deps::store::postgres::testing;
 use gitlab_deps::store::{
-    NewEvent, ProjectRecord, ProjectScan, RefKind, Reference, SqliteStore, Store,
+    Activity, NewEvent, ProjectRecord, ProjectScan, RefKind, Reference, SqliteStore, Store,
 };
 
 use super::{TempDir, ms};
@@ -152,7 +152,7 @@ async fn measure(args: &Args, a: Arc<dyn Store>, b: Arc<dyn Store>) -> anyhow::R
         let seq = a
             .insert_event(&uuid::Uuid::new_v4().to_string(), "Push Hook", "{}")
             .await?;
-        a.commit_cascade(&changes, Default::default(), seq, None)
+        a.commit_cascade(&changes, Default::default(), seq, Activity::NONE, None)
             .await?;
     }
     let commit = started.elapsed() / args.commits as u32;

@@ -567,6 +567,16 @@ impl Sim {
         v
     }
 
+    /// How many pipelines of `source` (`api`, `push`, …) have finished: a count under the lock,
+    /// for callers that poll and must not copy every pipeline each time.
+    pub fn finished_pipelines(&self, source: &str) -> usize {
+        lock(&self.inner.state)
+            .pipelines
+            .values()
+            .filter(|pl| pl.source == source && pl.status.is_finished())
+            .count()
+    }
+
     /// Hooks of a project, token included.
     pub fn hooks(&self, project: &str) -> Vec<HookInfo> {
         let st = lock(&self.inner.state);
