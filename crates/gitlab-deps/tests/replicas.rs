@@ -21,10 +21,10 @@ use gitlab_deps::scan::{NoProgress, ScanRequest};
 use gitlab_deps::server;
 use gitlab_deps::service::{Service, ServiceConfig};
 use gitlab_deps::store::{
-    DeriveFn, DiscoveryStore, Edge, External, FileBlobs, Lease, LeaseInfo, MetaStore, NewEvent,
-    OrchestrationStore, PrefixRule, ProjectRecord, ProjectScan, Reference, ReplaceOutcome,
-    Resolution, ResolveInput, ResolveVersions, SqliteStore, Store, StoreError, StoredCascade,
-    StoredEvent, Warning,
+    Activity, DeriveFn, DiscoveryStore, Edge, External, FileBlobs, Lease, LeaseInfo, MetaStore,
+    NewEvent, OrchestrationStore, PrefixRule, ProjectRecord, ProjectScan, Reference,
+    ReplaceOutcome, Resolution, ResolveInput, ResolveVersions, SqliteStore, Store, StoreError,
+    StoredCascade, StoredEvent, Warning,
 };
 use gitlab_sim::{Outcome, PipelineInfo, Sim, SimOptions};
 use serde_json::Value;
@@ -408,11 +408,12 @@ impl OrchestrationStore for Switch {
         changes: &[(String, Option<&ProjectState>)],
         counters: Counters,
         processed_up_to: Option<i64>,
+        activity: Activity<'_>,
         fence: Option<&Lease>,
     ) -> Result<(), StoreError> {
         self.cut.gate().await;
         self.inner
-            .commit_cascade(changes, counters, processed_up_to, fence)
+            .commit_cascade(changes, counters, processed_up_to, activity, fence)
             .await
     }
     async fn prune_events(&self, received_before_ms: i64) -> Result<usize, StoreError> {
@@ -422,10 +423,6 @@ impl OrchestrationStore for Switch {
     async fn cascade_state(&self) -> Result<Option<StoredCascade>, StoreError> {
         self.cut.gate().await;
         self.inner.cascade_state().await
-    }
-    async fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError> {
-        self.cut.gate().await;
-        self.inner.log_activity(at_ms, lines).await
     }
     async fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
         self.cut.gate().await;

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::create::Claim;
+use super::intake::{Intake, Recorded, Signals};
 use super::leader::Leadership;
 use super::log::{INPUT_EVENT, load_cascade};
 use super::observe::Chains;
@@ -22,7 +23,9 @@ use crate::gitlab::payload::{self, HookEvent, PushEvent};
 use crate::graph::DepGraph;
 use crate::metrics::Metrics;
 use crate::scan::Scanner;
-use crate::store::{Lease, ProjectRecord, Store, StoreError, StoredEvent};
+use crate::store::{
+    Activity, Lease, NewEvent, ProjectRecord, Store, StoreError, StoredEvent,
+};
 use crate::util::{Clock, SystemClock};
 
 /// Events folded per engine step.
@@ -89,7 +92,11 @@ pub struct Engine {
     step: tokio::sync::Mutex<()>,
     /// The newest activity lines, newest first: the status page reads them without the store.
     activity: Mutex<VecDeque<(i64, String)>>,
-    pub(super) wake: Notify,
+    pub(super) wake: Arc<Notify>,
+    /// Group commit for internal inputs (creation results, reconciler findings): a wave of
+    /// creations answering at once makes one transaction, not one each, and the webhook intake
+    /// does not queue behind them for the event log.
+    inputs: Intake,
     pub(super) in_flight: Mutex<HashSet<String>>,
     /// Projects being rescanned; `true` when another push arrived meanwhile (scan once more).
     pub(super) rescanning: Mutex<HashMap<String, bool>>,
@@ -165,6 +172,16 @@ impl Engine {
         )
         .await?;
         let chains = Mutex::new(Chains::of(&cascade));
+        let wake = Arc::new(Notify::new());
+        let inputs = {
+            let wake = Arc::clone(&wake);
+            let signals = Signals {
+                committed: Box::new(move || wake.notify_one()),
+                // Each caller logs its own failure.
+                failed: Box::new(|| {}),
+            };
+            Intake::start(Arc::clone(&store), None, None, signals)
+        };
         let engine = Self {
             store,
             gitlab,
@@ -180,7 +197,8 @@ impl Engine {
             step: tokio::sync::Mutex::new(()),
             cascade: tokio::sync::Mutex::new(cascade),
             activity: Mutex::new(activity.into()),
-            wake: Notify::new(),
+            wake,
+            inputs,
             in_flight: Mutex::new(HashSet::new()),
             rescanning: Mutex::new(HashMap::new()),
             created_at: Mutex::new(VecDeque::new()),
@@ -509,12 +527,17 @@ impl Engine {
                 .iter()
                 .map(|(p, state)| (p.clone(), state.as_ref()))
                 .collect();
-            if !changes.is_empty() || last.is_some() {
+            if !changes.is_empty() || last.is_some() || !log.is_empty() {
                 // The intent to create each pipeline is durable before any is created.
                 // Fenced with the lease: a replica that lost the leadership records no intent.
+                // The step's activity lines go in the same commit (one transaction a step).
+                let activity = Activity {
+                    at_ms: now,
+                    lines: &log,
+                };
                 let committed = self
                     .store
-                    .commit_cascade(&rows, counters, last, acting.fence())
+                    .commit_cascade(&rows, counters, last, activity, acting.fence())
                     .await;
                 if let Err(e) = committed {
                     if matches!(e, StoreError::Fenced { .. }) {
@@ -559,9 +582,6 @@ impl Engine {
                 tracing::info!("{line}");
             }
             self.remember_activity(now, &log);
-            if let Err(e) = self.store.log_activity(now, &log).await {
-                tracing::warn!("cannot write the activity log: {e}");
-            }
             self.metrics.events_processed.inc_by(events.len() as u64);
             for project in rescans {
                 self.clone().spawn_rescan(project);
@@ -665,11 +685,20 @@ impl Engine {
 
     /// Logs an internal input durably and wakes the loop; true when the key was new.
     pub(super) async fn enqueue(&self, key: &str, input: &Input) -> bool {
-        match self.store.insert_input(key, input).await {
-            Ok(seq) => {
-                self.notify();
-                seq.is_some()
+        let body = match serde_json::to_string(input) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!("cannot record {key}: {e}");
+                return false;
             }
+        };
+        let event = NewEvent {
+            delivery_key: key.to_owned(),
+            kind: INPUT_EVENT.to_owned(),
+            body,
+        };
+        match self.inputs.record(event).await {
+            Ok(recorded) => recorded == Recorded::New,
             Err(e) => {
                 tracing::error!("cannot record {key}: {e}");
                 false
@@ -722,7 +751,14 @@ mod tests {
     async fn activity_is_served_from_memory_newest_first_and_bounded() {
         let (store, first) = crate::orchestrate::rescan_tests::engine().await;
         let lines: Vec<String> = (0..150).map(|i| format!("line {i}")).collect();
-        store.log_activity(7, &lines).await.unwrap();
+        let activity = Activity {
+            at_ms: 7,
+            lines: &lines,
+        };
+        store
+            .commit_cascade(&[], Default::default(), None, activity, None)
+            .await
+            .unwrap();
         // Loaded once at start: a new engine sees what the store kept.
         let engine = Engine::new(
             Arc::clone(&store),

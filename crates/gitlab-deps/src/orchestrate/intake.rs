@@ -1,7 +1,8 @@
 //! Group commit for webhook deliveries: handlers hand their event to one writer task, which commits
 //! whatever has queued up meanwhile in one transaction and then answers each handler. Under load
 //! that turns thousands of small transactions into a few large ones; alone, an event is committed
-//! at once.
+//! at once. The engine records its internal inputs (creation results and the like) through a
+//! writer of its own, without a spool.
 //!
 //! When the database does not answer within [`DB_WAIT`] (another process holds its lock, or it
 //! fails), the batch goes to the [`Spool`] instead and is acknowledged once that file is synced;

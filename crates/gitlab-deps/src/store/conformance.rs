@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use super::{
-    DiscoveryStore, Edge, External, FileBlobs, INPUT_EVENT, Lease, NewEvent, PrefixRule,
+    Activity, DiscoveryStore, Edge, External, FileBlobs, INPUT_EVENT, Lease, NewEvent, PrefixRule,
     ProjectRecord, ProjectScan, RefKind, Reference, ReplaceOutcome, Resolution, Store, Warning,
 };
 use crate::cascade::{Cascade, Input, ProjectState, Throttle};
@@ -502,7 +502,7 @@ pub async fn commit_cascade_stores_states_and_processed_marks_together(s: &dyn S
     let counters = cascade.counters();
     let changes = cascade.take_dirty();
     assert_eq!(changes.len(), 2);
-    s.commit_cascade(&changes, counters, e2, None)
+    s.commit_cascade(&changes, counters, e2, Activity::NONE, None)
         .await
         .unwrap();
     let pending: Vec<i64> = s
@@ -518,9 +518,15 @@ pub async fn commit_cascade_stores_states_and_processed_marks_together(s: &dyn S
     assert_eq!(stored.counters, counters);
     assert_eq!(stored.projects.len(), 2);
     // `None` deletes a project's state; no events marked without `processed_up_to`.
-    s.commit_cascade(&[("g/b".to_owned(), None)], counters, None, None)
-        .await
-        .unwrap();
+    s.commit_cascade(
+        &[("g/b".to_owned(), None)],
+        counters,
+        None,
+        Activity::NONE,
+        None,
+    )
+    .await
+    .unwrap();
     let stored = s.cascade_state().await.unwrap().unwrap();
     assert_eq!(stored.projects.len(), 1);
     assert_eq!(stored.projects[0].0, "g/a");
@@ -532,7 +538,7 @@ pub async fn commit_cascade_stores_states_and_processed_marks_together(s: &dyn S
 pub async fn pruning_forgets_only_old_processed_events(s: &dyn Store) {
     let old = s.insert_event("old", "Push Hook", "{}").await.unwrap();
     s.insert_event("open", "Push Hook", "{}").await.unwrap();
-    s.commit_cascade(&[], Default::default(), old, None)
+    s.commit_cascade(&[], Default::default(), old, Activity::NONE, None)
         .await
         .unwrap();
     let now = crate::util::now_ms();
@@ -568,7 +574,7 @@ pub async fn the_cascade_state_round_trips(s: &dyn Store) {
         .map(|(p, state)| (p.to_owned(), state.clone()))
         .collect();
     let changes = cascade.take_dirty();
-    s.commit_cascade(&changes, counters, None, None)
+    s.commit_cascade(&changes, counters, None, Activity::NONE, None)
         .await
         .unwrap();
     let stored = s.cascade_state().await.unwrap().unwrap();
@@ -581,19 +587,33 @@ pub async fn the_cascade_state_round_trips(s: &dyn Store) {
     assert_eq!(loaded.state("g/a"), expected.get("g/a"));
 }
 
-/// Activity lines come back newest first, at most `limit`.
+/// Activity lines are committed with the step and come back newest first, at most `limit`;
+/// the store keeps the newest [`super::ACTIVITY_KEPT`].
 pub async fn activity_comes_back_newest_first(s: &dyn Store) {
-    s.log_activity(1, &[]).await.unwrap();
+    let log = |at_ms: i64, lines: Vec<String>| async move {
+        let activity = Activity {
+            at_ms,
+            lines: &lines,
+        };
+        s.commit_cascade(&[], Default::default(), None, activity, None)
+            .await
+            .unwrap();
+    };
+    log(1, vec![]).await;
     assert!(s.recent_activity(10).await.unwrap().is_empty());
-    s.log_activity(1, &["one".into(), "two".into()])
-        .await
-        .unwrap();
-    s.log_activity(2, &["three".into()]).await.unwrap();
+    log(1, vec!["one".into(), "two".into()]).await;
+    log(2, vec!["three".into()]).await;
     assert_eq!(
         s.recent_activity(2).await.unwrap(),
         [(2, "three".to_owned()), (1, "two".to_owned())]
     );
     assert_eq!(s.recent_activity(10).await.unwrap().len(), 3);
+    let kept = super::ACTIVITY_KEPT as usize;
+    log(3, (0..kept).map(|i| format!("line {i}")).collect()).await;
+    let all = s.recent_activity(kept + 10).await.unwrap();
+    assert_eq!(all.len(), kept);
+    assert_eq!(all[0], (3, format!("line {}", kept - 1)));
+    assert_eq!(all[kept - 1], (3, "line 0".to_owned()));
 }
 
 /// Meta values are set, replaced and read back; unknown keys are `None`.
@@ -692,6 +712,7 @@ pub async fn a_superseded_epoch_commits_nothing(s: &dyn Store) {
         &[(project.to_owned(), Some(state))],
         cascade.counters(),
         None,
+        Activity::NONE,
         Some(&a),
     )
     .await
@@ -707,6 +728,10 @@ pub async fn a_superseded_epoch_commits_nothing(s: &dyn Store) {
             &[(project.to_owned(), None)],
             Default::default(),
             e,
+            Activity {
+                at_ms: 1,
+                lines: &["fenced".to_owned()],
+            },
             Some(&a),
         )
         .await
@@ -719,11 +744,12 @@ pub async fn a_superseded_epoch_commits_nothing(s: &dyn Store) {
     let stored = s.cascade_state().await.unwrap().expect("stored");
     assert_eq!(stored.projects.len(), 1);
     assert_eq!(s.unprocessed_events(10).await.unwrap().len(), 1);
+    assert!(s.recent_activity(10).await.unwrap().is_empty());
     // Without a fence (single-process use) and with the current epoch, commits go through.
-    s.commit_cascade(&[], Default::default(), None, Some(&b))
+    s.commit_cascade(&[], Default::default(), None, Activity::NONE, Some(&b))
         .await
         .expect("current epoch");
-    s.commit_cascade(&[], Default::default(), e, None)
+    s.commit_cascade(&[], Default::default(), e, Activity::NONE, None)
         .await
         .expect("unfenced");
     assert!(s.unprocessed_events(10).await.unwrap().is_empty());

@@ -285,6 +285,25 @@ pub struct NewEvent {
     pub body: String,
 }
 
+/// Activity lines a store keeps (older ones are dropped as new ones arrive).
+pub(crate) const ACTIVITY_KEPT: i64 = 10_000;
+
+/// Lines for the activity log shown on the status page, all stamped with one time.
+#[derive(Debug, Clone, Copy)]
+pub struct Activity<'a> {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub lines: &'a [String],
+}
+
+impl Activity<'_> {
+    /// No lines.
+    pub const NONE: Activity<'static> = Activity {
+        at_ms: 0,
+        lines: &[],
+    };
+}
+
 /// A durable record of one webhook delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -416,23 +435,24 @@ pub trait OrchestrationStore: MetaStore {
     /// Events recorded but not yet processed, oldest (lowest sequence number) first.
     async fn unprocessed_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
     /// Stores what changed in the orchestration state (per project: its state, or `None` to
-    /// delete it) and the counters, and marks events up to `processed_up_to` processed, in one
-    /// transaction. With a `fence`, the same transaction first checks that the stored lease epoch
-    /// is still the fence's and writes nothing ([`StoreError::Fenced`]) when it moved: this is
-    /// where creation intents are recorded, so a replica that lost the leadership records none.
+    /// delete it) and the counters, marks events up to `processed_up_to` processed and appends
+    /// the `activity` lines (the activity log keeps the newest 10,000), in one transaction: an
+    /// engine step is one commit. With a `fence`, the same transaction first checks that the
+    /// stored lease epoch is still the fence's and writes nothing ([`StoreError::Fenced`]) when it
+    /// moved: this is where creation intents are recorded, so a replica that lost the leadership
+    /// records none.
     async fn commit_cascade(
         &self,
         changes: &[(String, Option<&ProjectState>)],
         counters: Counters,
         processed_up_to: Option<i64>,
+        activity: Activity<'_>,
         fence: Option<&Lease>,
     ) -> Result<(), StoreError>;
     /// Forgets processed events received before the given time (their delivery keys too).
     async fn prune_events(&self, received_before_ms: i64) -> Result<usize, StoreError>;
     /// The orchestration state, if any was stored.
     async fn cascade_state(&self) -> Result<Option<StoredCascade>, StoreError>;
-    /// Appends lines to the activity log shown on the status page.
-    async fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError>;
     /// The newest activity lines, newest first.
     async fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError>;
     /// Grants the engine's lease to `holder` for `ttl` (by the database's clock) when nobody

@@ -14,10 +14,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use super::migrations::MIGRATIONS;
 use super::{
-    DeriveFn, DiscoveryStore, Edge, External, FileBlobs, Lease, LeaseInfo, MetaStore, NewEvent,
-    OrchestrationStore, PrefixRule, ProjectRecord, ProjectScan, RefKind, Reference, ReplaceOutcome,
-    Resolution, ResolveInput, ResolveLookup, ResolveVersions, StoreError, StoredCascade,
-    StoredEvent, Warning,
+    ACTIVITY_KEPT, Activity, DeriveFn, DiscoveryStore, Edge, External, FileBlobs, Lease, LeaseInfo,
+    MetaStore, NewEvent, OrchestrationStore, PrefixRule, ProjectRecord, ProjectScan, RefKind,
+    Reference, ReplaceOutcome, Resolution, ResolveInput, ResolveLookup, ResolveVersions,
+    StoreError, StoredCascade, StoredEvent, Warning,
 };
 use crate::cascade::{Counters, ProjectState};
 use crate::discover::image::normalise_prefix;
@@ -799,6 +799,7 @@ impl Inner {
         changes: &[(String, Option<String>)],
         counters_json: &str,
         processed_up_to: Option<i64>,
+        (at_ms, lines): (i64, &[String]),
         fence: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
@@ -836,6 +837,17 @@ impl Inner {
             tx.execute(
                 "UPDATE events SET processed = 1 WHERE processed = 0 AND seq <= ?1",
                 [seq],
+            )?;
+        }
+        if !lines.is_empty() {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO activity (at_ms, line) VALUES (?1, ?2)")?;
+            for line in lines {
+                insert.execute(params![at_ms, line])?;
+            }
+            tx.execute(
+                "DELETE FROM activity WHERE seq <= (SELECT MAX(seq) FROM activity) - ?1",
+                [ACTIVITY_KEPT],
             )?;
         }
         tx.commit()?;
@@ -933,27 +945,6 @@ impl Inner {
             .collect::<Result<_, _>>()?;
         tx.commit()?;
         Ok(Some((counters, projects)))
-    }
-
-    fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut ins =
-                tx.prepare_cached("INSERT INTO activity (at_ms, line) VALUES (?1, ?2)")?;
-            for line in lines {
-                ins.execute(params![at_ms, line])?;
-            }
-            tx.execute(
-                "DELETE FROM activity WHERE seq <= (SELECT MAX(seq) FROM activity) - 10000",
-                [],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
@@ -1111,17 +1102,21 @@ impl OrchestrationStore for SqliteStore {
         changes: &[(String, Option<&ProjectState>)],
         counters: Counters,
         processed_up_to: Option<i64>,
+        activity: Activity<'_>,
         fence: Option<&Lease>,
     ) -> Result<(), StoreError> {
         let fence = fence.map(|l| l.epoch);
+        let (at_ms, lines) = (activity.at_ms, activity.lines.to_vec());
         // Encoded here: the blocking thread gets owned rows, the caller keeps its state.
         let changes = changes
             .iter()
             .map(|(p, state)| Ok((p.clone(), state.map(serde_json::to_string).transpose()?)))
             .collect::<Result<Vec<_>, serde_json::Error>>()?;
         let counters = serde_json::to_string(&counters)?;
-        self.run(move |db| db.commit_cascade(&changes, &counters, processed_up_to, fence))
-            .await
+        self.run(move |db| {
+            db.commit_cascade(&changes, &counters, processed_up_to, (at_ms, &lines), fence)
+        })
+        .await
     }
 
     async fn acquire_lease(
@@ -1165,14 +1160,6 @@ impl OrchestrationStore for SqliteStore {
                 .map(|(p, state)| Ok((p, serde_json::from_str(&state)?)))
                 .collect::<Result<_, serde_json::Error>>()?,
         }))
-    }
-
-    async fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let lines = lines.to_vec();
-        self.run(move |db| db.log_activity(at_ms, &lines)).await
     }
 
     async fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {

@@ -5,11 +5,11 @@
 //! and checks the condition against its latest version, so of two replicas asking at once one
 //! gets the grant and the other sees it held. The fence in `commit_cascade` reads the epoch
 //! `FOR SHARE` in the commit's transaction: a take-over waits for that commit to end, and a commit
-//! that starts after the take-over sees the new epoch and writes nothing.
+//! that starts after the take-over sees the new epoch, fails, and writes nothing.
 
 use std::time::Duration;
 
-use deadpool_postgres::{ClientWrapper, Transaction};
+use deadpool_postgres::ClientWrapper;
 
 use crate::store::{Lease, LeaseInfo, StoreError};
 
@@ -90,18 +90,20 @@ pub(super) async fn current(client: &ClientWrapper) -> Result<Option<LeaseInfo>,
     }))
 }
 
-/// Fails with [`StoreError::Fenced`] unless the stored epoch is still `lease`'s; holds the row
-/// shared until the transaction ends, so no take-over lands in between.
-pub(super) async fn check_fence(tx: &Transaction<'_>, lease: &Lease) -> Result<(), StoreError> {
-    let stmt = tx
-        .prepare_cached("SELECT epoch FROM lease WHERE id = 1 FOR SHARE")
-        .await?;
-    let current: Option<i64> = tx.query_opt(&stmt, &[]).await?.map(|r| r.get(0));
-    if current != Some(lease.epoch) {
-        return Err(StoreError::Fenced {
+/// The fence: fails with SQLSTATE [`FENCED`] unless the stored epoch is still `$1`, and holds the
+/// lease row shared until the transaction ends, so no take-over lands in between (migration 2).
+pub(super) const CHECK_FENCE: &str = "SELECT gitlab_deps_check_fence($1)";
+
+/// The SQLSTATE the fence raises; its detail is the stored epoch.
+const FENCED: &str = "GD001";
+
+/// The fence's failure as [`StoreError::Fenced`] (other errors as they are).
+pub(super) fn fenced(e: tokio_postgres::Error, lease: &Lease) -> StoreError {
+    match e.as_db_error() {
+        Some(db) if db.code().code() == FENCED => StoreError::Fenced {
             held: lease.epoch,
-            current: current.unwrap_or(0),
-        });
+            current: db.detail().and_then(|d| d.parse().ok()).unwrap_or(0),
+        },
+        _ => e.into(),
     }
-    Ok(())
 }

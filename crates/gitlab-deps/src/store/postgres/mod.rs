@@ -9,6 +9,7 @@
 mod discovery;
 mod lease;
 mod orchestration;
+mod pipeline;
 mod schema;
 #[cfg(any(test, feature = "store-conformance"))]
 pub mod testing;

@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_postgres::IsolationLevel;
+use tokio_postgres::types::ToSql;
 
+use super::pipeline::{self, Step};
 use super::{LOCK_EVENTS, PostgresStore, lease};
 use crate::cascade::{Counters, ProjectState};
 use crate::store::{
-    Lease, LeaseInfo, NewEvent, OrchestrationStore, StoreError, StoredCascade, StoredEvent,
+    ACTIVITY_KEPT, Activity, Lease, LeaseInfo, NewEvent, OrchestrationStore, StoreError,
+    StoredCascade, StoredEvent,
 };
-
-/// Activity lines kept (as SQLite keeps).
-const ACTIVITY_KEPT: i64 = 10_000;
 
 #[async_trait]
 impl OrchestrationStore for PostgresStore {
@@ -58,13 +58,12 @@ impl OrchestrationStore for PostgresStore {
         let kinds: Vec<&str> = first.iter().map(|e| e.kind.as_str()).collect();
         let bodies: Vec<&str> = first.iter().map(|e| e.body.as_str()).collect();
         let now = crate::util::now_ms();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let lock_stmt = tx
+        let client = self.client().await?;
+        let lock = client
             .prepare_cached("SELECT pg_advisory_xact_lock($1)")
             .await?;
         // ORDER BY the position: sequence numbers follow the batch's order.
-        let insert = tx
+        let insert = client
             .prepare_cached(
                 "INSERT INTO events (delivery_key, kind, body, received_ms)
                  SELECT k, t, b, $4 FROM unnest($1::text[], $2::text[], $3::text[])
@@ -73,15 +72,12 @@ impl OrchestrationStore for PostgresStore {
                  RETURNING delivery_key, seq",
             )
             .await?;
-        // Pipelined: the lock, then the insert, in one round trip.
-        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&LOCK_EVENTS];
-        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-            [&keys, &kinds, &bodies, &now];
-        let (_, rows) = tokio::try_join!(
-            tx.execute(&lock_stmt, &lock_params),
-            tx.query(&insert, &insert_params),
-        )?;
-        tx.commit().await?;
+        let lock_params: [&(dyn ToSql + Sync); 1] = [&LOCK_EVENTS];
+        let insert_params: [&(dyn ToSql + Sync); 4] = [&keys, &kinds, &bodies, &now];
+        let mut replies =
+            pipeline::transaction(&client, &[(&lock, &lock_params), (&insert, &insert_params)])
+                .await?;
+        let rows = replies.pop().unwrap_or_default();
         let mut seqs: HashMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         Ok(events
             .iter()
@@ -114,6 +110,7 @@ impl OrchestrationStore for PostgresStore {
         changes: &[(String, Option<&ProjectState>)],
         counters: Counters,
         processed_up_to: Option<i64>,
+        activity: Activity<'_>,
         fence: Option<&Lease>,
     ) -> Result<(), StoreError> {
         // The last change per project, as one-by-one writes would leave it.
@@ -132,43 +129,71 @@ impl OrchestrationStore for PostgresStore {
             }
         }
         let counters = serde_json::to_string(&counters)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        if let Some(lease) = fence {
-            lease::check_fence(&tx, lease).await?;
-        }
-        let state = tx
+        let client = self.client().await?;
+        let fence_check = client.prepare_cached(lease::CHECK_FENCE).await?;
+        let state = client
             .prepare_cached(
                 "INSERT INTO cascade_state (id, state) VALUES (1, $1)
                  ON CONFLICT (id) DO UPDATE SET state = excluded.state",
             )
             .await?;
-        let upsert = tx
+        let upsert = client
             .prepare_cached(
                 "INSERT INTO cascade_projects (project, state) SELECT * FROM unnest($1::text[], $2::text[])
                  ON CONFLICT (project) DO UPDATE SET state = excluded.state",
             )
             .await?;
-        let delete = tx
+        let delete = client
             .prepare_cached("DELETE FROM cascade_projects WHERE project = ANY($1::text[])")
             .await?;
-        let processed = tx
+        let processed = client
             .prepare_cached("UPDATE events SET processed = true WHERE NOT processed AND seq <= $1")
             .await?;
-        // Pipelined: one round trip for the writes (they touch different rows).
+        let log = client
+            .prepare_cached(
+                "INSERT INTO activity (at_ms, line)
+                 SELECT $1, l FROM unnest($2::text[]) WITH ORDINALITY AS u(l, o) ORDER BY o",
+            )
+            .await?;
+        let trim = client
+            .prepare_cached(
+                "DELETE FROM activity WHERE seq <= (SELECT MAX(seq) FROM activity) - $1",
+            )
+            .await?;
+        let epoch = fence.map(|l| l.epoch);
         let up_to = processed_up_to.unwrap_or(i64::MIN);
-        let state_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&counters];
-        let upsert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-            [&upsert_projects, &upsert_states];
-        let delete_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&deletes];
-        let processed_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&up_to];
-        tokio::try_join!(
-            tx.execute(&state, &state_params),
-            tx.execute(&upsert, &upsert_params),
-            tx.execute(&delete, &delete_params),
-            tx.execute(&processed, &processed_params),
-        )?;
-        tx.commit().await?;
+        let fence_params: [&(dyn ToSql + Sync); 1] = [&epoch];
+        let state_params: [&(dyn ToSql + Sync); 1] = [&counters];
+        let upsert_params: [&(dyn ToSql + Sync); 2] = [&upsert_projects, &upsert_states];
+        let delete_params: [&(dyn ToSql + Sync); 1] = [&deletes];
+        let processed_params: [&(dyn ToSql + Sync); 1] = [&up_to];
+        let log_params: [&(dyn ToSql + Sync); 2] = [&activity.at_ms, &activity.lines];
+        let trim_params: [&(dyn ToSql + Sync); 1] = [&ACTIVITY_KEPT];
+        // The fence first: when it fails, nothing after it is written.
+        let mut steps: Vec<Step<'_>> = Vec::with_capacity(7);
+        if fence.is_some() {
+            steps.push((&fence_check, &fence_params));
+        }
+        steps.push((&state, &state_params));
+        if !upsert_projects.is_empty() {
+            steps.push((&upsert, &upsert_params));
+        }
+        if !deletes.is_empty() {
+            steps.push((&delete, &delete_params));
+        }
+        if processed_up_to.is_some() {
+            steps.push((&processed, &processed_params));
+        }
+        if !activity.lines.is_empty() {
+            steps.push((&log, &log_params));
+            steps.push((&trim, &trim_params));
+        }
+        pipeline::transaction(&client, &steps)
+            .await
+            .map_err(|e| match fence {
+                Some(lease) => lease::fenced(e, lease),
+                None => e.into(),
+            })?;
         Ok(())
     }
 
@@ -209,29 +234,6 @@ impl OrchestrationStore for PostgresStore {
                 .map(|r| Ok((r.get(0), serde_json::from_str(r.get::<_, &str>(1))?)))
                 .collect::<Result<_, serde_json::Error>>()?,
         }))
-    }
-
-    async fn log_activity(&self, at_ms: i64, lines: &[String]) -> Result<(), StoreError> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO activity (at_ms, line)
-                 SELECT $1, l FROM unnest($2::text[]) WITH ORDINALITY AS u(l, o) ORDER BY o",
-            )
-            .await?;
-        let trim = tx
-            .prepare_cached(
-                "DELETE FROM activity WHERE seq <= (SELECT MAX(seq) FROM activity) - $1",
-            )
-            .await?;
-        tx.execute(&insert, &[&at_ms, &lines]).await?;
-        tx.execute(&trim, &[&ACTIVITY_KEPT]).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn recent_activity(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {

@@ -4,7 +4,8 @@
 //! PostgreSQL keeps its own list, separate from SQLite's `PRAGMA user_version` list in
 //! `store/migrations.rs`: version 1 here is the state SQLite reaches at its version 7 (discovery,
 //! orchestration, per-project cascade rows, hook fingerprints, reference versions and registry
-//! keys, file blobs, the lease). A later schema change appends one entry to each list.
+//! keys, file blobs, the lease). A later schema change appends one entry to each list; objects
+//! only PostgreSQL needs (version 2, the fence function) have none in SQLite's.
 
 use deadpool_postgres::Object;
 
@@ -106,6 +107,24 @@ pub(super) const MIGRATIONS: &[&str] = &[
     INSERT INTO meta (key, value) VALUES ('hook_fingerprint_key',
         encode(sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8')), 'hex'));
     INSERT INTO meta (key, value) VALUES ('resolve.catalog_version', '0');
+    "#,
+    // 2: the lease fence as a statement that fails, so that a commit sent as one batch
+    // (`pipeline`) stops at it without waiting for its answer. PostgreSQL only: SQLite checks
+    // the epoch in its own code, inside its transaction.
+    r#"
+    CREATE FUNCTION gitlab_deps_check_fence(held BIGINT) RETURNS VOID
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        current BIGINT;
+    BEGIN
+        -- Shared until the transaction ends: a take-over waits for the commit.
+        SELECT epoch INTO current FROM lease WHERE id = 1 FOR SHARE;
+        IF current IS DISTINCT FROM held THEN
+            RAISE EXCEPTION 'the engine''s lease is no longer held'
+                USING ERRCODE = 'GD001', DETAIL = COALESCE(current, 0)::text;
+        END IF;
+    END
+    $$;
     "#,
 ];
 

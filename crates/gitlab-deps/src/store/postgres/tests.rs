@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::testing::{self, TestDatabase};
 use super::*;
-use crate::store::{DiscoveryStore, Lease, MetaStore, NewEvent, OrchestrationStore};
+use crate::store::{Activity, DiscoveryStore, Lease, MetaStore, NewEvent, OrchestrationStore};
 
 /// A store on a fresh database and the database's guard; `None` when PostgreSQL is absent (and
 /// the test was reported as skipped).
@@ -90,7 +90,7 @@ async fn concurrent_writers_never_make_the_reader_skip_an_event() {
             assert!(seen.insert(e.seq), "event {} read twice", e.seq);
         }
         reader
-            .commit_cascade(&[], Default::default(), Some(last), None)
+            .commit_cascade(&[], Default::default(), Some(last), Activity::NONE, None)
             .await
             .unwrap();
     }
@@ -117,7 +117,13 @@ async fn a_fenced_commit_racing_a_take_over_lands_whole_before_it_or_not_at_all(
         let state = crate::cascade::ProjectState::default();
         let changes = [(project.clone(), Some(&state))];
         let (committed, taken) = tokio::join!(
-            old.commit_cascade(&changes, Default::default(), None, Some(&lease)),
+            old.commit_cascade(
+                &changes,
+                Default::default(),
+                None,
+                Activity::NONE,
+                Some(&lease)
+            ),
             new.acquire_lease("new", Duration::from_secs(60))
         );
         let taken = taken.unwrap().expect("an expired lease is free");
@@ -133,7 +139,7 @@ async fn a_fenced_commit_racing_a_take_over_lands_whole_before_it_or_not_at_all(
         }
         // After the take-over, the old epoch commits nothing.
         let late = old
-            .commit_cascade(&[], Default::default(), None, Some(&lease))
+            .commit_cascade(&[], Default::default(), None, Activity::NONE, Some(&lease))
             .await;
         assert!(matches!(late, Err(StoreError::Fenced { .. })), "{late:?}");
         new.release_lease(&taken).await.unwrap();
