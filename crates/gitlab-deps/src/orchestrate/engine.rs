@@ -23,9 +23,7 @@ use crate::gitlab::payload::{self, HookEvent, PushEvent};
 use crate::graph::DepGraph;
 use crate::metrics::Metrics;
 use crate::scan::Scanner;
-use crate::store::{
-    Activity, Lease, NewEvent, ProjectRecord, Store, StoreError, StoredEvent,
-};
+use crate::store::{Activity, Lease, NewEvent, ProjectRecord, Store, StoreError, StoredEvent};
 use crate::util::{Clock, SystemClock};
 
 /// Events folded per engine step.
