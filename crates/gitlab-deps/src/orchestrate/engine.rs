@@ -683,17 +683,12 @@ impl Engine {
 
     /// Logs an internal input durably and wakes the loop; true when the key was new.
     pub(super) async fn enqueue(&self, key: &str, input: &Input) -> bool {
-        let body = match serde_json::to_string(input) {
-            Ok(body) => body,
+        let event = match NewEvent::input(key, input) {
+            Ok(event) => event,
             Err(e) => {
                 tracing::error!("cannot record {key}: {e}");
                 return false;
             }
-        };
-        let event = NewEvent {
-            delivery_key: key.to_owned(),
-            kind: INPUT_EVENT.to_owned(),
-            body,
         };
         match self.inputs.record(event).await {
             Ok(recorded) => recorded == Recorded::New,

@@ -288,11 +288,23 @@ pub struct NewEvent {
 /// Activity lines a store keeps (older ones are dropped as new ones arrive).
 pub(crate) const ACTIVITY_KEPT: i64 = 10_000;
 
+impl NewEvent {
+    /// An internal or operator input as the event log records it (an [`INPUT_EVENT`]).
+    pub fn input(key: &str, input: &Input) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            delivery_key: key.to_owned(),
+            kind: INPUT_EVENT.to_owned(),
+            body: serde_json::to_string(input)?,
+        })
+    }
+}
+
 /// Lines for the activity log shown on the status page, all stamped with one time.
 #[derive(Debug, Clone, Copy)]
 pub struct Activity<'a> {
     /// Milliseconds since the Unix epoch.
     pub at_ms: i64,
+    /// The lines, oldest first.
     pub lines: &'a [String],
 }
 
@@ -429,8 +441,9 @@ pub trait OrchestrationStore: MetaStore {
     /// Records an internal or operator input in the event log, as an [`INPUT_EVENT`], unless
     /// `key` was seen before.
     async fn insert_input(&self, key: &str, input: &Input) -> Result<Option<i64>, StoreError> {
-        let body = serde_json::to_string(input)?;
-        self.insert_event(key, INPUT_EVENT, &body).await
+        let event = NewEvent::input(key, input)?;
+        self.insert_event(&event.delivery_key, &event.kind, &event.body)
+            .await
     }
     /// Events recorded but not yet processed, oldest (lowest sequence number) first.
     async fn unprocessed_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
