@@ -588,7 +588,7 @@ pub async fn the_cascade_state_round_trips(s: &dyn Store) {
 }
 
 /// Activity lines are committed with the step and come back newest first, at most `limit`;
-/// the store keeps the newest [`super::ACTIVITY_KEPT`].
+/// the store keeps the newest [`super::ACTIVITY_STORED`].
 pub async fn activity_comes_back_newest_first(s: &dyn Store) {
     let log = |at_ms: i64, lines: Vec<String>| async move {
         let activity = Activity {
@@ -608,7 +608,7 @@ pub async fn activity_comes_back_newest_first(s: &dyn Store) {
         [(2, "three".to_owned()), (1, "two".to_owned())]
     );
     assert_eq!(s.recent_activity(10).await.unwrap().len(), 3);
-    let kept = super::ACTIVITY_KEPT as usize;
+    let kept = super::ACTIVITY_STORED as usize;
     log(3, (0..kept).map(|i| format!("line {i}")).collect()).await;
     let all = s.recent_activity(kept + 10).await.unwrap();
     assert_eq!(all.len(), kept);

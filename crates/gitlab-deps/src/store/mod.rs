@@ -286,7 +286,7 @@ pub struct NewEvent {
 }
 
 /// Activity lines a store keeps (older ones are dropped as new ones arrive).
-pub(crate) const ACTIVITY_KEPT: i64 = 10_000;
+pub(crate) const ACTIVITY_STORED: i64 = 10_000;
 
 impl NewEvent {
     /// An internal or operator input as the event log records it (an [`INPUT_EVENT`]).

@@ -14,9 +14,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use super::migrations::MIGRATIONS;
 use super::{
-    ACTIVITY_KEPT, Activity, DeriveFn, DiscoveryStore, Edge, External, FileBlobs, Lease, LeaseInfo,
-    MetaStore, NewEvent, OrchestrationStore, PrefixRule, ProjectRecord, ProjectScan, RefKind,
-    Reference, ReplaceOutcome, Resolution, ResolveInput, ResolveLookup, ResolveVersions,
+    ACTIVITY_STORED, Activity, DeriveFn, DiscoveryStore, Edge, External, FileBlobs, Lease,
+    LeaseInfo, MetaStore, NewEvent, OrchestrationStore, PrefixRule, ProjectRecord, ProjectScan,
+    RefKind, Reference, ReplaceOutcome, Resolution, ResolveInput, ResolveLookup, ResolveVersions,
     StoreError, StoredCascade, StoredEvent, Warning,
 };
 use crate::cascade::{Counters, ProjectState};
@@ -914,7 +914,7 @@ impl Inner {
             }
             tx.execute(
                 "DELETE FROM activity WHERE seq <= (SELECT MAX(seq) FROM activity) - ?1",
-                [ACTIVITY_KEPT],
+                [ACTIVITY_STORED],
             )?;
         }
         tx.commit()?;

@@ -19,7 +19,7 @@ use super::pipeline::{self, Step};
 use super::{LOCK_EVENTS, PostgresStore, lease};
 use crate::cascade::{Counters, ProjectState};
 use crate::store::{
-    ACTIVITY_KEPT, Activity, Lease, LeaseInfo, NewEvent, OrchestrationStore, StoreError,
+    ACTIVITY_STORED, Activity, Lease, LeaseInfo, NewEvent, OrchestrationStore, StoreError,
     StoredCascade, StoredEvent,
 };
 
@@ -168,7 +168,7 @@ impl OrchestrationStore for PostgresStore {
         let delete_params: [&(dyn ToSql + Sync); 1] = [&deletes];
         let processed_params: [&(dyn ToSql + Sync); 1] = [&up_to];
         let log_params: [&(dyn ToSql + Sync); 2] = [&activity.at_ms, &activity.lines];
-        let trim_params: [&(dyn ToSql + Sync); 1] = [&ACTIVITY_KEPT];
+        let trim_params: [&(dyn ToSql + Sync); 1] = [&ACTIVITY_STORED];
         // The fence first: when it fails, nothing after it is written.
         let mut steps: Vec<Step<'_>> = Vec::with_capacity(7);
         if fence.is_some() {
