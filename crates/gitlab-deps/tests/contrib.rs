@@ -2,22 +2,13 @@
 //! by the real binary (unknown keys are errors) and its values are valid; the systemd units run
 //! the right commands, and the deployment builds are the production build (no demo, no simulator).
 
-use std::path::PathBuf;
-
 use assert_cmd::Command;
 use gitlab_deps::config::{self, FileConfig, PathPatterns, ScanSettings};
 use predicates::prelude::*;
 
-fn contrib(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../contrib")
-        .join(name)
-}
-
-fn read(name: &str) -> String {
-    let path = contrib(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+#[path = "common/contrib.rs"]
+mod contrib_files;
+use contrib_files::{contrib, read};
 
 /// The lines of a unit file that set `key`, values only.
 fn unit_values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {

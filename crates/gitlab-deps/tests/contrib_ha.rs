@@ -2,21 +2,12 @@
 //! the code: their config files are accepted by the real parser, the files and variables they
 //! name are the ones the service reads, and the probes point at endpoints that exist.
 
-use std::path::PathBuf;
-
 use gitlab_deps::config::{self, FileConfig};
 use gitlab_deps::service::defaults;
 
-fn contrib(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../contrib")
-        .join(name)
-}
-
-fn read(name: &str) -> String {
-    let path = contrib(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+#[path = "common/contrib.rs"]
+mod contrib_files;
+use contrib_files::{contrib, read};
 
 /// The `GITLAB_DEPS_*` names in `text`.
 fn variables(text: &str) -> Vec<String> {
